@@ -1,0 +1,1 @@
+"""PyTorch -> ONNX exporters: one module per method, plus the shared export step (needs torch)."""

@@ -1,0 +1,83 @@
+"""Write a bundle (manifest.json + graph files) so that a crash leaves no half bundle.
+
+Everything is written into a hidden temporary folder beside the target, validated
+with the runtime's own manifest reader, and only then moved into place.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+from exporters.onnx_export import IR_VERSION, OPSET, ExportedGraph, save_model
+from runtime.errors import VssEdgeError
+from runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, TensorSpec, load_manifest, sha256_file
+
+
+def package_versions() -> dict:
+    import numpy
+    import onnx
+    import onnxruntime
+    import torch
+
+    import vss_edge
+
+    versions = {"vss_edge": vss_edge.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
+                "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__}
+    try:
+        import onnxsim
+
+        versions["onnxsim"] = onnxsim.__version__
+    except ImportError:
+        pass
+    return versions
+
+
+def write_bundle(out_dir: str | Path, *, method: str, config: dict, input_spec: dict,
+                 class_names: list[str], palette: list[list[int]],
+                 graphs: list[tuple[ExportedGraph, str]], state: list[TensorSpec],
+                 scheduler: dict, checkpoints: dict) -> Path:
+    """Write graphs [(exported graph, role)] and the manifest into out_dir atomically."""
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).exists())):
+        raise VssEdgeError(f"--out '{out}' exists and is not a vss-edge bundle; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is a normal folder
+    try:
+        entries = {}
+        for graph, role in graphs:
+            file = f"{graph.name}.onnx"
+            save_model(graph.model, tmp / file)
+            entries[graph.name] = {
+                "role": role, "file": file, "sha256": sha256_file(tmp / file), "precision": "fp32",
+                "calibration": None, "inputs": [t.to_dict() for t in graph.inputs],
+                "outputs": [t.to_dict() for t in graph.outputs], "gflops": graph.gflops,
+                "simplified_with_onnxsim": graph.simplified,
+                "verified_max_error": {k: float(f"{v:.3g}") for k, v in graph.verification.items()},
+            }
+        manifest = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "method": method, "config": config,
+            "input": input_spec, "classes": {"names": class_names, "palette": palette},
+            "graphs": entries, "state": [t.to_dict() for t in state], "scheduler": scheduler,
+            "provenance": {
+                "packages": package_versions(), "opset": OPSET, "ir_version": IR_VERSION,
+                "checkpoints": checkpoints, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            },
+        }
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+        load_manifest(tmp)  # the runtime's reader must accept what we wrote
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out

@@ -1,0 +1,134 @@
+"""The shared export step: PyTorch module -> checked, verified, static ONNX graph.
+
+For each graph: torch.onnx.export (TorchScript exporter, static shapes), cap the IR
+version, onnx.checker, verify against PyTorch on the real example inputs, then try
+onnxsim and keep its result only if it still verifies. Nothing is written to the
+final path unless verification passed.
+"""
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import torch
+
+from exporters.flops import count_gflops
+from runtime.errors import VssEdgeError
+from runtime.manifest import TensorSpec
+from runtime.session import _ORT_DTYPES
+
+OPSET = 17  # GridSample needs >= 16, LayerNormalization 17
+# onnx may write an IR version newer than the installed (or the robot's) ONNX Runtime
+# reads; IR 8 is what opset 17 needs and ONNX Runtime >= 1.11 reads it.
+IR_VERSION = 8
+FLOAT_RTOL = 1e-3  # max |onnx - torch| relative to max |torch|, per output
+LABEL_AGREEMENT = 0.999  # fraction of equal pixels for integer (label) outputs
+
+
+class ExportError(VssEdgeError):
+    """An exported graph does not reproduce its PyTorch module."""
+
+
+@dataclass
+class ExportedGraph:
+    name: str
+    model: onnx.ModelProto
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
+    gflops: float
+    simplified: bool
+    verification: dict  # output name -> worst error over the examples
+
+
+def _ort_session(model: onnx.ModelProto) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def _specs(values) -> list[TensorSpec]:
+    return [TensorSpec(v.name, tuple(v.shape), _ORT_DTYPES.get(v.type, v.type)) for v in values]
+
+
+def compare_outputs(actual: np.ndarray, expected: np.ndarray) -> tuple[float, bool]:
+    """(error, ok): relative max error for floats, disagreement fraction for integers."""
+    if actual.shape != expected.shape:
+        return float("inf"), False
+    if np.issubdtype(expected.dtype, np.integer):
+        disagreement = float(np.mean(actual != expected))
+        return disagreement, disagreement <= 1.0 - LABEL_AGREEMENT
+    scale = max(float(np.max(np.abs(expected))), 1e-6)
+    err = float(np.max(np.abs(actual.astype(np.float64) - expected))) / scale
+    return err, err <= FLOAT_RTOL
+
+
+def verify(model: onnx.ModelProto, examples: list[dict], expected: list[dict]) -> tuple[dict, list[str]]:
+    """Run model on each example feed; returns (worst error per output, failures)."""
+    session = _ort_session(model)
+    worst: dict[str, float] = {}
+    failures = []
+    for i, (feeds, ref) in enumerate(zip(examples, expected)):
+        names = list(ref)
+        for name, got in zip(names, session.run(names, feeds)):
+            err, ok = compare_outputs(got, ref[name])
+            worst[name] = max(worst.get(name, 0.0), err)
+            if not ok:
+                failures.append(f"example {i}, output '{name}': error {err:.3g}")
+    return worst, failures
+
+
+def _finish(model: onnx.ModelProto) -> onnx.ModelProto:
+    model.ir_version = min(model.ir_version, IR_VERSION)
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def export_graph(name: str, module: torch.nn.Module, examples: list[tuple[torch.Tensor, ...]],
+                 input_names: list[str], output_names: list[str], simplify: bool = True) -> ExportedGraph:
+    """Export module (eval mode) and verify it on every example input tuple.
+
+    examples: real inputs (from real frames), the first also used for tracing.
+    Raises ExportError if the exported (or simplified) graph does not match.
+    """
+    module.eval()
+    buffer = io.BytesIO()
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, examples[0], buffer, input_names=input_names, output_names=output_names,
+            opset_version=OPSET, dynamo=False, do_constant_folding=True,
+        )
+        expected = []
+        for ex in examples:
+            outs = module(*ex)
+            outs = outs if isinstance(outs, tuple) else (outs,)
+            expected.append({n: o.numpy() for n, o in zip(output_names, outs)})
+    feeds = [{n: t.numpy() for n, t in zip(input_names, ex)} for ex in examples]
+    model = _finish(onnx.load_from_string(buffer.getvalue()))
+    worst, failures = verify(model, feeds, expected)
+    if failures:
+        raise ExportError(f"graph '{name}' does not match PyTorch after export: " + "; ".join(failures[:3]))
+    simplified = False
+    if simplify:
+        try:
+            import onnxsim
+
+            candidate, _ = onnxsim.simplify(model, check_n=0)
+            candidate = _finish(candidate)
+            cand_worst, cand_failures = verify(candidate, feeds, expected)
+            if not cand_failures:
+                model, worst, simplified = candidate, cand_worst, True
+        except Exception as e:  # onnxsim is an optimisation; the unsimplified graph stands
+            warnings.warn(f"onnxsim could not simplify graph '{name}': {e}")
+    session = _ort_session(model)
+    return ExportedGraph(
+        name=name, model=model, inputs=_specs(session.get_inputs()), outputs=_specs(session.get_outputs()),
+        gflops=round(count_gflops(model), 4), simplified=simplified, verification=worst,
+    )
+
+
+def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
+    onnx.save_model(model, str(path))

@@ -1,0 +1,190 @@
+"""The bundle contract: manifest.json plus one .onnx file per graph (torch-free).
+
+A bundle is a directory. manifest.json (format_version 1) holds:
+- method, config (resolution, classes, keyframe net, ...), input (dtype, layout,
+  channel order, resize rule, normalisation applied in-graph), classes (names, palette);
+- graphs: name -> role, file, sha256, precision, calibration, inputs/outputs
+  ([{name, shape, dtype}]), gflops;
+- state: the tensors carried from frame to frame [{name, shape, dtype}];
+- scheduler: {name, params}; provenance: package versions, opset, IR, checkpoints.
+
+`load_manifest` validates all of it and every file hash before anything runs, and
+raises BundleError naming the file and the mismatch.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.errors import BundleError
+
+FORMAT = "vss-edge-bundle"
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+ROLES = ("keyframe_net", "flow_net", "propagation_head", "mask_generator")
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    name: str
+    role: str
+    file: str
+    sha256: str
+    precision: str
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+    gflops: float | None = None
+    calibration: dict | None = None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    root: Path
+    method: str
+    config: dict
+    input: dict
+    class_names: tuple[str, ...]
+    palette: tuple[tuple[int, int, int], ...]
+    graphs: dict[str, GraphSpec]
+    state: tuple[TensorSpec, ...]
+    scheduler: dict
+    provenance: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def height(self) -> int:
+        return int(self.input["height"])
+
+    @property
+    def width(self) -> int:
+        return int(self.input["width"])
+
+    def graph_path(self, name: str) -> Path:
+        return self.root / self.graphs[name].file
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _require(obj: dict, key: str, kind: type, where: str):
+    if not isinstance(obj, dict) or key not in obj:
+        raise BundleError(f"{where}: missing field '{key}'")
+    value = obj[key]
+    if not isinstance(value, kind):
+        raise BundleError(f"{where}: field '{key}' should be {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+def _tensor_specs(items, where: str) -> tuple[TensorSpec, ...]:
+    if not isinstance(items, list):
+        raise BundleError(f"{where}: expected a list of tensors")
+    specs = []
+    for i, t in enumerate(items):
+        name = _require(t, "name", str, f"{where}[{i}]")
+        shape = _require(t, "shape", list, f"{where}[{i}]")
+        dtype = _require(t, "dtype", str, f"{where}[{i}]")
+        if not all(isinstance(d, int) and d > 0 for d in shape):
+            raise BundleError(f"{where}[{i}] '{name}': shape must be static positive ints, got {shape}")
+        specs.append(TensorSpec(name, tuple(shape), dtype))
+    return tuple(specs)
+
+
+def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifest:
+    """Read and validate BUNDLE/manifest.json; check every graph file and its sha256."""
+    root = Path(bundle_dir)
+    if not root.exists():
+        raise BundleError(f"bundle '{root}' does not exist")
+    if not root.is_dir():
+        raise BundleError(f"bundle '{root}' is not a directory (a bundle is a folder with manifest.json)")
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        raise BundleError(f"bundle '{root}' has no {MANIFEST_NAME}")
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BundleError(f"{path}: not valid JSON ({e})") from None
+    where = str(path)
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise BundleError(f"{where}: not a vss-edge bundle manifest (format != '{FORMAT}')")
+    version = raw.get("format_version")
+    if version != FORMAT_VERSION:
+        raise BundleError(
+            f"{where}: unsupported format_version {version!r}; this vss-edge reads version {FORMAT_VERSION}"
+        )
+    method = _require(raw, "method", str, where)
+    config = _require(raw, "config", dict, where)
+    inp = _require(raw, "input", dict, where)
+    for key in ("height", "width"):
+        _require(inp, key, int, f"{where}: input")
+    classes = _require(raw, "classes", dict, where)
+    names = _require(classes, "names", list, f"{where}: classes")
+    palette = _require(classes, "palette", list, f"{where}: classes")
+    if len(names) != len(palette) or not names:
+        raise BundleError(f"{where}: classes.names ({len(names)}) and classes.palette ({len(palette)}) differ")
+    graphs_raw = _require(raw, "graphs", dict, where)
+    if not graphs_raw:
+        raise BundleError(f"{where}: no graphs")
+    graphs = {}
+    for name, g in graphs_raw.items():
+        gw = f"{where}: graphs.{name}"
+        role = _require(g, "role", str, gw)
+        if role not in ROLES:
+            raise BundleError(f"{gw}: unknown role '{role}' (known: {', '.join(ROLES)})")
+        precision = _require(g, "precision", str, gw)
+        if precision not in PRECISIONS:
+            raise BundleError(f"{gw}: unknown precision '{precision}'")
+        spec = GraphSpec(
+            name=name,
+            role=role,
+            file=_require(g, "file", str, gw),
+            sha256=_require(g, "sha256", str, gw),
+            precision=precision,
+            inputs=_tensor_specs(_require(g, "inputs", list, gw), f"{gw}.inputs"),
+            outputs=_tensor_specs(_require(g, "outputs", list, gw), f"{gw}.outputs"),
+            gflops=g.get("gflops"),
+            calibration=g.get("calibration"),
+        )
+        file = root / spec.file
+        if Path(spec.file).is_absolute() or ".." in Path(spec.file).parts:
+            raise BundleError(f"{gw}: graph file '{spec.file}' must be a plain name inside the bundle")
+        if not file.is_file():
+            raise BundleError(f"bundle '{root}': graph file '{spec.file}' (graph '{name}') is missing")
+        if verify_hashes:
+            actual = sha256_file(file)
+            if actual != spec.sha256:
+                raise BundleError(
+                    f"bundle '{root}': '{spec.file}' does not match its manifest sha256 "
+                    f"(expected {spec.sha256[:12]}…, got {actual[:12]}…); the file was changed or corrupted"
+                )
+        graphs[name] = spec
+    return Manifest(
+        root=root,
+        method=method,
+        config=config,
+        input=inp,
+        class_names=tuple(names),
+        palette=tuple(tuple(int(c) for c in p) for p in palette),
+        graphs=graphs,
+        state=_tensor_specs(raw.get("state", []), f"{where}: state"),
+        scheduler=_require(raw, "scheduler", dict, where),
+        provenance=raw.get("provenance", {}),
+        raw=raw,
+    )

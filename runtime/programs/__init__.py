@@ -1,0 +1,14 @@
+"""Per-method orchestration: which graphs run on key and non-key frames, and how state moves."""
+from __future__ import annotations
+
+from runtime.errors import BundleError
+from runtime.programs.gsvnet import GSVNetProgram
+
+PROGRAMS = {"gsvnet": GSVNetProgram}
+
+
+def program_for(method: str):
+    """The Program class for a bundle's method; BundleError if this runtime has none."""
+    if method not in PROGRAMS:
+        raise BundleError(f"no runtime program for method '{method}' (known: {', '.join(PROGRAMS)})")
+    return PROGRAMS[method]

@@ -1,0 +1,45 @@
+"""GSVNet's algorithm over its three graphs (paper Sec. 3; official trainer's forward).
+
+Key frame:      keyframe(image) -> logits, labels, image_small
+Non-key frame:  flow(image, prev image_small) -> flow, image_small
+                propagation(prev logits, image_small, flow) -> logits, labels
+State: the last frame's refined logits and its 1/8 image; propagation is recurrent
+from frame to frame, as in the official code.
+"""
+from __future__ import annotations
+
+
+class GSVNetProgram:
+    """Program protocol: graphs, reset(), has_state, signals(image), step(image, is_key, run)."""
+
+    graphs = ("keyframe", "flow", "propagation")
+
+    def __init__(self, manifest):
+        self.manifest = manifest
+        self.state: dict | None = None
+
+    def reset(self) -> None:
+        self.state = None
+
+    @property
+    def has_state(self) -> bool:
+        return self.state is not None
+
+    def signals(self, image) -> dict:
+        """Scheduler signals computed before the key/non-key decision (none for GSVNet)."""
+        return {}
+
+    def step(self, image, is_key: bool, run):
+        """Process one uint8 [1,H,W,3] frame; `run(graph, feeds, host_outputs)` runs a graph.
+
+        Returns uint8 labels [1,H,W] on the host.
+        """
+        if is_key:
+            out = run("keyframe", {"image": image}, ("labels",))
+        else:
+            flow = run("flow", {"image": image, "prev_image_small": self.state["image_small"]}, ())
+            out = run("propagation", {"prev_logits": self.state["logits"], "image_small": flow["image_small"],
+                                      "flow": flow["flow"]}, ("labels",))
+            out["image_small"] = flow["image_small"]
+        self.state = {"logits": out["logits"], "image_small": out["image_small"]}
+        return out["labels"]

@@ -1,0 +1,164 @@
+"""One ONNX Runtime session per graph, and the choice of execution provider (torch-free).
+
+Provider choice: CUDA only when it really loads (the build has the CUDA provider, an
+NVIDIA driver answers, and a session created with it keeps it), else CPU. One log
+line says which and why. On CUDA, GraphSession.run keeps outputs on the device
+(OrtValue) unless asked for on the host, so state and intermediates never leave the
+GPU between the graphs of a frame.
+"""
+from __future__ import annotations
+
+import ctypes
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.errors import BundleError, VssEdgeError
+from runtime.manifest import GraphSpec
+
+log = logging.getLogger("vss_edge")
+
+_ORT_DTYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(uint8)": "uint8",
+    "tensor(int8)": "int8",
+    "tensor(int64)": "int64",
+    "tensor(int32)": "int32",
+    "tensor(bool)": "bool",
+}
+
+
+def _cuda_driver_devices() -> int:
+    """Number of CUDA devices the driver reports; 0 if there is no driver."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0
+    count = ctypes.c_int(0)
+    if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
+        return 0
+    return count.value
+
+
+def cuda_unavailable_reason() -> str | None:
+    """Why the CUDA provider cannot be used here, or None if it may be tried."""
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return "this onnxruntime build has no CUDA provider"
+    if _cuda_driver_devices() == 0:
+        return "no NVIDIA GPU or driver found"
+    return None
+
+
+def _session_options(threads: int | None, quiet: bool) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+    if quiet:
+        opts.log_severity_level = 4  # a failed CUDA probe must not spray errors
+    return opts
+
+
+class GraphSession:
+    """An ONNX Runtime session for one bundle graph, checked against its manifest entry."""
+
+    def __init__(self, path: Path, spec: GraphSpec, providers: list, threads: int | None = None,
+                 io_binding: bool = False, quiet: bool = False):
+        self.spec = spec
+        self.name = spec.name
+        try:
+            self.session = ort.InferenceSession(
+                str(path), sess_options=_session_options(threads, quiet), providers=providers
+            )
+        except Exception as e:  # onnxruntime raises several unrelated types for bad files
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise BundleError(f"graph file '{path}' cannot be loaded by ONNX Runtime: {first}") from None
+        self.provider = self.session.get_providers()[0]
+        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        self.io_binding = io_binding or self.device == "cuda"
+        self._check_against_manifest(path)
+        self.output_names = [o.name for o in spec.outputs]
+
+    def _check_against_manifest(self, path: Path) -> None:
+        def describe(values):
+            return {v.name: (tuple(v.shape), _ORT_DTYPES.get(v.type, v.type)) for v in values}
+
+        for kind, actual, declared in (
+            ("inputs", describe(self.session.get_inputs()), self.spec.inputs),
+            ("outputs", describe(self.session.get_outputs()), self.spec.outputs),
+        ):
+            expected = {t.name: (tuple(t.shape), t.dtype) for t in declared}
+            if actual != expected:
+                raise BundleError(
+                    f"graph file '{path}': its {kind} {actual} do not match the manifest {expected}"
+                )
+
+    def run(self, feeds: dict, host_outputs: tuple[str, ...] = ()) -> dict:
+        """Run the graph; returns name -> value.
+
+        Without IO binding values are numpy arrays. With it, outputs named in
+        host_outputs come back as numpy arrays and the others stay where the
+        session computed them (OrtValue), ready to feed the next graph.
+        """
+        if not self.io_binding:
+            values = self.session.run(self.output_names, feeds)
+            return dict(zip(self.output_names, values))
+        binding = self.session.io_binding()
+        for name, value in feeds.items():
+            if isinstance(value, np.ndarray):
+                binding.bind_cpu_input(name, value)
+            else:
+                binding.bind_ortvalue_input(name, value)
+        for name in self.output_names:
+            if name in host_outputs:
+                binding.bind_output(name, "cpu")
+            else:
+                binding.bind_output(name, self.device, 0)
+        self.session.run_with_iobinding(binding)
+        out = {}
+        for name, value in zip(self.output_names, binding.get_outputs()):
+            out[name] = value.numpy() if name in host_outputs else value
+        return out
+
+
+def open_sessions(manifest, device: str = "auto", threads: int | None = None,
+                  io_binding: bool = False) -> dict[str, GraphSession]:
+    """Open every graph of a bundle on the chosen device ('auto', 'cuda' or 'cpu')."""
+    if device not in ("auto", "cuda", "cpu"):
+        raise VssEdgeError(f"device must be auto, cuda or cpu, got {device!r}")
+    reason = "requested" if device == "cpu" else cuda_unavailable_reason()
+    if reason is None:
+        if hasattr(ort, "preload_dlls"):
+            try:
+                ort.preload_dlls()
+            except Exception:  # missing CUDA/cuDNN wheels: the probe below decides
+                pass
+        providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
+        sessions = {}
+        for name, spec in manifest.graphs.items():
+            sessions[name] = GraphSession(manifest.graph_path(name), spec, providers, threads, io_binding, quiet=True)
+            if sessions[name].device != "cuda":
+                reason = "the CUDA provider did not load (CUDA 12/13 or cuDNN 9 libraries missing?)"
+                break
+        else:
+            log.info("vss-edge: running on CUDAExecutionProvider")
+            return sessions
+    if device == "cuda":
+        raise VssEdgeError(f"--device cuda: {reason}")
+    log.info("vss-edge: running on CPUExecutionProvider (%s)", "CPU requested" if device == "cpu" else f"CUDA: {reason}")
+    return {
+        name: GraphSession(manifest.graph_path(name), spec, ["CPUExecutionProvider"], threads, io_binding)
+        for name, spec in manifest.graphs.items()
+    }
+
+
+def timed(fn, *args, **kwargs):
+    """(result, milliseconds) of fn(*args, **kwargs)."""
+    t0 = time.perf_counter()
+    result = fn(*args, **kwargs)
+    return result, (time.perf_counter() - t0) * 1000.0

@@ -1,0 +1,253 @@
+"""Reading and writing GSVNet weights in the official checkpoint layouts.
+
+The official code (robert80203/GSVNet, trainer/gsvnet_trainer.py) uses three layouts:
+
+- SwiftNet keyframe net: a bare state_dict (``torch.save(state_dict)``).
+- BiSeNet keyframe net: a dict holding the state_dict under ``'state_dict'``
+  (the official loader falls back to ``'model'``).
+- GSVNet checkpoint (``.tar``): a dict ``{'epoch', 'state_dict', 'optimizer',
+  'best_pred', 'current_pred', 'args', 'state_dict_of'}`` where ``'state_dict'``
+  holds the propagation modules with keys prefixed ``grm.`` (the official
+  ``End2End`` wrapper), ``'state_dict_of'`` the FlowLight flow net (no prefix) and
+  ``'args'`` the training ``argparse.Namespace``.
+
+Keys saved from ``nn.DataParallel`` carry a ``module.`` prefix; it is accepted
+everywhere. Loading is tolerant of the container (bare, ``'state_dict'`` or
+``'model'``) but strict on key names and tensor shapes: any mismatch raises one
+``CheckpointError`` naming the file and listing what is missing, unexpected or of
+the wrong shape. Files are read with ``torch.load(weights_only=True)``, so a
+checkpoint that needs anything beyond tensors, plain containers and
+``argparse.Namespace`` is refused rather than executed.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import pickle
+import re
+import secrets
+import warnings
+from collections import OrderedDict
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+import torch.nn as nn
+
+from runtime.errors import CheckpointError
+from runtime.manifest import sha256_file
+
+if TYPE_CHECKING:
+    from vss_edge.models.gsvnet.graphs import GSVNet
+
+_DP_PREFIX = "module."
+_GSV_PREFIX = "grm."
+_SHOWN = 3  # how many offending keys a message lists per kind
+
+
+# --- reading ---------------------------------------------------------------------
+
+
+def read_checkpoint(path: str | os.PathLike) -> object:
+    """torch.load `path` on CPU with weights_only=True (argparse.Namespace allowed).
+
+    Raises CheckpointError naming the file for a missing file, a file that is not a
+    PyTorch checkpoint, or one whose pickle needs other (arbitrary) objects.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.is_dir():
+        raise CheckpointError(f"{path}: is a directory, not a checkpoint file")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # e.g. torch's note on the pickle protocol
+            with torch.serialization.safe_globals([argparse.Namespace]):
+                return torch.load(path, map_location="cpu", weights_only=True)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read checkpoint: {e.strerror or e}") from None
+    except pickle.UnpicklingError as e:
+        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(e))
+        if found:
+            raise CheckpointError(
+                f"{path}: checkpoint pickles a {found.group(1)} object; vss-edge refuses to unpickle "
+                "arbitrary objects (only tensors, plain containers and argparse.Namespace are "
+                "allowed); re-save it as a plain state_dict") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable or corrupt pickle data)") from None
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a non-checkpoint file
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint or truncated/corrupt ({type(e).__name__})") from None
+
+
+# --- strict loading --------------------------------------------------------------
+
+
+def _shape(value) -> str:
+    return str(list(value.shape)) if isinstance(value, torch.Tensor) else f"<{type(value).__name__}>"
+
+
+def _first(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOWN])
+    return shown + (", ..." if len(keys) > _SHOWN else "")
+
+
+def _strip_dp(state_dict: Mapping) -> dict:
+    keys = list(state_dict)
+    if keys and all(isinstance(k, str) and k.startswith(_DP_PREFIX) for k in keys):
+        return OrderedDict((k[len(_DP_PREFIX):], v) for k, v in state_dict.items())
+    return state_dict
+
+
+def _checked(module: nn.Module, state_dict, source: str) -> Mapping:
+    """The state_dict (``module.`` stripped) if it matches `module` exactly, else CheckpointError."""
+    name = type(module).__name__
+    if not isinstance(state_dict, Mapping):
+        raise CheckpointError(f"{source}: expected a state_dict (a dict of tensors) for {name}, "
+                              f"got {type(state_dict).__name__}")
+    if not all(isinstance(k, str) for k in state_dict):
+        raise CheckpointError(f"{source}: state_dict for {name} has non-string keys")
+    state_dict = _strip_dp(state_dict)
+    expected = module.state_dict()
+    missing = [k for k in expected if k not in state_dict]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [k for k in expected
+                  if k in state_dict and (not isinstance(state_dict[k], torch.Tensor)
+                                          or state_dict[k].shape != expected[k].shape)]
+    if not (missing or unexpected or mismatched):
+        return state_dict
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({_first(missing)})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys ({_first(unexpected)})")
+    if mismatched:
+        shown = [f"{k}: checkpoint {_shape(state_dict[k])} vs model {_shape(expected[k])}" for k in mismatched]
+        problems.append(f"{len(mismatched)} shape mismatches ({_first(shown)})")
+    hint = ""
+    if len(missing) == len(expected) and state_dict:
+        hint = "; no key in common: is this a checkpoint of another network?"
+    raise CheckpointError(f"{source}: does not match {name}: {', '.join(problems)}{hint}")
+
+
+def load_strict(module: nn.Module, state_dict, source: str) -> None:
+    """Load `state_dict` into `module` after checking keys and shapes exactly.
+
+    A ``module.`` prefix on every key is stripped. Any mismatch raises one
+    CheckpointError starting with `source` (e.g. the file name) that counts and
+    lists the missing keys, unexpected keys and shape mismatches.
+    """
+    module.load_state_dict(_checked(module, state_dict, source), strict=True)
+
+
+# --- the official layouts --------------------------------------------------------
+
+
+def _keyframe_state_dict(obj, path: Path, keyframe_net: str) -> tuple[Mapping, str]:
+    """(state_dict, source) from a keyframe checkpoint: bare, or under 'state_dict' / 'model'."""
+    layout = ("a bare state_dict" if keyframe_net == "swiftnet"
+              else "a dict with the state_dict under 'state_dict'")
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a {keyframe_net} keyframe checkpoint ({layout}), "
+                              f"got a {type(obj).__name__}")
+    if "state_dict_of" in obj:
+        raise CheckpointError(f"{path}: is a GSVNet propagation checkpoint (it has 'state_dict_of'), "
+                              f"not a {keyframe_net} keyframe checkpoint; pass it as the GSVNet checkpoint")
+    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return obj, str(path)
+    for key in ("state_dict", "model"):
+        if isinstance(obj.get(key), Mapping):
+            return obj[key], f"{path} ['{key}']"
+    top = ", ".join(map(repr, list(obj)[:8])) or "none"
+    raise CheckpointError(f"{path}: no state_dict found for the {keyframe_net} keyframe net: expected {layout} "
+                          f"(or one under 'model'); top-level keys: {top}")
+
+
+def _provenance(path: Path) -> dict:
+    return {"path": str(path), "sha256": sha256_file(path)}
+
+
+def load_keyframe_checkpoint(model: GSVNet, path: str | os.PathLike) -> dict:
+    """Load an official SwiftNet/BiSeNet checkpoint (per model.cfg.keyframe_net) into model.segnet.
+
+    Returns {'path', 'sha256'} of the file for provenance.
+    """
+    path = Path(path)
+    obj = read_checkpoint(path)
+    state_dict, source = _keyframe_state_dict(obj, path, model.cfg.keyframe_net)
+    load_strict(model.segnet, state_dict, source)
+    return _provenance(path)
+
+
+def load_gsvnet_checkpoint(model: GSVNet, path: str | os.PathLike) -> dict:
+    """Load an official GSVNet .tar: 'state_dict' (grm.*) -> model.gsv, 'state_dict_of' -> model.flownet.
+
+    Both parts are checked before either is loaded, so a bad file leaves the model
+    untouched. Returns {'path', 'sha256'} of the file for provenance.
+    """
+    path = Path(path)
+    obj = read_checkpoint(path)
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: expected a GSVNet checkpoint (a dict with 'state_dict' and "
+                              f"'state_dict_of'), got a {type(obj).__name__}")
+    absent = [k for k in ("state_dict", "state_dict_of") if k not in obj]
+    if absent:
+        what = {"state_dict": "'state_dict' (the propagation modules, keys 'grm.*')",
+                "state_dict_of": "'state_dict_of' (the FlowLight flow net)"}
+        top = ", ".join(map(repr, list(obj)[:8])) or "none"
+        raise CheckpointError(f"{path}: not a GSVNet checkpoint: no {' and no '.join(what[k] for k in absent)}; "
+                              f"top-level keys: {top}")
+    gsv_sd = obj["state_dict"]
+    if not isinstance(gsv_sd, Mapping):
+        raise CheckpointError(f"{path} ['state_dict']: expected a state_dict, got {type(gsv_sd).__name__}")
+    gsv_sd = _strip_dp(gsv_sd)
+    unprefixed = [k for k in gsv_sd if not (isinstance(k, str) and k.startswith(_GSV_PREFIX))]
+    if unprefixed:
+        raise CheckpointError(f"{path} ['state_dict']: {len(unprefixed)} of {len(gsv_sd)} keys lack the "
+                              f"official '{_GSV_PREFIX}' prefix ({_first([str(k) for k in unprefixed])})")
+    gsv_sd = OrderedDict((k[len(_GSV_PREFIX):], v) for k, v in gsv_sd.items())
+    gsv_sd = _checked(model.gsv, gsv_sd, f"{path} ['state_dict']")
+    flow_sd = _checked(model.flownet, obj["state_dict_of"], f"{path} ['state_dict_of']")
+    model.gsv.load_state_dict(gsv_sd, strict=True)
+    model.flownet.load_state_dict(flow_sd, strict=True)
+    return _provenance(path)
+
+
+# --- writing ---------------------------------------------------------------------
+
+
+def _cpu_state_dict(module: nn.Module, prefix: str = "") -> OrderedDict:
+    return OrderedDict((prefix + k, v.detach().cpu()) for k, v in module.state_dict().items())
+
+
+def _save_atomic(obj, path: Path) -> None:
+    """torch.save to a temporary file beside `path`, then rename it into place."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def save_official_checkpoints(model: GSVNet, keyframe_path: str | os.PathLike,
+                              gsvnet_path: str | os.PathLike) -> None:
+    """Write model's weights as the official keyframe checkpoint and GSVNet .tar.
+
+    The keyframe file is a bare state_dict (swiftnet) or {'state_dict': ...}
+    (bisenet); the GSVNet file has epoch 0, empty optimizer state and empty args.
+    """
+    segnet = _cpu_state_dict(model.segnet)
+    keyframe = segnet if model.cfg.keyframe_net == "swiftnet" else {"state_dict": segnet}
+    gsvnet = {
+        "epoch": 0,
+        "state_dict": _cpu_state_dict(model.gsv, _GSV_PREFIX),
+        "optimizer": {},
+        "best_pred": 0.0,
+        "current_pred": 0.0,
+        "args": argparse.Namespace(),
+        "state_dict_of": _cpu_state_dict(model.flownet),
+    }
+    _save_atomic(keyframe, Path(keyframe_path))
+    _save_atomic(gsvnet, Path(gsvnet_path))

@@ -1,0 +1,67 @@
+"""Method configurations (torch-free): what a bundle is exported for.
+
+A config fixes everything static about the graphs: input resolution, classes, the
+keyframe backbone and its pixel normalisation, and the default key-frame interval.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from vss_edge.classes import class_names_and_palette
+
+# Pixel normalisation per keyframe backbone, as the official GSVNet trainer applies
+# it: value = (pixel * scale - mean) / std with mean/std given in RGB order. The
+# flow, intra and guiding nets see the same normalised values in BGR order.
+NORMALISATION = {
+    "swiftnet": {"scale": 1.0, "mean_rgb": [73.15, 82.90, 72.3], "std_rgb": [47.67, 48.49, 47.73]},
+    "bisenet": {"scale": 1.0 / 255.0, "mean_rgb": [0.485, 0.456, 0.406], "std_rgb": [0.229, 0.224, 0.225]},
+}
+
+
+@dataclass
+class GSVNetConfig:
+    """GSVNet: a keyframe net every `interval` frames, flow-guided propagation between.
+
+    height, width: bundle input resolution, multiples of 32 (the flow net runs at 1/32).
+    keyframe_scale: the keyframe net sees the frame resized by this factor (paper: 0.75).
+    """
+
+    height: int = 512
+    width: int = 1024
+    num_classes: int = 19
+    keyframe_net: str = "swiftnet"
+    keyframe_scale: float = 0.75
+    interval: int = 5
+    class_names: list[str] = field(default_factory=list)
+    palette: list[list[int]] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.height % 32 or self.width % 32 or self.height <= 0 or self.width <= 0:
+            raise ValueError(f"height and width must be positive multiples of 32, got {self.height}x{self.width}")
+        if self.keyframe_net not in NORMALISATION:
+            raise ValueError(f"keyframe_net must be one of {sorted(NORMALISATION)}, got {self.keyframe_net!r}")
+        if not 1 <= self.num_classes <= 255:
+            raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
+        if not 0.0 < self.keyframe_scale <= 1.0:
+            raise ValueError(f"keyframe_scale must be in (0, 1], got {self.keyframe_scale}")
+        if self.interval < 1:
+            raise ValueError(f"interval must be >= 1, got {self.interval}")
+        if not self.class_names or not self.palette:
+            self.class_names, self.palette = class_names_and_palette(self.num_classes)
+
+    @property
+    def small_size(self) -> tuple[int, int]:
+        """(h, w) of the propagation resolution, 1/8 of the input."""
+        return self.height // 8, self.width // 8
+
+    @property
+    def keyframe_size(self) -> tuple[int, int]:
+        """(h, w) the keyframe net runs at (official: H//4*3, W//4*3 for scale 0.75)."""
+        return round(self.height * self.keyframe_scale), round(self.width * self.keyframe_scale)
+
+    @property
+    def normalisation(self) -> dict:
+        return NORMALISATION[self.keyframe_net]
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -1,0 +1,1 @@
+"""PyTorch model definitions (importing a submodule imports torch; this package does not)."""
