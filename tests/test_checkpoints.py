@@ -169,7 +169,8 @@ def test_missing_file(tmp_path):
         read_checkpoint(tmp_path)
 
 
-@pytest.mark.parametrize("content", [b"hello, I am a text file\n", b"", bytes(range(256))])
+@pytest.mark.parametrize("content", [b"hello, I am a text file\n", b"", bytes(range(256))],
+                         ids=["text", "empty", "binary"])
 def test_not_a_checkpoint(tmp_path, content):
     path = tmp_path / "notes.txt"
     path.write_bytes(content)
@@ -256,3 +257,31 @@ def test_load_strict_reports_all_problems_in_one_message():
     assert str(e.value) == (
         "flow.pth: does not match FlowLight: 1 missing keys (conv1.0.weight), 1 unexpected keys (extra.weight), "
         "1 shape mismatches (toflow.weight: checkpoint [3, 64, 3, 3] vs model [2, 64, 3, 3])")
+
+
+def test_keyframe_checkpoint_of_the_other_net(tmp_path):
+    keyframe, _ = _save(GSVNet(_config("swiftnet")), tmp_path)
+    with pytest.raises(CheckpointError) as e:
+        load_keyframe_checkpoint(GSVNet(_config("bisenet")), keyframe)
+    msg = str(e.value)
+    assert msg.startswith(f"{keyframe}: does not match BiSeNetR18: 218 missing keys")
+    assert "no key in common" in msg and "keyframe_net is 'bisenet'" in msg
+
+
+def test_trainer_style_checkpoint_with_optimizer_and_args_loads(tmp_path):
+    """As the official trainer saves it: optimizer state, populated args, extra entries, old zip-less format."""
+    import argparse
+
+    model = GSVNet(_config())
+    opt = torch.optim.SGD(model.gsv.parameters(), lr=0.01, momentum=0.9)
+    for p in model.gsv.parameters():
+        p.grad = torch.zeros_like(p)
+    opt.step()
+    ck = {"epoch": 12, "state_dict": OrderedDict(("grm." + k, v) for k, v in model.gsv.state_dict().items()),
+          "optimizer": opt.state_dict(), "best_pred": 0.72, "current_pred": 0.71,
+          "args": argparse.Namespace(segnet="swiftnet", lr=0.01, multi_step=[1, 2, 3, 4], freeze_bn=False),
+          "test_best_pred": 0.0, "current_test_pred": 0.0, "state_dict_of": model.flownet.state_dict()}
+    path = tmp_path / "checkpoint.pth.tar"
+    torch.save(ck, path, _use_new_zipfile_serialization=False)
+    load_gsvnet_checkpoint(GSVNet(_config()), path)
+    assert read_checkpoint(path)["args"].multi_step == [1, 2, 3, 4]

@@ -74,10 +74,9 @@ def read_checkpoint(path: str | os.PathLike) -> object:
                 f"{path}: checkpoint pickles a {found.group(1)} object; vss-edge refuses to unpickle "
                 "arbitrary objects (only tensors, plain containers and argparse.Namespace are "
                 "allowed); re-save it as a plain state_dict") from None
-        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable or corrupt pickle data)") from None
-    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a non-checkpoint file
-        raise CheckpointError(
-            f"{path}: not a PyTorch checkpoint or truncated/corrupt ({type(e).__name__})") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint file, or it is truncated or corrupt") from None
+    except Exception:  # noqa: BLE001 - torch raises many kinds for a non-checkpoint file
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint file, or it is truncated or corrupt") from None
 
 
 # --- strict loading --------------------------------------------------------------
@@ -99,7 +98,7 @@ def _strip_dp(state_dict: Mapping) -> dict:
     return state_dict
 
 
-def _checked(module: nn.Module, state_dict, source: str) -> Mapping:
+def _checked(module: nn.Module, state_dict, source: str, hint: str = "") -> Mapping:
     """The state_dict (``module.`` stripped) if it matches `module` exactly, else CheckpointError."""
     name = type(module).__name__
     if not isinstance(state_dict, Mapping):
@@ -124,10 +123,9 @@ def _checked(module: nn.Module, state_dict, source: str) -> Mapping:
     if mismatched:
         shown = [f"{k}: checkpoint {_shape(state_dict[k])} vs model {_shape(expected[k])}" for k in mismatched]
         problems.append(f"{len(mismatched)} shape mismatches ({_first(shown)})")
-    hint = ""
     if len(missing) == len(expected) and state_dict:
-        hint = "; no key in common: is this a checkpoint of another network?"
-    raise CheckpointError(f"{source}: does not match {name}: {', '.join(problems)}{hint}")
+        problems.append(f"no key in common: is this a checkpoint of another network?{hint}")
+    raise CheckpointError(f"{source}: does not match {name}: {', '.join(problems)}")
 
 
 def load_strict(module: nn.Module, state_dict, source: str) -> None:
@@ -175,7 +173,8 @@ def load_keyframe_checkpoint(model: GSVNet, path: str | os.PathLike) -> dict:
     path = Path(path)
     obj = read_checkpoint(path)
     state_dict, source = _keyframe_state_dict(obj, path, model.cfg.keyframe_net)
-    load_strict(model.segnet, state_dict, source)
+    hint = f" (the config's keyframe_net is {model.cfg.keyframe_net!r})"
+    model.segnet.load_state_dict(_checked(model.segnet, state_dict, source, hint), strict=True)
     return _provenance(path)
 
 
@@ -194,9 +193,12 @@ def load_gsvnet_checkpoint(model: GSVNet, path: str | os.PathLike) -> dict:
     if absent:
         what = {"state_dict": "'state_dict' (the propagation modules, keys 'grm.*')",
                 "state_dict_of": "'state_dict_of' (the FlowLight flow net)"}
-        top = ", ".join(map(repr, list(obj)[:8])) or "none"
+        if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            found = "it is a bare state_dict (a keyframe checkpoint?)"
+        else:
+            found = "top-level keys: " + (", ".join(map(repr, list(obj)[:8])) or "none")
         raise CheckpointError(f"{path}: not a GSVNet checkpoint: no {' and no '.join(what[k] for k in absent)}; "
-                              f"top-level keys: {top}")
+                              f"{found}")
     gsv_sd = obj["state_dict"]
     if not isinstance(gsv_sd, Mapping):
         raise CheckpointError(f"{path} ['state_dict']: expected a state_dict, got {type(gsv_sd).__name__}")

@@ -1,0 +1,239 @@
+"""`vss-edge` command line: export | run | profile | demo.
+
+User errors (VssEdgeError: bad bundle, bad video, bad checkpoint...) print one line
+and exit 2; bugs keep their traceback. Each verb prints a human summary and writes
+JSON (the bundle's manifest, DIR/summary.json, --json F).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+# FFmpeg logs straight to stderr (e.g. "moov atom not found"); our errors say it better.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+from runtime.errors import VssEdgeError  # noqa: E402
+
+METHODS = ("gsvnet",)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--interval", type=_positive_int, help="key-frame interval (overrides the bundle's)")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
+                   help="execution provider: CUDA when it really loads (auto), or forced")
+    p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--max-frames", type=_positive_int, help="stop after this many frames (cameras run until Ctrl-C)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vss-edge", description=__doc__.splitlines()[0])
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress or provider log line")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
+
+    p = verbs.add_parser("export", help="export a method to a bundle of static ONNX graphs")
+    p.add_argument("method", choices=METHODS)
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--height", type=_positive_int, default=512, help="input height, a multiple of 32")
+    p.add_argument("--width", type=_positive_int, default=1024, help="input width, a multiple of 32")
+    p.add_argument("--classes", type=_positive_int, default=19, help="number of classes (19: Cityscapes names)")
+    p.add_argument("--keyframe-net", choices=("swiftnet", "bisenet"), default="swiftnet")
+    p.add_argument("--keyframe-scale", type=float, default=0.75, help="keyframe net input scale (paper: 0.75)")
+    p.add_argument("--default-interval", type=_positive_int, default=5, help="key-frame interval stored in the bundle")
+    p.add_argument("--checkpoint", help="official GSVNet checkpoint (.tar with state_dict and state_dict_of)")
+    p.add_argument("--keyframe-checkpoint", help="official keyframe net weights (SwiftNet / BiSeNet)")
+    p.add_argument("--video", help="real video whose first frames verify the graphs (default: the sample clip)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights without a checkpoint")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+
+    p = verbs.add_parser("run", help="segment a video, image folder or camera; write an overlay video")
+    p.add_argument("bundle")
+    p.add_argument("source", help="video file, image folder, or camera index (0, 1, ...)")
+    p.add_argument("--out", required=True, help="output directory (overlay.mp4, summary.json, labels/)")
+    p.add_argument("--save-labels", action="store_true", help="also write one label PNG per frame")
+    _add_runtime_options(p)
+
+    p = verbs.add_parser("profile", help="per-graph latency, key vs non-key frames, FPS")
+    p.add_argument("bundle")
+    p.add_argument("source", help="video file, image folder, or camera index")
+    p.add_argument("--json", help="write the summary as JSON to this file")
+    p.add_argument("--warmup", type=int, default=2, help="frames excluded from the statistics")
+    _add_runtime_options(p)
+
+    p = verbs.add_parser("demo", help="export a small GSVNet bundle if needed and run it on the sample clip")
+    p.add_argument("--out", default="out/demo", help="output directory (bundle/ and the run's outputs)")
+    p.add_argument("--height", type=_positive_int, default=288)
+    p.add_argument("--width", type=_positive_int, default=384)
+    return parser
+
+
+class Progress:
+    """One stderr line updated in place (on a terminal) or every 50 frames (in a log)."""
+
+    def __init__(self, total: int | None, enabled: bool):
+        self.total, self.enabled, self.tty = total, enabled, sys.stderr.isatty()
+        self.start = time.perf_counter()
+
+    def update(self, done: int) -> None:
+        if not self.enabled or (not self.tty and done % 50):
+            return
+        fps = done / max(time.perf_counter() - self.start, 1e-9)
+        of = f"/{self.total}" if self.total else ""
+        end = "\r" if self.tty else "\n"
+        print(f"  frame {done}{of}  {fps:.1f} FPS", end=end, file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.enabled and self.tty:
+            print(file=sys.stderr)
+
+
+def cmd_export(args) -> int:
+    from exporters.gsvnet import export_gsvnet
+    from vss_edge.configs import GSVNetConfig
+
+    try:
+        cfg = GSVNetConfig(height=args.height, width=args.width, num_classes=args.classes,
+                           keyframe_net=args.keyframe_net, keyframe_scale=args.keyframe_scale,
+                           interval=args.default_interval)
+    except ValueError as e:
+        raise VssEdgeError(str(e)) from None
+    out = export_gsvnet(args.out, cfg, checkpoint=args.checkpoint, keyframe_checkpoint=args.keyframe_checkpoint,
+                        video=args.video, seed=args.seed, simplify=not args.no_simplify)
+    manifest = json.loads((out / "manifest.json").read_text())
+    print(f"wrote bundle {out} ({manifest['method']}, {cfg.height}x{cfg.width}, {cfg.num_classes} classes)")
+    print("| graph | role | GFLOPs | onnxsim | worst error vs PyTorch |")
+    print("|---|---|---:|---|---|")
+    for name, g in manifest["graphs"].items():
+        errs = ", ".join(f"{k} {v:.2g}" for k, v in g["verified_max_error"].items())
+        print(f"| {name} | {g['role']} | {g['gflops']:.2f} | {'yes' if g['simplified_with_onnxsim'] else 'no'} | {errs} |")
+    return 0
+
+
+def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | None, quiet: bool) -> dict:
+    """Segment every frame of source into out/overlay.mp4 (+ labels/); returns the summary."""
+    from runtime.profiling import summarize
+    from vss_edge.video import AtomicVideoWriter, overlay, write_image_atomic, write_text_atomic
+
+    out.mkdir(parents=True, exist_ok=True)
+    if save_labels:
+        (out / "labels").mkdir(exist_ok=True)
+    palette = pipe.palette
+    results, interrupted = [], False
+    total = min(filter(None, (source.frame_count, max_frames)), default=None)
+    progress = Progress(total, not quiet)
+    with AtomicVideoWriter(out / "overlay.mp4", source.fps, source.size) as writer:
+        try:
+            for frame in source:
+                result = pipe.step(frame)
+                writer.write(overlay(frame, result.labels, palette))
+                if save_labels:
+                    write_image_atomic(out / "labels" / f"{result.index:06d}.png", result.labels)
+                result.labels = None  # keep only the timings in memory
+                results.append(result)
+                progress.update(len(results))
+                if max_frames and len(results) >= max_frames:
+                    break
+        except KeyboardInterrupt:
+            interrupted = True  # keep what was done: the video is finished below
+        progress.close()
+    summary = summarize(results, pipe.manifest)
+    summary.update(source=source.name, frames_read=len(results), frames_written=writer.frames_written,
+                   interrupted=interrupted, device=pipe.device, outputs={"video": str(out / "overlay.mp4")})
+    if save_labels:
+        summary["outputs"]["labels"] = str(out / "labels")
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _load(args):
+    import runtime
+
+    return runtime.load(args.bundle, device=args.device, threads=args.threads, interval=args.interval)
+
+
+def cmd_run(args) -> int:
+    from vss_edge.video import open_source
+
+    pipe = _load(args)
+    with open_source(args.source) as source:
+        s = run_source(pipe, source, Path(args.out), args.save_labels, args.max_frames, args.quiet)
+    print(f"{s['frames_read']} frames ({s['key_frames']} key) -> {s['outputs']['video']}, "
+          f"{s['fps']:.2f} FPS on {s['device']}" + (" (interrupted)" if s["interrupted"] else ""))
+    return 130 if s["interrupted"] else 0
+
+
+def cmd_profile(args) -> int:
+    from runtime.profiling import summarize, to_markdown
+    from vss_edge.video import open_source, write_text_atomic
+
+    pipe = _load(args)
+    results = []
+    with open_source(args.source) as source:
+        for frame in source:
+            result = pipe.step(frame)
+            result.labels = None
+            results.append(result)
+            if args.max_frames and len(results) >= args.max_frames:
+                break
+    if len(results) <= args.warmup:
+        raise VssEdgeError(f"only {len(results)} frames read; need more than --warmup {args.warmup}")
+    summary = summarize(results, pipe.manifest, warmup=args.warmup)
+    summary["device"] = pipe.device
+    print(to_markdown(summary), end="")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    import runtime
+    from runtime.manifest import load_manifest
+    from vss_edge.video import open_source, sample_clip_path
+
+    out = Path(args.out)
+    bundle = out / "bundle"
+    try:
+        load_manifest(bundle)
+    except VssEdgeError:
+        print(f"exporting a {args.height}x{args.width} GSVNet bundle to {bundle} ...", file=sys.stderr)
+        from exporters.gsvnet import export_gsvnet
+        from vss_edge.configs import GSVNetConfig
+
+        export_gsvnet(bundle, GSVNetConfig(height=args.height, width=args.width))
+    pipe = runtime.load(bundle)
+    with open_source(sample_clip_path()) as source:
+        s = run_source(pipe, source, out, save_labels=False, max_frames=None, quiet=args.quiet)
+    print(f"demo: {s['frames_read']} frames of the sample clip ({s['key_frames']} key frames) -> "
+          f"{s['outputs']['video']}, {s['fps']:.2f} FPS on {s['device']}; summary in {out / 'summary.json'}")
+    return 0
+
+
+COMMANDS = {"export": cmd_export, "run": cmd_run, "profile": cmd_profile, "demo": cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return COMMANDS[args.verb](args)
+    except VssEdgeError as e:
+        print(f"vss-edge {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
