@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--classes", type=_positive_int, default=19, help="number of classes (19: Cityscapes names)")
     p.add_argument("--keyframe-net", choices=("swiftnet", "bisenet"), default="swiftnet")
     p.add_argument("--keyframe-scale", type=float, default=0.75, help="keyframe net input scale (paper: 0.75)")
+    p.add_argument("--label-scale", type=float, default=1.0,
+                   help="compute labels at this fraction of the input size (1: full, as the paper; 0.25: faster)")
     p.add_argument("--default-interval", type=_positive_int, default=5, help="key-frame interval stored in the bundle")
     p.add_argument("--checkpoint", help="official GSVNet checkpoint (.tar with state_dict and state_dict_of)")
     p.add_argument("--keyframe-checkpoint", help="official keyframe net weights (SwiftNet / BiSeNet)")
@@ -108,7 +110,7 @@ def cmd_export(args) -> int:
     try:
         cfg = GSVNetConfig(height=args.height, width=args.width, num_classes=args.classes,
                            keyframe_net=args.keyframe_net, keyframe_scale=args.keyframe_scale,
-                           interval=args.default_interval)
+                           interval=args.default_interval, label_scale=args.label_scale)
     except ValueError as e:
         raise VssEdgeError(str(e)) from None
     out = export_gsvnet(args.out, cfg, checkpoint=args.checkpoint, keyframe_checkpoint=args.keyframe_checkpoint,

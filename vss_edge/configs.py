@@ -24,6 +24,9 @@ class GSVNetConfig:
 
     height, width: bundle input resolution, multiples of 32 (the flow net runs at 1/32).
     keyframe_scale: the keyframe net sees the frame resized by this factor (paper: 0.75).
+    label_scale: labels are the argmax of the logits resized bilinearly to this fraction of
+        the input (1.0: full resolution, as the official evaluation); the runtime resizes
+        them (nearest) to the frame. Below 1 it trades boundary precision for speed.
     """
 
     height: int = 512
@@ -32,6 +35,7 @@ class GSVNetConfig:
     keyframe_net: str = "swiftnet"
     keyframe_scale: float = 0.75
     interval: int = 5
+    label_scale: float = 1.0
     class_names: list[str] = field(default_factory=list)
     palette: list[list[int]] = field(default_factory=list)
 
@@ -44,6 +48,9 @@ class GSVNetConfig:
             raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
         if not 0.0 < self.keyframe_scale <= 1.0:
             raise ValueError(f"keyframe_scale must be in (0, 1], got {self.keyframe_scale}")
+        lh, lw = self.height * self.label_scale, self.width * self.label_scale
+        if not 0.0 < self.label_scale <= 1.0 or lh != int(lh) or lw != int(lw):
+            raise ValueError(f"label_scale must be in (0, 1] and give whole label sizes, got {self.label_scale}")
         if self.interval < 1:
             raise ValueError(f"interval must be >= 1, got {self.interval}")
         if not self.class_names or not self.palette:
@@ -58,6 +65,11 @@ class GSVNetConfig:
     def keyframe_size(self) -> tuple[int, int]:
         """(h, w) the keyframe net runs at (official: H//4*3, W//4*3 for scale 0.75)."""
         return round(self.height * self.keyframe_scale), round(self.width * self.keyframe_scale)
+
+    @property
+    def label_size(self) -> tuple[int, int]:
+        """(h, w) of the labels the graphs output."""
+        return int(self.height * self.label_scale), int(self.width * self.label_scale)
 
     @property
     def normalisation(self) -> dict:

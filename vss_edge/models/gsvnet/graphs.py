@@ -6,13 +6,13 @@ maths. h, w below are H/8, W/8; C is the number of classes.
 
 | graph       | inputs                                            | outputs                                              |
 |-------------|---------------------------------------------------|------------------------------------------------------|
-| keyframe    | image u8 [1,H,W,3]                                | logits f32 [1,C,h,w], labels u8 [1,H,W], image_small f32 [1,3,h,w] |
+| keyframe    | image u8 [1,H,W,3]                                | logits f32 [1,C,h,w], labels u8 [1,Hl,Wl], image_small f32 [1,3,h,w] |
 | flow        | image u8 [1,H,W,3], prev_image_small f32 [1,3,h,w] | flow f32 [1,2,h,w], image_small f32 [1,3,h,w]        |
-| propagation | prev_logits f32 [1,C,h,w], image_small, flow      | logits f32 [1,C,h,w], labels u8 [1,H,W]              |
+| propagation | prev_logits f32 [1,C,h,w], image_small, flow      | logits f32 [1,C,h,w], labels u8 [1,Hl,Wl]            |
 
 State carried between frames: logits and image_small. Labels are the argmax of the
-1/8 logits resized bilinearly (align_corners=True) to H x W, as the official
-evaluation does.
+1/8 logits resized bilinearly (align_corners=True) to Hl x Wl = label_scale * (H, W);
+label_scale 1 is what the official evaluation does.
 """
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ class KeyframeGraph(nn.Module):
         key_input = resize(x.flip(1), cfg.keyframe_size, align_corners=True)  # BGR -> RGB
         logits = resize(self.model.segnet(key_input), cfg.small_size, align_corners=True)
         image_small = resize(x, cfg.small_size, align_corners=True)
-        return logits, labels_from_logits(logits, (cfg.height, cfg.width)), image_small
+        return logits, labels_from_logits(logits, cfg.label_size), image_small
 
 
 class FlowGraph(nn.Module):
@@ -119,4 +119,4 @@ class PropagationGraph(nn.Module):
     def forward(self, prev_logits: torch.Tensor, image_small: torch.Tensor, flow: torch.Tensor):
         cfg = self.model.cfg
         logits = self.model.gsv(warp(prev_logits, flow), image_small)
-        return logits, labels_from_logits(logits, (cfg.height, cfg.width))
+        return logits, labels_from_logits(logits, cfg.label_size)
