@@ -68,5 +68,6 @@ def to_markdown(summary: dict) -> str:
         lines.append(f"| {label} | {s['count']} | {_fmt(s.get('mean_ms'))} | {_fmt(s.get('p50_ms'))} | "
                      f"{_fmt(s.get('p99_ms'))} | {_fmt(s.get('max_ms'))} |")
     lines += ["", f"non-key / key latency: {_fmt(summary['non_key_over_key'], '.3f')}; "
-                  f"time outside ONNX Runtime: {100 * summary['outside_ort_share']:.1f}%"]
+                  f"time outside ONNX Runtime: {100 * summary['outside_ort_share']:.1f}%",
+              "GFLOPs = 2 x multiply-accumulates of Conv/MatMul/Gemm (the papers' 'GFLOPs' count MACs: half)"]
     return "\n".join(lines) + "\n"

@@ -99,3 +99,19 @@ def test_export_verifies_on_real_frames(gsvnet_bundle):
     for g in manifest["graphs"].values():
         assert g["verified_max_error"], "the exporter must record its verification"
     assert manifest["provenance"]["ir_version"] <= 8
+
+
+def test_bisenet_keyframe_net_with_other_classes_and_label_scale(tmp_path, sample_frames):
+    from exporters.gsvnet import build_model, export_gsvnet
+    from vss_edge.configs import GSVNetConfig
+
+    cfg = GSVNetConfig(height=64, width=128, keyframe_net="bisenet", num_classes=5, label_scale=0.5)
+    model, _ = build_model(cfg, seed=1)
+    bundle = export_gsvnet(tmp_path / "bisenet", cfg, seed=1)
+    pipe = runtime.load(bundle, device="cpu", interval=3)
+    reference = GSVNetReference(model, FixedInterval(3))
+    for i, frame in enumerate(sample_frames[:12]):
+        result = pipe.step(frame)
+        ref_labels, _ = reference.step(frame)
+        assert result.labels.max() < 5
+        assert float(np.mean(result.labels == ref_labels)) >= 0.999, f"frame {i}"
