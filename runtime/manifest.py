@@ -5,11 +5,13 @@ A bundle is a directory. manifest.json (format_version 1) holds:
   channel order, resize rule, normalisation applied in-graph), classes (names, palette);
 - graphs: name -> role, file, sha256, precision, calibration, inputs/outputs
   ([{name, shape, dtype}]), gflops;
-- state: the tensors carried from frame to frame [{name, shape, dtype}];
+- state: the tensors carried from frame to frame [{name, shape, dtype}], each an output
+  of the graphs with that name, shape and dtype;
 - scheduler: {name, params}; provenance: package versions, opset, IR, checkpoints.
 
 `load_manifest` validates all of it and every file hash before anything runs, and
-raises BundleError naming the file and the mismatch.
+raises BundleError naming the file and the mismatch. Graph inputs of dtype uint8 take
+the frame: they must be [1, height, width, 3].
 """
 from __future__ import annotations
 
@@ -101,10 +103,22 @@ def _tensor_specs(items, where: str) -> tuple[TensorSpec, ...]:
         name = _require(t, "name", str, f"{where}[{i}]")
         shape = _require(t, "shape", list, f"{where}[{i}]")
         dtype = _require(t, "dtype", str, f"{where}[{i}]")
-        if not all(isinstance(d, int) and d > 0 for d in shape):
+        if not all(type(d) is int and d > 0 for d in shape):  # bool is an int subclass
             raise BundleError(f"{where}[{i}] '{name}': shape must be static positive ints, got {shape}")
         specs.append(TensorSpec(name, tuple(shape), dtype))
     return tuple(specs)
+
+
+def _check_state(state: tuple[TensorSpec, ...], graphs: dict[str, GraphSpec], where: str) -> None:
+    """Each state tensor must be produced, with its shape and dtype, by every graph output of its name."""
+    for t in state:
+        produced = {(g.name, o.shape, o.dtype) for g in graphs.values() for o in g.outputs if o.name == t.name}
+        if not produced:
+            raise BundleError(f"{where}: state '{t.name}' is not an output of any graph")
+        for graph, shape, dtype in sorted(produced):
+            if (shape, dtype) != (t.shape, t.dtype):
+                raise BundleError(f"{where}: state '{t.name}' is {list(t.shape)} {t.dtype}, but graph '{graph}' "
+                                  f"outputs it as {list(shape)} {dtype}")
 
 
 def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifest:
@@ -121,6 +135,8 @@ def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise BundleError(f"{path}: not valid JSON ({e})") from None
+    except OSError as e:
+        raise BundleError(f"{path}: cannot read: {e.strerror or e}") from None
     where = str(path)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise BundleError(f"{where}: not a vss-edge bundle manifest (format != '{FORMAT}')")
@@ -133,18 +149,25 @@ def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
     config = _require(raw, "config", dict, where)
     inp = _require(raw, "input", dict, where)
     for key in ("height", "width"):
-        _require(inp, key, int, f"{where}: input")
+        if _require(inp, key, int, f"{where}: input") < 1:
+            raise BundleError(f"{where}: input.{key} must be positive, got {inp[key]}")
     classes = _require(raw, "classes", dict, where)
     names = _require(classes, "names", list, f"{where}: classes")
     palette = _require(classes, "palette", list, f"{where}: classes")
     if len(names) != len(palette) or not names:
         raise BundleError(f"{where}: classes.names ({len(names)}) and classes.palette ({len(palette)}) differ")
+    for i, colour in enumerate(palette):
+        if not (isinstance(colour, list) and len(colour) == 3
+                and all(type(c) is int and 0 <= c <= 255 for c in colour)):
+            raise BundleError(f"{where}: classes.palette[{i}] must be [r, g, b] ints in 0..255, got {colour!r}")
     graphs_raw = _require(raw, "graphs", dict, where)
     if not graphs_raw:
         raise BundleError(f"{where}: no graphs")
     graphs = {}
     for name, g in graphs_raw.items():
         gw = f"{where}: graphs.{name}"
+        if not isinstance(g, dict):
+            raise BundleError(f"{gw}: expected an object, got {type(g).__name__}")
         role = _require(g, "role", str, gw)
         if role not in ROLES:
             raise BundleError(f"{gw}: unknown role '{role}' (known: {', '.join(ROLES)})")
@@ -166,7 +189,15 @@ def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
         if Path(spec.file).is_absolute() or ".." in Path(spec.file).parts:
             raise BundleError(f"{gw}: graph file '{spec.file}' must be a plain name inside the bundle")
         if not file.is_file():
-            raise BundleError(f"bundle '{root}': graph file '{spec.file}' (graph '{name}') is missing")
+            what = "is not a file" if file.exists() else "is missing"
+            raise BundleError(f"bundle '{root}': graph file '{spec.file}' (graph '{name}') {what}")
+        if spec.gflops is not None and (isinstance(spec.gflops, bool) or not isinstance(spec.gflops, (int, float))):
+            raise BundleError(f"{gw}: gflops should be a number or null, got {spec.gflops!r}")
+        frame = (1, inp["height"], inp["width"], 3)
+        for t in spec.inputs:
+            if t.dtype == "uint8" and t.shape != frame:
+                raise BundleError(f"{gw}: frame input '{t.name}' has shape {list(t.shape)}, but input "
+                                  f"height x width is {inp['height']}x{inp['width']} (expected {list(frame)})")
         if verify_hashes:
             actual = sha256_file(file)
             if actual != spec.sha256:
@@ -175,16 +206,22 @@ def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
                     f"(expected {spec.sha256[:12]}…, got {actual[:12]}…); the file was changed or corrupted"
                 )
         graphs[name] = spec
+    state = _tensor_specs(raw.get("state", []), f"{where}: state")
+    _check_state(state, graphs, where)
+    scheduler = _require(raw, "scheduler", dict, where)
+    _require(scheduler, "name", str, f"{where}: scheduler")
+    if not isinstance(scheduler.get("params", {}), dict):
+        raise BundleError(f"{where}: scheduler.params should be an object, got {type(scheduler['params']).__name__}")
     return Manifest(
         root=root,
         method=method,
         config=config,
         input=inp,
         class_names=tuple(names),
-        palette=tuple(tuple(int(c) for c in p) for p in palette),
+        palette=tuple(tuple(p) for p in palette),
         graphs=graphs,
-        state=_tensor_specs(raw.get("state", []), f"{where}: state"),
-        scheduler=_require(raw, "scheduler", dict, where),
+        state=state,
+        scheduler=scheduler,
         provenance=raw.get("provenance", {}),
         raw=raw,
     )

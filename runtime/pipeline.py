@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from runtime.errors import BundleError
 from runtime.manifest import Manifest
 from runtime.preprocess import labels_to_frame, to_graph_input
 from runtime.programs import program_for
@@ -33,8 +34,10 @@ class FrameResult:
 class Pipeline:
     """Runs a bundle frame by frame. Build it with `runtime.load(bundle)`.
 
-    step(frame): frame is a BGR uint8 numpy array (H, W, 3) of any size; it is resized
-    to the bundle resolution if needed, and labels come back at the frame's size.
+    step(frame): frame is a BGR uint8 numpy array (H, W, 3) of any size (at least 8x8); it
+    is resized to the bundle resolution if needed, and labels come back at the frame's size.
+    Anything else raises FrameError before any state changes.
+    Raises BundleError at construction if the bundle lacks a graph its method needs.
     """
 
     def __init__(self, manifest: Manifest, sessions: dict[str, GraphSession], scheduler: Scheduler):
@@ -42,6 +45,10 @@ class Pipeline:
         self.sessions = sessions
         self.scheduler = scheduler
         self.program = program_for(manifest.method)(manifest)
+        missing = [g for g in self.program.graphs if g not in sessions]
+        if missing:
+            raise BundleError(f"bundle '{manifest.root}': method '{manifest.method}' needs graph(s) "
+                              f"{', '.join(missing)}, which the manifest does not list")
         self.device = next(iter(sessions.values())).device
         self.reset()
 

@@ -12,7 +12,7 @@ from runtime.errors import FrameError
 
 
 def check_frame(frame) -> None:
-    """Raise FrameError unless frame is a uint8 numpy array of shape (H, W, 3)."""
+    """Raise FrameError unless frame is a uint8 numpy array of shape (H, W, 3), H and W >= 8."""
     if not isinstance(frame, np.ndarray):
         raise FrameError(f"frame must be a numpy array (H, W, 3) uint8 BGR, got {type(frame).__name__}")
     if frame.dtype != np.uint8:
@@ -22,7 +22,8 @@ def check_frame(frame) -> None:
     if frame.shape[2] != 3:
         raise FrameError(f"frame must have 3 channels (BGR), got {frame.shape[2]} (shape {frame.shape})")
     if frame.shape[0] < 8 or frame.shape[1] < 8:
-        raise FrameError(f"frame is too small: {frame.shape[1]}x{frame.shape[0]}")
+        raise FrameError(f"frame is too small: {frame.shape[1]}x{frame.shape[0]} (shape {frame.shape}); "
+                         f"need at least 8x8")
 
 
 def to_graph_input(frame: np.ndarray, height: int, width: int) -> np.ndarray:

@@ -61,5 +61,5 @@ def build_scheduler(spec: dict, **overrides) -> Scheduler:
     params = {**spec.get("params", {}), **{k: v for k, v in overrides.items() if v is not None}}
     try:
         return SCHEDULERS[name](**params)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
         raise VssEdgeError(f"scheduler {name!r}: bad parameters {params} ({e})") from None

@@ -150,11 +150,12 @@ def open_sessions(manifest, device: str = "auto", threads: int | None = None,
             return sessions
     if device == "cuda":
         raise VssEdgeError(f"--device cuda: {reason}")
-    log.info("vss-edge: running on CPUExecutionProvider (%s)", "CPU requested" if device == "cpu" else f"CUDA: {reason}")
-    return {
+    sessions = {
         name: GraphSession(manifest.graph_path(name), spec, ["CPUExecutionProvider"], threads, io_binding)
         for name, spec in manifest.graphs.items()
-    }
+    }  # opened before logging: a bad bundle gives its error alone
+    log.info("vss-edge: running on CPUExecutionProvider (%s)", "CPU requested" if device == "cpu" else f"CUDA: {reason}")
+    return sessions
 
 
 def timed(fn, *args, **kwargs):

@@ -1,8 +1,9 @@
 """`vss-edge` command line: export | run | profile | demo.
 
 User errors (VssEdgeError: bad bundle, bad video, bad checkpoint...) print one line
-and exit 2; bugs keep their traceback. Each verb prints a human summary and writes
-JSON (the bundle's manifest, DIR/summary.json, --json F).
+and exit 2; Ctrl-C exits 130 (run keeps the frames done); bugs keep their traceback.
+Each verb prints a human summary and writes JSON (the bundle's manifest,
+DIR/summary.json, --json F).
 """
 from __future__ import annotations
 
@@ -29,6 +30,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a non-negative integer, got {value}")
     return value
 
 
@@ -73,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("bundle")
     p.add_argument("source", help="video file, image folder, or camera index")
     p.add_argument("--json", help="write the summary as JSON to this file")
-    p.add_argument("--warmup", type=int, default=2, help="frames excluded from the statistics")
+    p.add_argument("--warmup", type=_non_negative_int, default=2, help="frames excluded from the statistics")
     _add_runtime_options(p)
 
     p = verbs.add_parser("demo", help="export a small GSVNet bundle if needed and run it on the sample clip")
@@ -126,13 +137,20 @@ def cmd_export(args) -> int:
 
 
 def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | None, quiet: bool) -> dict:
-    """Segment every frame of source into out/overlay.mp4 (+ labels/); returns the summary."""
+    """Segment every frame of source into out/overlay.mp4 (+ labels/); returns the summary.
+
+    Ctrl-C stops early and keeps the frames done (summary 'interrupted': true); before the
+    first frame it propagates. Any other exception leaves a previous overlay.mp4 as it was.
+    """
     from runtime.profiling import summarize
     from vss_edge.video import AtomicVideoWriter, overlay, write_image_atomic, write_text_atomic
 
-    out.mkdir(parents=True, exist_ok=True)
-    if save_labels:
-        (out / "labels").mkdir(exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        if save_labels:
+            (out / "labels").mkdir(exist_ok=True)
+    except OSError as e:
+        raise VssEdgeError(f"cannot create output folder '{out}': {e.strerror or e}") from None
     palette = pipe.palette
     results, interrupted = [], False
     total = min(filter(None, (source.frame_count, max_frames)), default=None)
@@ -142,16 +160,19 @@ def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | Non
             for frame in source:
                 result = pipe.step(frame)
                 writer.write(overlay(frame, result.labels, palette))
+                results.append(result)  # right after the write: frames_read == frames_written
                 if save_labels:
                     write_image_atomic(out / "labels" / f"{result.index:06d}.png", result.labels)
                 result.labels = None  # keep only the timings in memory
-                results.append(result)
                 progress.update(len(results))
                 if max_frames and len(results) >= max_frames:
                     break
         except KeyboardInterrupt:
+            if not results:
+                raise  # nothing to keep: no video (main exits 130)
             interrupted = True  # keep what was done: the video is finished below
-        progress.close()
+        finally:
+            progress.close()
     summary = summarize(results, pipe.manifest)
     summary.update(source=source.name, frames_read=len(results), frames_written=writer.frames_written,
                    interrupted=interrupted, device=pipe.device, outputs={"video": str(out / "overlay.mp4")})
@@ -170,8 +191,8 @@ def _load(args):
 def cmd_run(args) -> int:
     from vss_edge.video import open_source
 
-    pipe = _load(args)
-    with open_source(args.source) as source:
+    with open_source(args.source) as source:  # before the bundle: a bad source gives its error alone
+        pipe = _load(args)
         s = run_source(pipe, source, Path(args.out), args.save_labels, args.max_frames, args.quiet)
     print(f"{s['frames_read']} frames ({s['key_frames']} key) -> {s['outputs']['video']}, "
           f"{s['fps']:.2f} FPS on {s['device']}" + (" (interrupted)" if s["interrupted"] else ""))
@@ -182,9 +203,11 @@ def cmd_profile(args) -> int:
     from runtime.profiling import summarize, to_markdown
     from vss_edge.video import open_source, write_text_atomic
 
-    pipe = _load(args)
+    if args.json and not Path(args.json).parent.is_dir():
+        raise VssEdgeError(f"--json '{args.json}': folder '{Path(args.json).parent}' does not exist")
     results = []
     with open_source(args.source) as source:
+        pipe = _load(args)
         for frame in source:
             result = pipe.step(frame)
             result.labels = None
@@ -235,6 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     except VssEdgeError as e:
         print(f"vss-edge {args.verb}: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"vss-edge {args.verb}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
