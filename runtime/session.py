@@ -53,12 +53,14 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
-def _session_options(threads: int | None, quiet: bool) -> ort.SessionOptions:
+def _session_options(threads: int | None, quiet: bool, spin: bool = True) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
+    if not spin:
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if quiet:
         opts.log_severity_level = 4  # a failed CUDA probe must not spray errors
     return opts
@@ -73,7 +75,8 @@ class GraphSession:
         self.name = spec.name
         try:
             self.session = ort.InferenceSession(
-                str(path), sess_options=_session_options(threads, quiet), providers=providers
+                str(path), sess_options=_session_options(threads, quiet, spin=spec.role == "keyframe_net"),
+                providers=providers
             )
         except Exception as e:  # onnxruntime raises several unrelated types for bad files
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
