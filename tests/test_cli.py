@@ -311,3 +311,20 @@ def test_ctrl_c_before_first_frame(gsvnet_bundle, tmp_path, stop_at_frame, capsy
     assert main(["run", str(gsvnet_bundle), CLIP, "--out", str(out)]) == 130
     assert "vss-edge run: interrupted" in capsys.readouterr().err
     assert not (out / "overlay.mp4").exists() and temp_files(out) == []
+
+
+def test_source_failing_part_way_keeps_the_frames_before_it(gsvnet_bundle, sample_frames, tmp_path, capsys):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, frame in enumerate(sample_frames[:6]):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), frame)
+    (folder / "004.png").write_bytes(b"not a png")  # the 5th image is unreadable
+    out = tmp_path / "out"
+    message = user_error(capsys, ["run", str(gsvnet_bundle), str(folder), "--out", str(out)], "004.png",
+                         "the 4 frames before it")
+    assert "overlay.mp4" in message
+    assert count_frames(out / "overlay.mp4") == 4
+    summary = read_summary(out)
+    assert summary["frames_read"] == summary["frames_written"] == 4
+    assert "004.png" in summary["error"]
+    assert temp_files(out) == []

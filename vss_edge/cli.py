@@ -138,8 +138,10 @@ def cmd_export(args) -> int:
 def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | None, quiet: bool) -> dict:
     """Segment every frame of source into out/overlay.mp4 (+ labels/); returns the summary.
 
-    Ctrl-C stops early and keeps the frames done (summary 'interrupted': true); before the
-    first frame it propagates. Any other exception leaves a previous overlay.mp4 as it was.
+    Ctrl-C stops early and keeps the frames done (summary 'interrupted': true); so does a
+    user error part-way (an unreadable frame...): the video of the frames before it is
+    finished, then the error is raised with that said. Before the first frame both
+    propagate. Any other exception (a bug) leaves a previous overlay.mp4 as it was.
     """
     from runtime.profiling import summarize
     from vss_edge.video import AtomicVideoWriter, overlay, write_image_atomic, write_text_atomic
@@ -151,7 +153,7 @@ def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | Non
     except OSError as e:
         raise VssEdgeError(f"cannot create output folder '{out}': {e.strerror or e}") from None
     palette = pipe.palette
-    results, interrupted = [], False
+    results, interrupted, error = [], False, None
     total = min(filter(None, (source.frame_count, max_frames)), default=None)
     progress = Progress(total, not quiet)
     with AtomicVideoWriter(out / "overlay.mp4", source.fps, source.size) as writer:
@@ -170,14 +172,21 @@ def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | Non
             if not results:
                 raise  # nothing to keep: no video (main exits 130)
             interrupted = True  # keep what was done: the video is finished below
+        except VssEdgeError as e:
+            if not results:
+                raise
+            error = e
         finally:
             progress.close()
     summary = summarize(results, pipe.manifest)
     summary.update(source=source.name, frames_read=len(results), frames_written=writer.frames_written,
-                   interrupted=interrupted, device=pipe.device, outputs={"video": str(out / "overlay.mp4")})
+                   interrupted=interrupted, device=pipe.device, outputs={"video": str(out / "overlay.mp4")},
+                   error=None if error is None else str(error))
     if save_labels:
         summary["outputs"]["labels"] = str(out / "labels")
     write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if error is not None:
+        raise type(error)(f"{error} (the {len(results)} frames before it are in {out / 'overlay.mp4'})")
     return summary
 
 
