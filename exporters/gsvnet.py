@@ -6,12 +6,10 @@ from pathlib import Path
 import torch
 
 from exporters.bundle import write_bundle
-from exporters.onnx_export import export_graph
+from exporters.onnx_export import export_graph, real_frames
 from runtime.manifest import TensorSpec, sha256_file
-from runtime.preprocess import to_graph_input
 from vss_edge.configs import GSVNetConfig
 from vss_edge.models.gsvnet.graphs import GSVNet
-from vss_edge.video import open_source, sample_clip_path
 
 ROLES = {"keyframe": "keyframe_net", "flow": "flow_net", "propagation": "propagation_head"}
 IO_NAMES = {
@@ -42,17 +40,6 @@ def build_model(cfg: GSVNetConfig, checkpoint: str | None = None, keyframe_check
     return model, weights
 
 
-def read_frames(cfg: GSVNetConfig, video: str | None, count: int) -> list[torch.Tensor]:
-    """The first `count` frames of video (default: the sample clip) as uint8 [1,H,W,3] tensors."""
-    frames = []
-    with open_source(video or sample_clip_path()) as source:
-        for frame in source:
-            frames.append(torch.from_numpy(to_graph_input(frame, cfg.height, cfg.width)))
-            if len(frames) == count:
-                break
-    return frames
-
-
 @torch.no_grad()
 def example_inputs(model: GSVNet, frames: list[torch.Tensor]) -> dict[str, list[tuple]]:
     """Real inputs for each graph: frame 0 is a key frame, the rest are propagated from it."""
@@ -72,7 +59,7 @@ def export_gsvnet(out_dir: str | Path, cfg: GSVNetConfig, checkpoint: str | None
                   verify_frames: int = 4, seed: int = 0, simplify: bool = True) -> Path:
     """Build, export, verify on real frames and write the bundle; returns its path."""
     model, weights = build_model(cfg, checkpoint, keyframe_checkpoint, seed)
-    examples = example_inputs(model, read_frames(cfg, video, max(2, verify_frames)))
+    examples = example_inputs(model, real_frames(cfg.height, cfg.width, video, max(2, verify_frames)))
     exported = []
     for name, module in model.graphs().items():
         inputs, outputs = IO_NAMES[name]

@@ -20,6 +20,7 @@ import torch
 from exporters.flops import count_gflops
 from runtime.errors import VssEdgeError
 from runtime.manifest import TensorSpec
+from runtime.preprocess import to_graph_input
 from runtime.session import _ORT_DTYPES
 
 OPSET = 17  # GridSample needs >= 16, LayerNormalization 17
@@ -132,3 +133,16 @@ def export_graph(name: str, module: torch.nn.Module, examples: list[tuple[torch.
 
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     onnx.save_model(model, str(path))
+
+
+def real_frames(height: int, width: int, video: str | None, count: int) -> list[torch.Tensor]:
+    """The first `count` frames of video (default: the sample clip) as uint8 [1,H,W,3] tensors."""
+    from vss_edge.video import open_source, sample_clip_path
+
+    frames = []
+    with open_source(video or sample_clip_path()) as source:
+        for frame in source:
+            frames.append(torch.from_numpy(to_graph_input(frame, height, width)))
+            if len(frames) == count:
+                break
+    return frames

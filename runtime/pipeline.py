@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.errors import BundleError
+from runtime.errors import BundleError, VssEdgeError
 from runtime.manifest import Manifest
 from runtime.preprocess import labels_to_frame, to_graph_input
 from runtime.programs import program_for
@@ -49,6 +49,10 @@ class Pipeline:
         if missing:
             raise BundleError(f"bundle '{manifest.root}': method '{manifest.method}' needs graph(s) "
                               f"{', '.join(missing)}, which the manifest does not list")
+        needs = self.program.scheduler_needs
+        if not callable(getattr(scheduler, needs, None)) or not callable(getattr(scheduler, "reset", None)):
+            raise VssEdgeError(f"scheduler {scheduler!r} does not fit method '{manifest.method}': "
+                               f"it needs reset() and {needs}(frame_info)")
         self.device = next(iter(sessions.values())).device
         self.reset()
 
@@ -62,7 +66,7 @@ class Pipeline:
         return np.asarray(self.manifest.palette, dtype=np.uint8)
 
     def reset(self) -> None:
-        """Forget all state: the next frame is a key frame with index 0."""
+        """Forget all state: the next frame has index 0 (and is a key frame, for key-frame methods)."""
         self.program.reset()
         self.scheduler.reset()
         self._index = 0
@@ -72,7 +76,8 @@ class Pipeline:
         start = time.perf_counter()
         image = to_graph_input(frame, self.manifest.height, self.manifest.width)
         info = FrameInfo(self._index, self._since_key, self.program.signals(image))
-        is_key = not self.program.has_state or bool(self.scheduler.is_key(info))
+        decision = self.program.decide(self.scheduler, info)
+        is_key = decision is True
         timings: dict[str, float] = {}
 
         def run(name: str, feeds: dict, host_outputs: tuple[str, ...]) -> dict:
@@ -80,7 +85,7 @@ class Pipeline:
             timings[name] = timings.get(name, 0.0) + ms
             return out
 
-        labels = labels_to_frame(self.program.step(image, is_key, run), frame.shape)
+        labels = labels_to_frame(self.program.step(image, decision, run), frame.shape)
         result = FrameResult(self._index, labels, is_key, timings, (time.perf_counter() - start) * 1000.0)
         self._index += 1
         self._since_key = 1 if is_key else self._since_key + 1

@@ -1,8 +1,10 @@
 """Key-frame schedulers: decide, for each frame, whether the keyframe net runs (torch-free).
 
-A scheduler is any object with
+A key-frame scheduler (GSVNet, and any method with key frames) is any object with
     reset() -> None
     is_key(frame: FrameInfo) -> bool
+A path scheduler (TDNet: which sub-network runs this frame) has reset() and
+    path(frame: FrameInfo) -> int
 FrameInfo carries the frame index since reset, the frames since the last key frame
 and the signals the program exposes (e.g. a distortion score); schedulers that need
 a signal the method does not provide should say so at construction.
@@ -50,7 +52,27 @@ class FixedInterval:
         return f"FixedInterval(interval={self.interval})"
 
 
-SCHEDULERS = {FixedInterval.name: FixedInterval}
+class RoundRobin:
+    """Frame i runs sub-network i mod `paths` (TDNet)."""
+
+    name = "round_robin"
+
+    def __init__(self, paths: int = 4):
+        if int(paths) < 1:
+            raise VssEdgeError(f"paths must be >= 1, got {paths}")
+        self.paths = int(paths)
+
+    def reset(self) -> None:
+        pass
+
+    def path(self, frame: FrameInfo) -> int:
+        return frame.index % self.paths
+
+    def __repr__(self) -> str:
+        return f"RoundRobin(paths={self.paths})"
+
+
+SCHEDULERS = {FixedInterval.name: FixedInterval, RoundRobin.name: RoundRobin}
 
 
 def build_scheduler(spec: dict, **overrides) -> Scheduler:

@@ -20,9 +20,6 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 from runtime.errors import VssEdgeError  # noqa: E402
 
-METHODS = ("gsvnet",)
-
-
 def _int_at_least(minimum: int, what: str):
     """argparse type: an integer >= minimum."""
 
@@ -50,27 +47,36 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=_positive_int, help="stop after this many frames (cameras run until Ctrl-C)")
 
 
+def _add_export_options(p: argparse.ArgumentParser, height: int, width: int, checkpoint: str) -> None:
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--height", type=_positive_int, default=height, help=f"input height (default {height})")
+    p.add_argument("--width", type=_positive_int, default=width, help=f"input width (default {width})")
+    p.add_argument("--classes", type=_positive_int, default=19, help="number of classes (19: Cityscapes names)")
+    p.add_argument("--label-scale", type=float, default=1.0,
+                   help="compute labels at this fraction of the input size (1: full, as the paper; 0.25: faster)")
+    p.add_argument("--checkpoint", help=checkpoint)
+    p.add_argument("--video", help="real video whose first frames verify the graphs (default: the sample clip)")
+    p.add_argument("--seed", type=int, default=0, help="seed for weights without a checkpoint")
+    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vss-edge", description=__doc__.splitlines()[0])
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress or provider log line")
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="VERB")
 
-    p = verbs.add_parser("export", help="export a method to a bundle of static ONNX graphs")
-    p.add_argument("method", choices=METHODS)
-    p.add_argument("--out", required=True, help="bundle directory to write")
-    p.add_argument("--height", type=_positive_int, default=512, help="input height, a multiple of 32")
-    p.add_argument("--width", type=_positive_int, default=1024, help="input width, a multiple of 32")
-    p.add_argument("--classes", type=_positive_int, default=19, help="number of classes (19: Cityscapes names)")
+    export = verbs.add_parser("export", help="export a method to a bundle of static ONNX graphs")
+    methods = export.add_subparsers(dest="method", required=True, metavar="METHOD")
+    p = methods.add_parser("gsvnet", help="GSVNet: keyframe net, flow net, propagation head")
+    _add_export_options(p, height=512, width=1024, checkpoint="official GSVNet checkpoint (.tar with "
+                        "state_dict and state_dict_of)")
     p.add_argument("--keyframe-net", choices=("swiftnet", "bisenet"), default="swiftnet")
     p.add_argument("--keyframe-scale", type=float, default=0.75, help="keyframe net input scale (paper: 0.75)")
-    p.add_argument("--label-scale", type=float, default=1.0,
-                   help="compute labels at this fraction of the input size (1: full, as the paper; 0.25: faster)")
     p.add_argument("--default-interval", type=_positive_int, default=5, help="key-frame interval stored in the bundle")
-    p.add_argument("--checkpoint", help="official GSVNet checkpoint (.tar with state_dict and state_dict_of)")
     p.add_argument("--keyframe-checkpoint", help="official keyframe net weights (SwiftNet / BiSeNet)")
-    p.add_argument("--video", help="real video whose first frames verify the graphs (default: the sample clip)")
-    p.add_argument("--seed", type=int, default=0, help="seed for weights without a checkpoint")
-    p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    p = methods.add_parser("tdnet", help="TDNet: one graph per sub-network path, run round robin")
+    _add_export_options(p, height=769, width=1537, checkpoint="official TDNet state_dict (td4_psp18 / td2_psp50)")
+    p.add_argument("--variant", choices=("td4_psp18", "td2_psp50"), default="td4_psp18")
 
     p = verbs.add_parser("run", help="segment a video, image folder or camera; write an overlay video")
     p.add_argument("bundle")
@@ -114,17 +120,26 @@ class Progress:
 
 
 def cmd_export(args) -> int:
-    from exporters.gsvnet import export_gsvnet
-    from vss_edge.configs import GSVNetConfig
+    from vss_edge import configs
 
+    common = dict(height=args.height, width=args.width, num_classes=args.classes, label_scale=args.label_scale)
     try:
-        cfg = GSVNetConfig(height=args.height, width=args.width, num_classes=args.classes,
-                           keyframe_net=args.keyframe_net, keyframe_scale=args.keyframe_scale,
-                           interval=args.default_interval, label_scale=args.label_scale)
-    except ValueError as e:
+        if args.method == "gsvnet":
+            cfg = configs.GSVNetConfig(keyframe_net=args.keyframe_net, keyframe_scale=args.keyframe_scale,
+                                       interval=args.default_interval, **common)
+        else:
+            cfg = configs.TDNetConfig(variant=args.variant, **common)
+    except (ValueError, TypeError) as e:
         raise VssEdgeError(str(e)) from None
-    out = export_gsvnet(args.out, cfg, checkpoint=args.checkpoint, keyframe_checkpoint=args.keyframe_checkpoint,
-                        video=args.video, seed=args.seed, simplify=not args.no_simplify)
+    options = dict(checkpoint=args.checkpoint, video=args.video, seed=args.seed, simplify=not args.no_simplify)
+    if args.method == "gsvnet":
+        from exporters.gsvnet import export_gsvnet
+
+        out = export_gsvnet(args.out, cfg, keyframe_checkpoint=args.keyframe_checkpoint, **options)
+    else:
+        from exporters.tdnet import export_tdnet
+
+        out = export_tdnet(args.out, cfg, **options)
     manifest = json.loads((out / "manifest.json").read_text())
     print(f"wrote bundle {out} ({manifest['method']}, {cfg.height}x{cfg.width}, {cfg.num_classes} classes)")
     print("| graph | role | GFLOPs | onnxsim | worst error vs PyTorch |")

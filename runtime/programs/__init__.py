@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from runtime.errors import BundleError
 from runtime.programs.gsvnet import GSVNetProgram
+from runtime.programs.tdnet import TDNetProgram
 
-PROGRAMS = {"gsvnet": GSVNetProgram}
+PROGRAMS = {"gsvnet": GSVNetProgram, "tdnet": TDNetProgram}
 
 
 def program_for(method: str):

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 
 class GSVNetProgram:
-    """Program protocol: graphs, reset(), has_state, signals(image), step(image, is_key, run)."""
+    """Program protocol: graphs, scheduler_needs, reset(), signals(image), decide(scheduler, info),
+    step(image, decision, run)."""
 
     graphs = ("keyframe", "flow", "propagation")
+    scheduler_needs = "is_key"  # a key-frame scheduler
 
     def __init__(self, manifest):
         self.manifest = manifest
@@ -28,6 +30,10 @@ class GSVNetProgram:
     def signals(self, image) -> dict:
         """Scheduler signals computed before the key/non-key decision (none for GSVNet)."""
         return {}
+
+    def decide(self, scheduler, info) -> bool:
+        """True for a key frame: always without propagation state, else as the scheduler says."""
+        return not self.has_state or bool(scheduler.is_key(info))
 
     def step(self, image, is_key: bool, run):
         """Process one uint8 [1,H,W,3] frame; `run(graph, feeds, host_outputs)` runs a graph.

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 
@@ -38,3 +39,33 @@ def adaptive_avg_pool2d_static(x: torch.Tensor, output_size: tuple[int, int]) ->
 def resize(x: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch.Tensor:
     """Bilinear resize of [B, C, H, W] to size=(h, w)."""
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
+
+
+def labels_from_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """argmax of logits [1,C,h,w] resized bilinearly (align_corners=True) to size -> uint8 [1,H,W]."""
+    return torch.argmax(resize(logits, size, align_corners=True), dim=1).to(torch.uint8)
+
+
+class Normalise(nn.Module):
+    """uint8 [1,H,W,3] BGR frame -> float32 [1,3,H,W] normalised, in `channel_order`.
+
+    norm: {"scale", "mean_rgb", "std_rgb"}; value = (pixel * scale - mean) / std.
+    """
+
+    def __init__(self, norm: dict, channel_order: str):
+        super().__init__()
+        if channel_order not in ("BGR", "RGB"):
+            raise ValueError(f"channel_order must be BGR or RGB, got {channel_order!r}")
+        self.to_rgb = channel_order == "RGB"
+        mean, std = list(norm["mean_rgb"]), list(norm["std_rgb"])
+        if not self.to_rgb:
+            mean, std = mean[::-1], std[::-1]
+        self.register_buffer("scale", torch.tensor(float(norm["scale"])), persistent=False)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        x = image.permute(0, 3, 1, 2).float()
+        if self.to_rgb:
+            x = x.flip(1)
+        return (x * self.scale - self.mean) / self.std

@@ -20,31 +20,9 @@ import torch
 import torch.nn as nn
 
 from vss_edge.configs import GSVNetConfig
-from vss_edge.models.common import resize
+from vss_edge.models.common import Normalise, labels_from_logits, resize
 from vss_edge.models.gsvnet.flownet import FlowLight
 from vss_edge.models.gsvnet.propagation import GuidedSpatiallyVaryingConv, warp
-
-
-class Normalise(nn.Module):
-    """uint8 [1,H,W,3] BGR -> float32 [1,3,H,W] normalised BGR (the official `image`)."""
-
-    def __init__(self, cfg: GSVNetConfig):
-        super().__init__()
-        norm = cfg.normalisation
-        mean_bgr = torch.tensor(norm["mean_rgb"][::-1]).view(1, 3, 1, 1)
-        std_bgr = torch.tensor(norm["std_rgb"][::-1]).view(1, 3, 1, 1)
-        self.register_buffer("scale", torch.tensor(float(norm["scale"])), persistent=False)
-        self.register_buffer("mean", mean_bgr, persistent=False)
-        self.register_buffer("std", std_bgr, persistent=False)
-
-    def forward(self, image: torch.Tensor) -> torch.Tensor:
-        x = image.permute(0, 3, 1, 2).float()
-        return (x * self.scale - self.mean) / self.std
-
-
-def labels_from_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """argmax of logits [1,C,h,w] resized to size -> uint8 [1,H,W]."""
-    return torch.argmax(resize(logits, size, align_corners=True), dim=1).to(torch.uint8)
 
 
 def build_keyframe_net(name: str, num_classes: int) -> nn.Module:
@@ -68,7 +46,7 @@ class GSVNet(nn.Module):
         self.segnet = build_keyframe_net(cfg.keyframe_net, cfg.num_classes)
         self.flownet = FlowLight()
         self.gsv = GuidedSpatiallyVaryingConv(cfg.num_classes)
-        self.normalise = Normalise(cfg)
+        self.normalise = Normalise(cfg.normalisation, channel_order="BGR")
 
     def graphs(self) -> dict[str, nn.Module]:
         """The exportable graph modules by bundle graph name."""

@@ -1,0 +1,59 @@
+"""TDNet's algorithm over its per-path graphs (paper Sec. 3.2-3.3; official Testing code).
+
+Frame t runs one sub-network path p (chosen by a path scheduler, round robin by
+default): graph `path{p}` takes the frame and the stored (q, k, v) of the three
+previous frames (oldest first; the oldest frame's q is never used) and returns the
+labels and this frame's (q, k, v), subsampled by 4, for the frames after it.
+While fewer than three frames are stored (the first three frames), `history` is 0
+and the graph uses only the current frame's values, as the official code does.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from runtime.errors import BundleError, VssEdgeError
+
+HISTORY = 3
+
+
+class TDNetProgram:
+    scheduler_needs = "path"
+
+    def __init__(self, manifest):
+        paths = sorted(n for n, g in manifest.graphs.items() if g.role == "path_net")
+        self.graphs = tuple(f"path{i}" for i in range(len(paths)))
+        if not paths or sorted(self.graphs) != paths:
+            raise BundleError(f"bundle '{manifest.root}': TDNet graphs must be path0..pathN-1, got {paths}")
+        state = {t.name: t for t in manifest.state}
+        missing = {"q", "k", "v"} - set(state)
+        if missing:
+            raise BundleError(f"bundle '{manifest.root}': TDNet state lacks {sorted(missing)}")
+        self.empty = {n: np.zeros(state[n].shape, dtype=np.float32) for n in ("q", "k", "v")}
+        self.flags = {True: np.ones((1,), np.float32), False: np.zeros((1,), np.float32)}
+        self.history: list[dict] = []
+
+    def reset(self) -> None:
+        self.history = []
+
+    @property
+    def has_state(self) -> bool:
+        return bool(self.history)
+
+    def signals(self, image) -> dict:
+        return {}
+
+    def decide(self, scheduler, info) -> int:
+        path = int(scheduler.path(info))
+        if not 0 <= path < len(self.graphs):
+            raise VssEdgeError(f"scheduler chose path {path}; this bundle has paths 0..{len(self.graphs) - 1}")
+        return path
+
+    def step(self, image, path: int, run):
+        """Run graph path{path} on a uint8 [1,H,W,3] frame; returns uint8 labels [1,H,W]."""
+        full = len(self.history) == HISTORY
+        old, mid, new = self.history if full else (self.empty,) * HISTORY
+        feeds = {"image": image, "k0": old["k"], "v0": old["v"], "q1": mid["q"], "k1": mid["k"], "v1": mid["v"],
+                 "q2": new["q"], "k2": new["k"], "v2": new["v"], "history": self.flags[full]}
+        out = run(self.graphs[path], feeds, ("labels",))
+        self.history = (self.history + [{n: out[n] for n in ("q", "k", "v")}])[-HISTORY:]
+        return out["labels"]
