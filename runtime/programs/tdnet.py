@@ -1,20 +1,18 @@
 """TDNet's algorithm over its per-path graphs (paper Sec. 3.2-3.3; official Testing code).
 
 Frame t runs one sub-network path p (chosen by a path scheduler, round robin by
-default): graph `path{p}` takes the frame and the stored (q, k, v) of the three
-previous frames (oldest first; the oldest frame's q is never used) and returns the
-labels and this frame's (q, k, v), subsampled by 4, for the frames after it.
-While fewer than three frames are stored (the first three frames), `history` is 0
-and the graph uses only the current frame's values, as the official code does.
+default): graph `path{p}` takes the frame and the stored (q, k, v) of the previous
+L frames (L = 3 for TD4, 1 for TD2; inputs k0, v0, q1, k1, v1, ... oldest first,
+the oldest frame's q is never used) and returns the labels and this frame's
+(q, k, v), subsampled by 4, for the frames after it. Until L frames are stored,
+`history` is 0 and the graph uses only the current frame's values, as the official
+code does. L is read off the graphs' inputs.
 """
 from __future__ import annotations
 
 import numpy as np
 
 from runtime.errors import BundleError, VssEdgeError
-
-HISTORY = 3
-
 
 class TDNetProgram:
     scheduler_needs = "path"
@@ -29,6 +27,7 @@ class TDNetProgram:
         if missing:
             raise BundleError(f"bundle '{manifest.root}': TDNet state lacks {sorted(missing)}")
         self.empty = {n: np.zeros(state[n].shape, dtype=np.float32) for n in ("q", "k", "v")}
+        self.length = sum(t.name.startswith("k") for t in manifest.graphs[self.graphs[0]].inputs)
         self.flags = {True: np.ones((1,), np.float32), False: np.zeros((1,), np.float32)}
         self.history: list[dict] = []
 
@@ -50,10 +49,12 @@ class TDNetProgram:
 
     def step(self, image, path: int, run):
         """Run graph path{path} on a uint8 [1,H,W,3] frame; returns uint8 labels [1,H,W]."""
-        full = len(self.history) == HISTORY
-        old, mid, new = self.history if full else (self.empty,) * HISTORY
-        feeds = {"image": image, "k0": old["k"], "v0": old["v"], "q1": mid["q"], "k1": mid["k"], "v1": mid["v"],
-                 "q2": new["q"], "k2": new["k"], "v2": new["v"], "history": self.flags[full]}
+        full = len(self.history) == self.length
+        entries = self.history if full else [self.empty] * self.length
+        feeds = {"image": image, "history": self.flags[full]}
+        for i, entry in enumerate(entries):
+            for n in ("k", "v") if i == 0 else ("q", "k", "v"):
+                feeds[f"{n}{i}"] = entry[n]
         out = run(self.graphs[path], feeds, ("labels",))
-        self.history = (self.history + [{n: out[n] for n in ("q", "k", "v")}])[-HISTORY:]
+        self.history = (self.history + [{n: out[n] for n in ("q", "k", "v")}])[-self.length:]
         return out["labels"]

@@ -1,0 +1,79 @@
+"""Export TDNet into a bundle of one graph per sub-network path (path0 .. path{N-1})."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from exporters.bundle import write_bundle
+from exporters.onnx_export import export_graph, real_frames
+from runtime.manifest import TensorSpec, sha256_file
+from vss_edge.configs import TDNetConfig
+from vss_edge.models.tdnet.graphs import OUTPUTS, empty_state, input_names, path_graphs
+
+
+def build_model(cfg: TDNetConfig, checkpoint: str | None = None, seed: int = 0):
+    """TDNet in eval mode with official weights, or seeded random ones; (model, weights provenance)."""
+    from vss_edge.checkpoints import load_tdnet_checkpoint
+    from vss_edge.models.tdnet import TDNet
+
+    torch.manual_seed(seed)
+    model = TDNet(cfg).eval()
+    if checkpoint:
+        note = load_tdnet_checkpoint(model, checkpoint)
+        weights = {"tdnet": {"file": Path(checkpoint).name, "sha256": sha256_file(Path(checkpoint))}}
+        if note:
+            weights["tdnet"]["note"] = note
+    else:
+        weights = {"tdnet": {"random_init_seed": seed}}
+    return model, weights
+
+
+@torch.no_grad()
+def example_inputs(model, frames: list[torch.Tensor]) -> dict[str, list[tuple]]:
+    """Real inputs per path graph, frames run round robin (tuples in input_names order):
+    warm-up frames (history 0) and frames with a full queue (history 1)."""
+    graphs = path_graphs(model)
+    n, length = len(graphs), model.cfg.queue_length
+    empty = empty_state(model, frames[0])
+    queue: list[dict] = []
+    examples = {name: [] for name in graphs}
+    for i, frame in enumerate(frames):
+        full = len(queue) == length
+        entries = queue if full else [empty] * length
+        stored = [entries[0]["k"], entries[0]["v"]] + [e[x] for e in entries[1:] for x in ("q", "k", "v")]
+        args = (frame, *stored, torch.tensor([1.0 if full else 0.0]))
+        name = f"path{i % n}"
+        examples[name].append(args)
+        _, _, q, k, v = graphs[name](*args)
+        queue = (queue + [{"q": q, "k": k, "v": v}])[-length:]
+    return examples
+
+
+def export_tdnet(out_dir: str | Path, cfg: TDNetConfig, checkpoint: str | None = None, video: str | None = None,
+                 seed: int = 0, simplify: bool = True) -> Path:
+    """Build, export, verify every path on real frames (warm-up and full) and write the bundle."""
+    model, weights = build_model(cfg, checkpoint, seed)
+    n = cfg.num_paths
+    # Enough frames that every path runs with a full queue at least once.
+    frames = real_frames(cfg.height, cfg.width, video, cfg.queue_length + n)
+    examples = example_inputs(model, frames)
+    inputs = input_names(cfg.queue_length)
+    exported = [(export_graph(name, module, examples[name], inputs, OUTPUTS, simplify), "path_net")
+                for name, module in path_graphs(model).items()]
+    outputs = {t.name: t for t in exported[0][0].outputs}
+    state = [TensorSpec(name, outputs[name].shape, "float32") for name in ("q", "k", "v")]
+    input_spec = {
+        "height": cfg.height, "width": cfg.width, "dtype": "uint8", "layout": "NHWC", "channel_order": "BGR",
+        "resize": "frames of another size are resized bilinearly to height x width; labels come back "
+                  "at the frame's size (nearest)",
+        "normalisation": {**cfg.normalisation, "in_graph": True, "order": "(pixel * scale - mean) / std, RGB"},
+    }
+    config = cfg.to_dict()
+    config.pop("class_names")
+    config.pop("palette")
+    return write_bundle(
+        out_dir, method="tdnet", config=config, input_spec=input_spec, class_names=cfg.class_names,
+        palette=cfg.palette, graphs=exported, state=state,
+        scheduler={"name": "round_robin", "params": {"paths": n}}, checkpoints=weights,
+    )
