@@ -91,3 +91,17 @@ def test_td2_psp50_two_paths(tmp_path, sample_frames):
         result = pipe.step(frame)
         ref_labels, _ = reference.step(frame)
         assert float(np.mean(result.labels == ref_labels)) >= 0.999, f"frame {i}"
+
+
+def test_export_at_the_official_769x1537(tmp_path, sample_frames):
+    """The paper's resolution: LayerNorm [97, 193] as in the official model; runs in the runtime."""
+    cfg = TDNetConfig(height=769, width=1537, variant="td4_psp18")
+    bundle = export_tdnet(tmp_path / "td4_full", cfg, seed=0)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert {s["name"]: s["shape"] for s in manifest["state"]} == {
+        "q": [1, 25 * 49, 64], "k": [1, 25 * 49, 64], "v": [1, 25 * 49, 512]}
+    logits = [o for o in manifest["graphs"]["path0"]["outputs"] if o["name"] == "logits"][0]
+    assert logits["shape"] == [1, 19, 97, 193]
+    pipe = runtime.load(bundle, device="cpu")
+    result = pipe.step(sample_frames[0])
+    assert result.labels.shape == (576, 768)

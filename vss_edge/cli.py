@@ -147,6 +147,9 @@ def cmd_export(args) -> int:
     for name, g in manifest["graphs"].items():
         errs = ", ".join(f"{k} {v:.2g}" for k, v in g["verified_max_error"].items())
         print(f"| {name} | {g['role']} | {g['gflops']:.2f} | {'yes' if g['simplified_with_onnxsim'] else 'no'} | {errs} |")
+    for part, weights in manifest["provenance"]["checkpoints"].items():
+        if "note" in weights:
+            print(f"note ({part} weights): {weights['note']}")
     return 0
 
 
