@@ -105,3 +105,32 @@ def test_export_at_the_official_769x1537(tmp_path, sample_frames):
     pipe = runtime.load(bundle, device="cpu")
     result = pipe.step(sample_frames[0])
     assert result.labels.shape == (576, 768)
+
+
+def test_state_shape_mismatch_is_refused(td4, tmp_path):
+    import shutil
+
+    from runtime.errors import BundleError
+
+    _, bundle = td4
+    bad = tmp_path / "bad"
+    shutil.copytree(bundle, bad)
+    manifest = json.loads((bad / "manifest.json").read_text())
+    manifest["state"][2]["shape"][1] += 1  # v: one stored position more than the graphs produce
+    (bad / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="state"):
+        runtime.load(bad, device="cpu")
+
+
+def test_cli_run_and_profile_work_unchanged(td4, tmp_path, capsys):
+    from vss_edge.cli import main
+    from vss_edge.video import sample_clip_path
+
+    _, bundle = td4
+    out = tmp_path / "run"
+    assert main(["-q", "run", str(bundle), str(sample_clip_path()), "--out", str(out), "--max-frames", "6"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["frames_read"] == summary["frames_written"] == 6 and summary["key_frames"] == 0
+    assert main(["-q", "profile", str(bundle), str(sample_clip_path()), "--max-frames", "8"]) == 0
+    table = capsys.readouterr().out
+    assert all(f"| path{p} |" in table for p in range(4))
