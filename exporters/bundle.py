@@ -36,11 +36,22 @@ def package_versions() -> dict:
     return versions
 
 
-def write_bundle(out_dir: str | Path, *, method: str, config: dict, input_spec: dict,
-                 class_names: list[str], palette: list[list[int]],
+def input_spec(cfg, network_channel_order: str) -> dict:
+    """The manifest's `input` entry: what a frame must be, and what the graphs do with it."""
+    return {
+        "height": cfg.height, "width": cfg.width, "dtype": "uint8", "layout": "NHWC", "channel_order": "BGR",
+        "resize": "frames of another size are resized bilinearly to height x width; labels come back "
+                  "at the frame's size (nearest)",
+        "normalisation": {**cfg.normalisation, "in_graph": True,
+                          "order": f"(pixel * scale - mean) / std, in {network_channel_order} order"},
+    }
+
+
+def write_bundle(out_dir: str | Path, *, method: str, cfg, network_channel_order: str,
                  graphs: list[tuple[ExportedGraph, str]], state: list[TensorSpec],
                  scheduler: dict, checkpoints: dict) -> Path:
-    """Write graphs [(exported graph, role)] and the manifest into out_dir atomically."""
+    """Write graphs [(exported graph, role)] and the manifest of a method config into out_dir atomically."""
+    config = {k: v for k, v in cfg.to_dict().items() if k not in ("class_names", "palette")}
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).exists())):
         raise VssEdgeError(f"--out '{out}' exists and is not a vss-edge bundle; refusing to overwrite it")
@@ -61,7 +72,8 @@ def write_bundle(out_dir: str | Path, *, method: str, config: dict, input_spec: 
             }
         manifest = {
             "format": FORMAT, "format_version": FORMAT_VERSION, "method": method, "config": config,
-            "input": input_spec, "classes": {"names": class_names, "palette": palette},
+            "input": input_spec(cfg, network_channel_order),
+            "classes": {"names": cfg.class_names, "palette": cfg.palette},
             "graphs": entries, "state": [t.to_dict() for t in state], "scheduler": scheduler,
             "provenance": {
                 "packages": package_versions(), "opset": OPSET, "ir_version": IR_VERSION,

@@ -67,18 +67,8 @@ def export_gsvnet(out_dir: str | Path, cfg: GSVNetConfig, checkpoint: str | None
     h, w = cfg.small_size
     state = [TensorSpec("logits", (1, cfg.num_classes, h, w), "float32"),
              TensorSpec("image_small", (1, 3, h, w), "float32")]
-    input_spec = {
-        "height": cfg.height, "width": cfg.width, "dtype": "uint8", "layout": "NHWC", "channel_order": "BGR",
-        "resize": "frames of another size are resized bilinearly to height x width; labels come back "
-                  "at the frame's size (nearest)",
-        "normalisation": {**cfg.normalisation, "in_graph": True, "order": "(pixel * scale - mean) / std"},
-    }
-    config = cfg.to_dict()
-    config.pop("class_names")
-    config.pop("palette")
     return write_bundle(
-        out_dir, method="gsvnet", config=config, input_spec=input_spec, class_names=cfg.class_names,
-        palette=cfg.palette, graphs=exported, state=state,
+        out_dir, method="gsvnet", cfg=cfg, network_channel_order="BGR", graphs=exported, state=state,
         scheduler={"name": "fixed_interval", "params": {"interval": cfg.interval}}, checkpoints=weights,
     )
 

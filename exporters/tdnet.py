@@ -63,17 +63,7 @@ def export_tdnet(out_dir: str | Path, cfg: TDNetConfig, checkpoint: str | None =
                 for name, module in path_graphs(model).items()]
     outputs = {t.name: t for t in exported[0][0].outputs}
     state = [TensorSpec(name, outputs[name].shape, "float32") for name in ("q", "k", "v")]
-    input_spec = {
-        "height": cfg.height, "width": cfg.width, "dtype": "uint8", "layout": "NHWC", "channel_order": "BGR",
-        "resize": "frames of another size are resized bilinearly to height x width; labels come back "
-                  "at the frame's size (nearest)",
-        "normalisation": {**cfg.normalisation, "in_graph": True, "order": "(pixel * scale - mean) / std, RGB"},
-    }
-    config = cfg.to_dict()
-    config.pop("class_names")
-    config.pop("palette")
     return write_bundle(
-        out_dir, method="tdnet", config=config, input_spec=input_spec, class_names=cfg.class_names,
-        palette=cfg.palette, graphs=exported, state=state,
+        out_dir, method="tdnet", cfg=cfg, network_channel_order="RGB", graphs=exported, state=state,
         scheduler={"name": "round_robin", "params": {"paths": n}}, checkpoints=weights,
     )
