@@ -69,6 +69,9 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
+from benchmarks._common import (CpuMonitor, _f, _load, bundle_problem, clip_frames, code_version,  # noqa: E402
+                                cpu_model, log, measure)
+
 INTERVALS = (1, 2, 3, 4, 5)
 LABEL_SCALES = (1.0, 0.25)
 WARMUP = 2
@@ -77,68 +80,14 @@ PAPER_GMACS = {"keyframe": 58.5, "non-key": 2.8}  # GSVNet paper (SwiftNet-R18 a
 PAPER_PIXELS = 1024 * 2048
 
 
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 # --- setup ------------------------------------------------------------------------------
-
-
-def cpu_model() -> str:
-    fields = {}
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            fields.setdefault(key.strip(), value.strip())
-    except OSError:
-        return platform.processor() or "unknown"
-    name = fields.get("model name", "unknown")
-    if fields.get("cpu family"):
-        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    return name
-
-
-def code_version() -> str:
-    """Git commit of the checkout, and which measured code (not benchmarks/) differs from it."""
-    import subprocess
-
-    def git(*cmd):
-        return subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True, text=True, timeout=10).stdout
-
-    try:
-        commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
-        changed = [line[3:] for line in git("status", "--porcelain", "--", "runtime", "exporters",
-                                            "vss_edge").splitlines()]
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (no git)"
-    return f"{commit}" + (f", with uncommitted changes in {', '.join(changed)}" if changed else ", clean")
-
-
-def bundle_problem(path: Path, cfg) -> str | None:
-    """None if path holds a valid bundle exported from cfg with seeded weights, else why not."""
-    from runtime.errors import BundleError
-    from runtime.manifest import load_manifest
-
-    try:
-        manifest = load_manifest(path)
-    except BundleError as e:
-        return str(e)
-    expected = cfg.to_dict()
-    expected.pop("class_names")
-    expected.pop("palette")
-    if manifest.method != "gsvnet" or manifest.config != expected:
-        return f"its config {manifest.config} is not {expected}"
-    checkpoints = manifest.provenance.get("checkpoints", {})
-    if not checkpoints or any(v != {"random_init_seed": SEED} for v in checkpoints.values()):
-        return f"its weights are {checkpoints}, not random with seed {SEED}"
-    return None
 
 
 def ensure_bundle(bundle_dir: Path, cfg) -> Path:
     from exporters.gsvnet import export_gsvnet
 
     path = bundle_dir / f"gsvnet_{cfg.height}x{cfg.width}_label{cfg.label_scale:g}"
-    problem = bundle_problem(path, cfg) if path.exists() else "absent"
+    problem = bundle_problem(path, cfg, "gsvnet", SEED) if path.exists() else "absent"
     if problem is None:
         log(f"reusing bundle {path}")
         return path
@@ -147,92 +96,6 @@ def ensure_bundle(bundle_dir: Path, cfg) -> Path:
     export_gsvnet(path, cfg, seed=SEED)
     log(f"  exported in {time.perf_counter() - t0:.0f} s")
     return path
-
-
-def clip_frames(count: int) -> list[np.ndarray]:
-    """`count` frames of the sample clip, decoded once (cycled if the clip is shorter)."""
-    from vss_edge.video import open_source, sample_clip_path
-
-    with open_source(sample_clip_path()) as source:
-        clip = list(source)
-    return [clip[i % len(clip)] for i in range(count)]
-
-
-class CpuMonitor:
-    """CPU time used by OTHER processes (and stolen by the hypervisor) while a block runs.
-
-    On a shared machine this says how much a measurement was disturbed: the share of all
-    cores' time that went to other processes / to steal during the block.
-    """
-
-    def __init__(self):
-        self.other, self.steal, self.wall = 0.0, 0.0, 0.0
-
-    @staticmethod
-    def _sample():
-        try:
-            with open("/proc/stat") as f:
-                v = [int(x) for x in f.readline().split()[1:9]]
-        except (OSError, ValueError):
-            return None
-        t = os.times()
-        # user nice system idle iowait irq softirq steal
-        return time.perf_counter(), (v[0] + v[1] + v[2] + v[5] + v[6]), v[7], t.user + t.system
-
-    def __enter__(self):
-        self._start = self._sample()
-        return self
-
-    def __exit__(self, *exc):
-        end = self._sample()
-        if self._start is None or end is None:
-            return
-        tick = os.sysconf("SC_CLK_TCK")
-        self.wall += end[0] - self._start[0]
-        self.other += max((end[1] - self._start[1]) / tick - (end[3] - self._start[3]), 0.0)
-        self.steal += (end[2] - self._start[2]) / tick
-
-    def add(self, other: "CpuMonitor") -> None:
-        self.wall += other.wall
-        self.other += other.other
-        self.steal += other.steal
-
-    def share(self, what: str) -> float:
-        return getattr(self, what) / (self.wall * (os.cpu_count() or 1)) if self.wall else 0.0
-
-
-BUSY = 0.10  # other processes' share of the CPU above which a block counts as disturbed
-
-
-def wait_for_quiet(max_wait: float, threshold: float = BUSY) -> None:
-    """Wait (up to max_wait s) until other processes use < threshold of the CPU over 1 s."""
-    deadline = time.perf_counter() + max_wait
-    while time.perf_counter() < deadline:
-        with CpuMonitor() as probe:
-            time.sleep(1.0)
-        if probe.share("other") < threshold:
-            return
-    if max_wait > 0:
-        log(f"  machine still busy after {max_wait:.0f} s; measuring anyway")
-
-
-def measure(fn, quiet_wait: float, into: CpuMonitor, what: str):
-    """fn() under a CpuMonitor, added to `into`. With quiet_wait > 0: first wait for a quiet
-    machine, and measure again (at most twice) when other processes disturbed the block,
-    keeping the least disturbed attempt."""
-    best = None
-    for attempt in range(3 if quiet_wait > 0 else 1):
-        wait_for_quiet(quiet_wait)
-        with CpuMonitor() as monitor:
-            result = fn()
-        if best is None or monitor.share("other") < best[1].share("other"):
-            best = (result, monitor)
-        if monitor.share("other") < BUSY:
-            break
-        if quiet_wait > 0 and attempt < 2:
-            log(f"  {what}: other processes took {100 * monitor.share('other'):.0f}% of the CPU; measuring again")
-    into.add(best[1])
-    return best[0]
 
 
 # --- measurements ---------------------------------------------------------------------------
@@ -283,15 +146,6 @@ def run_engines(torch_graph, ort_session, inputs, rep: int, block: int = 5) -> d
 
 
 # --- tables -----------------------------------------------------------------------------------
-
-
-def _f(value, spec=".1f") -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _load(monitor: CpuMonitor) -> str:
-    steal = monitor.share("steal")
-    return f"{100 * monitor.share('other'):.0f}%" + (f" (+{100 * steal:.0f}% steal)" if steal >= 0.005 else "")
 
 
 def pipeline_table(ls: float, summaries: dict, fps_reps: dict, base_fps: float, repeat: int,

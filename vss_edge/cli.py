@@ -1,4 +1,4 @@
-"""`vss-edge` command line: export | run | profile | demo.
+"""`vss-edge` command line: export | run | profile | calibrate | check | demo.
 
 User errors (VssEdgeError: bad bundle, bad video, bad checkpoint...) print one line
 and exit 2; Ctrl-C exits 130 (run keeps the frames done); bugs keep their traceback.
@@ -91,6 +91,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the summary as JSON to this file")
     p.add_argument("--warmup", type=_non_negative_int, default=2, help="frames excluded from the statistics")
     _add_runtime_options(p)
+
+    p = verbs.add_parser("calibrate", help="INT8 or FP16 version of an FP32 bundle (a new bundle)")
+    p.add_argument("bundle", help="FP32 bundle")
+    p.add_argument("video", help="real video (or image folder) the FP32 pipeline runs on for calibration")
+    p.add_argument("--precision", choices=("int8", "fp16"), required=True)
+    p.add_argument("--out", required=True, help="bundle directory to write")
+    p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
+                   help="INT8 calibration method")
+    p.add_argument("--calibration-frames", default="0:30", help="frames A:B calibrated on (default 0:30)")
+    p.add_argument("--evaluation-frames", default="30:60",
+                   help="frames A:B the accuracy is measured on; never overlaps the calibration frames")
+    p.add_argument("--max-drop", type=float,
+                   help="largest end-to-end drop (1 - mIoU agreement with FP32) allowed: the most sensitive "
+                        "graphs stay FP32 until it fits")
+    p.add_argument("--keep-float", nargs="+", default=[], metavar="GRAPH", help="graphs to keep in FP32")
+    p.add_argument("--no-per-channel", action="store_true", help="per-tensor INT8 weights")
+    p.add_argument("--json", help="write the calibration report as JSON to this file")
+
+    p = verbs.add_parser("check", help="what a candidate bundle (INT8, FP16...) costs against its reference")
+    p.add_argument("reference", help="reference bundle (usually the FP32 export)")
+    p.add_argument("candidate", help="candidate bundle of the same method and resolution")
+    p.add_argument("video", help="evaluation video or image folder")
+    p.add_argument("--frames", default="30:60", help="frames A:B to evaluate on (default 30:60)")
+    p.add_argument("--labels", help="folder of ground-truth label PNGs named by frame index (000030.png)")
+    p.add_argument("--json", help="write the check as JSON here (markdown and PNG plot beside it)")
+    p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
 
     p = verbs.add_parser("demo", help="export a small GSVNet bundle if needed and run it on the sample clip")
     p.add_argument("--out", default="out/demo", help="output directory (bundle/ and the run's outputs)")
@@ -273,7 +299,62 @@ def cmd_demo(args) -> int:
     return 0
 
 
-COMMANDS = {"export": cmd_export, "run": cmd_run, "profile": cmd_profile, "demo": cmd_demo}
+def cmd_calibrate(args) -> int:
+    from calibration.collect import check_disjoint
+    from vss_edge.video import write_text_atomic
+
+    check_disjoint(args.calibration_frames, args.evaluation_frames)
+    options = dict(method=args.method, per_channel=not args.no_per_channel,
+                   calibration_frames=args.calibration_frames)
+    if args.max_drop is not None:
+        from calibration.budget import calibrate_within_budget
+
+        out, report = calibrate_within_budget(args.bundle, args.video, args.out, args.max_drop, args.precision,
+                                              evaluation_frames=args.evaluation_frames, **options)
+    else:
+        from calibration.budget import end_to_end_drop
+        from calibration.check import read_frames
+        from calibration.collect import FrameRange
+        from calibration.quantize import calibrate_bundle
+
+        out, report = calibrate_bundle(args.bundle, args.video, args.out, args.precision,
+                                       keep_float_graphs=args.keep_float,
+                                       evaluation_frames=args.evaluation_frames, **options)
+        ev = FrameRange.parse(args.evaluation_frames)
+        report["evaluation"] = {"frames": str(ev), "drop": end_to_end_drop(
+            args.bundle, out, read_frames(args.video, ev.start, ev.stop))}
+    for warning in report["warnings"]:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"wrote {args.precision} bundle {out}")
+    print("| graph | precision |")
+    print("|---|---|")
+    for name, g in report["graphs"].items():
+        print(f"| {name} | {g['precision']} |")
+    drop = report["budget"]["drop"] if "budget" in report else report["evaluation"]["drop"]
+    print(f"end-to-end drop vs FP32 (1 - mIoU agreement) on frames {args.evaluation_frames}: {drop:.4f}")
+    for kept in report.get("budget", {}).get("kept_float", []):
+        print(f"kept FP32: {kept['graph']} ({kept['reason']})")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+def cmd_check(args) -> int:
+    from calibration.check import run_check
+    from calibration.collect import FrameRange
+    from calibration.report import to_markdown, write_reports
+
+    frames = FrameRange.parse(args.frames)
+    result = run_check(args.reference, args.candidate, args.video, labels_dir=args.labels,
+                       start=frames.start, stop=frames.stop, threads=args.threads)
+    print(to_markdown(result), end="")
+    if args.json:
+        write_reports(result, args.json)
+    return 0
+
+
+COMMANDS = {"export": cmd_export, "run": cmd_run, "profile": cmd_profile, "calibrate": cmd_calibrate,
+            "check": cmd_check, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,164 @@
+"""Helpers shared by the benchmark scripts: machine and code description, bundle reuse,
+the sample clip, and the CpuMonitor that says how much other processes disturbed a block."""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def cpu_model() -> str:
+    fields = {}
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return platform.processor() or "unknown"
+    name = fields.get("model name", "unknown")
+    if fields.get("cpu family"):
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name
+
+
+def code_version() -> str:
+    """Git commit of the checkout, and which measured code (not benchmarks/) differs from it."""
+    import subprocess
+
+    def git(*cmd):
+        return subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True, text=True, timeout=10).stdout
+
+    try:
+        commit = git("rev-parse", "--short", "HEAD").strip() or "unknown"
+        changed = [line[3:] for line in git("status", "--porcelain", "--", "runtime", "exporters",
+                                            "vss_edge").splitlines()]
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return f"{commit}" + (f", with uncommitted changes in {', '.join(changed)}" if changed else ", clean")
+
+
+def bundle_problem(path: Path, cfg, method: str, seed: int) -> str | None:
+    """None if path holds a valid `method` bundle exported from cfg with weights seeded by `seed`,
+    else why not."""
+    from runtime.errors import BundleError
+    from runtime.manifest import load_manifest
+
+    try:
+        manifest = load_manifest(path)
+    except BundleError as e:
+        return str(e)
+    expected = cfg.to_dict()
+    expected.pop("class_names")
+    expected.pop("palette")
+    if manifest.method != method or manifest.config != expected:
+        return f"its config {manifest.config} is not {expected}"
+    checkpoints = manifest.provenance.get("checkpoints", {})
+    if not checkpoints or any(v != {"random_init_seed": seed} for v in checkpoints.values()):
+        return f"its weights are {checkpoints}, not random with seed {seed}"
+    return None
+
+
+def clip_frames(count: int) -> list[np.ndarray]:
+    """`count` frames of the sample clip, decoded once (cycled if the clip is shorter)."""
+    from vss_edge.video import open_source, sample_clip_path
+
+    with open_source(sample_clip_path()) as source:
+        clip = list(source)
+    return [clip[i % len(clip)] for i in range(count)]
+
+
+class CpuMonitor:
+    """CPU time used by OTHER processes (and stolen by the hypervisor) while a block runs.
+
+    On a shared machine this says how much a measurement was disturbed: the share of all
+    cores' time that went to other processes / to steal during the block.
+    """
+
+    def __init__(self):
+        self.other, self.steal, self.wall = 0.0, 0.0, 0.0
+
+    @staticmethod
+    def _sample():
+        try:
+            with open("/proc/stat") as f:
+                v = [int(x) for x in f.readline().split()[1:9]]
+        except (OSError, ValueError):
+            return None
+        t = os.times()
+        # user nice system idle iowait irq softirq steal
+        return time.perf_counter(), (v[0] + v[1] + v[2] + v[5] + v[6]), v[7], t.user + t.system
+
+    def __enter__(self):
+        self._start = self._sample()
+        return self
+
+    def __exit__(self, *exc):
+        end = self._sample()
+        if self._start is None or end is None:
+            return
+        tick = os.sysconf("SC_CLK_TCK")
+        self.wall += end[0] - self._start[0]
+        self.other += max((end[1] - self._start[1]) / tick - (end[3] - self._start[3]), 0.0)
+        self.steal += (end[2] - self._start[2]) / tick
+
+    def add(self, other: "CpuMonitor") -> None:
+        self.wall += other.wall
+        self.other += other.other
+        self.steal += other.steal
+
+    def share(self, what: str) -> float:
+        return getattr(self, what) / (self.wall * (os.cpu_count() or 1)) if self.wall else 0.0
+
+
+BUSY = 0.10  # other processes' share of the CPU above which a block counts as disturbed
+
+
+def wait_for_quiet(max_wait: float, threshold: float = BUSY) -> None:
+    """Wait (up to max_wait s) until other processes use < threshold of the CPU over 1 s."""
+    deadline = time.perf_counter() + max_wait
+    while time.perf_counter() < deadline:
+        with CpuMonitor() as probe:
+            time.sleep(1.0)
+        if probe.share("other") < threshold:
+            return
+    if max_wait > 0:
+        log(f"  machine still busy after {max_wait:.0f} s; measuring anyway")
+
+
+def measure(fn, quiet_wait: float, into: CpuMonitor, what: str):
+    """fn() under a CpuMonitor, added to `into`. With quiet_wait > 0: first wait for a quiet
+    machine, and measure again (at most twice) when other processes disturbed the block,
+    keeping the least disturbed attempt."""
+    best = None
+    for attempt in range(3 if quiet_wait > 0 else 1):
+        wait_for_quiet(quiet_wait)
+        with CpuMonitor() as monitor:
+            result = fn()
+        if best is None or monitor.share("other") < best[1].share("other"):
+            best = (result, monitor)
+        if monitor.share("other") < BUSY:
+            break
+        if quiet_wait > 0 and attempt < 2:
+            log(f"  {what}: other processes took {100 * monitor.share('other'):.0f}% of the CPU; measuring again")
+    into.add(best[1])
+    return best[0]
+
+
+def _f(value, spec=".1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def _load(monitor: CpuMonitor) -> str:
+    steal = monitor.share("steal")
+    return f"{100 * monitor.share('other'):.0f}%" + (f" (+{100 * steal:.0f}% steal)" if steal >= 0.005 else "")
+

@@ -1,0 +1,89 @@
+"""Accuracy budget: keep the most sensitive graphs in float until the end-to-end drop fits.
+
+drop = 1 - mIoU agreement of the candidate pipeline with the FP32 pipeline on the
+evaluation frames. Sensitivity of a graph = the drop when only that graph is
+quantised. Graphs are returned to FP32 from the most sensitive down until the drop
+of the whole bundle is at most max_drop (or everything is float). Graph-level only:
+node-level fallback is left for later.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from calibration.check import check_compatible, compare_pipelines
+from calibration.collect import FrameRange, check_disjoint
+from calibration.quantize import calibrate_bundle
+from runtime.errors import VssEdgeError
+
+
+def end_to_end_drop(reference, candidate, frames: list) -> float:
+    """1 - mIoU agreement of candidate vs reference pipeline over frames."""
+    import runtime
+    from runtime.manifest import load_manifest
+
+    check_compatible(load_manifest(reference), load_manifest(candidate))
+    result = compare_pipelines(runtime.load(reference, device="cpu"), runtime.load(candidate, device="cpu"), frames)
+    return 1.0 - float(result["agreement"]["miou"])
+
+
+def calibrate_within_budget(bundle, video, out, max_drop: float, precision: str = "int8",
+                            calibration_frames="0:30", evaluation_frames="30:60", **options) -> tuple[Path, dict]:
+    """calibrate_bundle, then fall back graph by graph until the drop is <= max_drop.
+
+    Returns (out, report) where report adds "budget": {max_drop, drop, sensitivity
+    [{graph, drop_alone}], kept_float [{graph, reason}], steps [{kept_float, drop}]}.
+    """
+    from calibration.check import read_frames
+
+    if not 0.0 <= max_drop < 1.0:
+        raise VssEdgeError(f"--max-drop must be in [0, 1), got {max_drop}")
+    cal, ev = FrameRange.parse(calibration_frames), FrameRange.parse(evaluation_frames)
+    check_disjoint(cal, ev)
+    frames = read_frames(video, ev.start, ev.stop)
+    work = Path(tempfile.mkdtemp(prefix=".budget-", dir=Path(out).resolve().parent))
+    try:
+        def trial(name: str, keep: tuple[str, ...], graphs=None) -> tuple[Path, dict, float]:
+            path, report = calibrate_bundle(bundle, video, work / name, precision, calibration_frames=cal,
+                                            evaluation_frames=ev, graphs=graphs, keep_float_graphs=keep, **options)
+            return path, report, end_to_end_drop(bundle, path, frames)
+
+        path, report, drop = trial("all", ())
+        steps = [{"kept_float": [], "drop": drop}]
+        sensitivity, kept = [], []
+        if drop > max_drop:
+            from runtime.manifest import load_manifest
+
+            names = list(load_manifest(bundle).graphs)
+            for g in names:
+                _, _, alone = trial(f"only-{g}", (), graphs=[g])
+                sensitivity.append({"graph": g, "drop_alone": alone})
+            sensitivity.sort(key=lambda s: s["drop_alone"], reverse=True)
+            for s in sensitivity:
+                if drop <= max_drop:
+                    break
+                kept.append({"graph": s["graph"], "reason": f"most sensitive left: drop {s['drop_alone']:.4f} "
+                                                            f"when quantised alone"})
+                keep = tuple(k["graph"] for k in kept)
+                if len(keep) == len(names):
+                    path, report, drop = None, None, 0.0
+                    break
+                path, report, drop = trial(f"keep-{len(keep)}", keep)
+                steps.append({"kept_float": list(keep), "drop": drop})
+        if path is None:
+            raise VssEdgeError(f"no graph of '{bundle}' can be {precision} within a drop of {max_drop}: "
+                               f"every graph had to stay FP32 (sensitivity: "
+                               + ", ".join(f"{s['graph']} {s['drop_alone']:.4f}" for s in sensitivity) + ")")
+        out = Path(out)
+        if out.exists() and not (out / "manifest.json").exists():
+            raise VssEdgeError(f"--out '{out}' exists and is not a vss-edge bundle; refusing to overwrite it")
+        if out.exists():
+            os.replace(out, work / "previous")  # same folder: renames, so `out` is never half written
+        os.replace(path, out)
+        report["budget"] = {"max_drop": max_drop, "drop": drop, "evaluation_frames": str(ev),
+                            "sensitivity": sensitivity, "kept_float": kept, "steps": steps}
+        return out, report
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

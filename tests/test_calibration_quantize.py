@@ -1,0 +1,242 @@
+"""INT8 / FP16 bundles: collection with the real scheduler, ORT static QDQ quantisation, FP16 conversion,
+derived bundles the unchanged runtime runs (small random-weight GSVNet bundle, real frames)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import onnx
+import pytest
+
+import runtime
+from calibration.collect import FrameRange, check_disjoint, collect_inputs
+from calibration.derived import write_derived_bundle
+from calibration.quantize import (
+    FP16_CPU_WARNING,
+    calibrate_bundle,
+    cpu_int8_support,
+    int8_speed_warning,
+    quantize_graph_int8,
+)
+from runtime.errors import VssEdgeError
+from runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file
+from vss_edge.video import sample_clip_path
+
+CALIBRATION = FrameRange(0, 20)
+EVALUATION = FrameRange(30, 40)
+
+
+@pytest.fixture(scope="module")
+def recorded(gsvnet_bundle):
+    return collect_inputs(gsvnet_bundle, sample_clip_path(), "0:12", interval=5)
+
+
+@pytest.fixture(scope="module")
+def int8_bundle(gsvnet_bundle, tmp_path_factory):
+    return calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path_factory.mktemp("int8") / "gsvnet-int8",
+                            precision="int8", method="minmax", calibration_frames=CALIBRATION,
+                            evaluation_frames=EVALUATION)
+
+
+def _labels(bundle, frames):
+    pipe = runtime.load(bundle, device="cpu")
+    return [pipe.step(f).labels for f in frames]
+
+
+# --- collection ----------------------------------------------------------------------------
+
+
+def test_collect_records_key_and_non_key_frames(gsvnet_bundle, recorded):
+    # 12 frames at interval 5: key frames 0, 5, 10; the other 9 run flow + propagation
+    assert {k: len(v) for k, v in recorded.items()} == {"keyframe": 3, "flow": 9, "propagation": 9}
+    manifest = load_manifest(gsvnet_bundle)
+    for name, runs in recorded.items():
+        spec = {t.name: (t.shape, t.dtype) for t in manifest.graphs[name].inputs}
+        for feeds in runs:
+            assert {k: (v.shape, v.dtype.name) for k, v in feeds.items()} == spec
+            assert all(isinstance(v, np.ndarray) for v in feeds.values())
+    # the recurrent state is really recorded: propagation sees the logits of the previous frame
+    assert not np.array_equal(recorded["propagation"][0]["prev_logits"], recorded["propagation"][1]["prev_logits"])
+
+
+def test_collect_refuses_a_range_that_misses_a_graph(gsvnet_bundle):
+    with pytest.raises(VssEdgeError, match=r"never ran graph\(s\) flow, propagation.*more calibration frames"):
+        collect_inputs(gsvnet_bundle, sample_clip_path(), "0:1")
+
+
+def test_collect_refuses_frames_past_the_end(gsvnet_bundle):
+    with pytest.raises(VssEdgeError, match="has only 60 frames"):
+        collect_inputs(gsvnet_bundle, sample_clip_path(), "50:70")
+
+
+def test_frame_ranges_and_disjoint_split(gsvnet_bundle, tmp_path):
+    assert FrameRange.parse("0:30") == FrameRange(0, 30) and str(FrameRange(3, 9)) == "3:9"
+    for bad in ("30", "5:5", "9:3", "a:b", "-1:4"):
+        with pytest.raises(VssEdgeError):
+            FrameRange.parse(bad)
+    with pytest.raises(VssEdgeError, match="calibration frames 0:30 overlap evaluation frames 20:40"):
+        check_disjoint(FrameRange(0, 30), FrameRange(20, 40))
+    check_disjoint(FrameRange(0, 30), FrameRange(30, 60))
+    check_disjoint("30:60", "0:30")
+    with pytest.raises(VssEdgeError, match="overlap"):  # enforced before any work is done
+        calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "x", calibration_frames="0:30",
+                         evaluation_frames="20:40")
+    assert not (tmp_path / "x").exists()
+
+
+# --- INT8 ----------------------------------------------------------------------------------
+
+
+def test_int8_bundle_runs_unchanged_and_records_its_calibration(gsvnet_bundle, int8_bundle, sample_frames, capsys):
+    out, report = int8_bundle
+    manifest = load_manifest(out)
+    source_sha = sha256_file(gsvnet_bundle / MANIFEST_NAME)
+    assert manifest.provenance["derived_from"]["manifest_sha256"] == source_sha
+    for name, spec in manifest.graphs.items():
+        assert spec.precision == "int8" and spec.file == f"{name}.int8.onnx"
+        cal = spec.calibration
+        assert cal["video"] == "sample.mp4" and cal["frames"] == "0:20" and cal["method"] == "minmax"
+        assert cal["source_manifest_sha256"] == source_sha and cal["per_channel"] is True
+        assert cal["quantized_nodes"] > 0 and cal["samples"] == {"keyframe": 4}.get(name, 16)
+        assert report["graphs"][name]["precision"] == "int8"
+        ops = {n.op_type for n in onnx.load(str(manifest.graph_path(name))).graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert "VNNI" in report["warnings"][0] or int8_speed_warning() is None
+
+    frames = sample_frames[EVALUATION.start:EVALUATION.stop]
+    reference, quantized = _labels(gsvnet_bundle, frames), _labels(out, frames)
+    assert all(q.shape == f.shape[:2] and q.dtype == np.uint8 for q, f in zip(quantized, frames))
+    agreement = float(np.mean([(a == b).mean() for a, b in zip(reference, quantized)]))
+    with capsys.disabled():
+        print(f"\nint8 (minmax) vs fp32 label agreement on frames {EVALUATION}: {agreement:.4f}; quantized nodes "
+              + ", ".join(f"{n}={report['graphs'][n]['record']['quantized_nodes']}" for n in manifest.graphs))
+    assert agreement > 0.5  # random weights: only a loose bound
+
+
+def test_int8_keeps_warps_and_discrete_values_in_float(int8_bundle):
+    out, report = int8_bundle
+    model = onnx.load(str(out / "propagation.int8.onnx"))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    warps = [n for n in model.graph.node if n.op_type == "GridSample"]
+    assert warps
+    for node in warps:
+        sources = {producer[i].op_type if i in producer else "graph input" for i in node.input}
+        assert not sources & {"QuantizeLinear", "DequantizeLinear"}, sources
+        # everything upstream of the warp (the grid from the flow, the previous logits) stays float
+        upstream, stack = [], list(node.input)
+        while stack:
+            p = producer.get(stack.pop())
+            if p is not None:
+                upstream.append(p.op_type)
+                stack.extend(p.input)
+        assert {"Add", "Mul", "Div"} <= set(upstream), upstream
+        assert not set(upstream) & {"QuantizeLinear", "DequantizeLinear"}, upstream
+    record = report["graphs"]["propagation"]["record"]
+    assert "GridSample" in record["excluded_op_types"] and "ArgMax" in record["excluded_op_types"]
+    # the label-boundary detector (Conv over the label map, then Equal) stays exact
+    assert record["excluded_nodes"]["/gsv/Conv"].startswith("works on discrete values")
+    for node in model.graph.node:
+        if node.op_type in ("ArgMax", "Equal"):
+            assert all(producer[i].op_type != "DequantizeLinear" for i in node.input if i in producer)
+
+
+def test_entropy_and_percentile_give_runnable_graphs(gsvnet_bundle, recorded, tmp_path):
+    import onnxruntime as ort
+
+    source = load_manifest(gsvnet_bundle).graph_path("flow")
+    feeds = recorded["flow"][-1]
+    expected = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, feeds)
+    for method in ("entropy", "percentile"):
+        path = tmp_path / f"flow.{method}.onnx"
+        record = quantize_graph_int8(source, path, recorded["flow"], method=method, max_samples=4)
+        assert record["method"] == method and record["samples"] == 4 and record["quantized_nodes"] > 0
+        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
+        for e, g in zip(expected, got):
+            assert g.shape == e.shape and g.dtype == e.dtype and np.isfinite(g).all()
+    with pytest.raises(VssEdgeError, match="minmax, entropy, percentile"):
+        quantize_graph_int8(source, tmp_path / "x.onnx", recorded["flow"], method="kl")
+
+
+def test_keep_float_graphs_stay_fp32(gsvnet_bundle, tmp_path):
+    out, report = calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "mixed", precision="int8",
+                                   calibration_frames="0:10", keep_float_graphs=("keyframe",))
+    source, derived = load_manifest(gsvnet_bundle), load_manifest(out)
+    assert derived.graphs["keyframe"].precision == "fp32" and derived.graphs["keyframe"].calibration is None
+    assert derived.graphs["keyframe"].sha256 == source.graphs["keyframe"].sha256
+    assert sha256_file(derived.graph_path("keyframe")) == source.graphs["keyframe"].sha256
+    assert [derived.graphs[g].precision for g in ("flow", "propagation")] == ["int8", "int8"]
+    assert report["graphs"]["keyframe"] == {"precision": "fp32", "record": None}
+
+
+# --- FP16 ----------------------------------------------------------------------------------
+
+
+def test_fp16_bundle_runs_on_the_cpu_with_the_same_io(gsvnet_bundle, tmp_path, sample_frames, capsys):
+    out, report = calibrate_bundle(gsvnet_bundle, None, tmp_path / "gsvnet-fp16", precision="fp16")
+    assert report["warnings"] == [FP16_CPU_WARNING]
+    source, derived = load_manifest(gsvnet_bundle), load_manifest(out)
+    for name, spec in derived.graphs.items():
+        assert spec.precision == "fp16" and spec.file == f"{name}.fp16.onnx"
+        assert (spec.inputs, spec.outputs) == (source.graphs[name].inputs, source.graphs[name].outputs)
+        assert "GridSample" in spec.calibration["op_block_list"]
+    pipe = runtime.load(out, device="cpu")  # checks the graphs' real I/O against the manifest
+    # uint8 frame in, uint8 labels out, float32 state: exactly as declared
+    assert [(i.name, i.type) for i in pipe.sessions["keyframe"].session.get_inputs()] == [("image", "tensor(uint8)")]
+    assert {o.name: o.type for o in pipe.sessions["propagation"].session.get_outputs()} == {
+        "logits": "tensor(float)", "labels": "tensor(uint8)"}
+    frames = sample_frames[EVALUATION.start:EVALUATION.stop]
+    reference, half = _labels(gsvnet_bundle, frames), _labels(out, frames)
+    agreement = float(np.mean([(a == b).mean() for a, b in zip(reference, half)]))
+    with capsys.disabled():
+        print(f"\nfp16 vs fp32 label agreement on frames {EVALUATION}: {agreement:.4f}")
+    assert agreement > 0.9
+
+
+# --- CPU flags, derived-bundle safety, torch-free ----------------------------------------------
+
+
+def test_cpu_int8_support_reads_the_flags(tmp_path):
+    vnni = tmp_path / "vnni"
+    vnni.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n")
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n")
+    assert cpu_int8_support(vnni)["vnni"] and int8_speed_warning(vnni) is None
+    info = cpu_int8_support(avx2)
+    assert info["avx2"] and not info["vnni"] and not info["avx512f"]
+    assert "no VNNI" in int8_speed_warning(avx2)
+    assert "cannot read" in int8_speed_warning(tmp_path / "missing")
+    assert set(cpu_int8_support()) >= {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "vnni"}
+
+
+def test_derived_bundle_never_overwrites_a_non_bundle(gsvnet_bundle, tmp_path):
+    precious = tmp_path / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    with pytest.raises(VssEdgeError, match="not a vss-edge bundle"):
+        write_derived_bundle(gsvnet_bundle, precious, {})
+    assert (precious / "notes.txt").read_text() == "keep me"
+    with pytest.raises(VssEdgeError, match="is the source bundle"):
+        write_derived_bundle(gsvnet_bundle, gsvnet_bundle, {})
+    with pytest.raises(VssEdgeError, match="no graph 'nope'"):
+        write_derived_bundle(gsvnet_bundle, tmp_path / "y", {"nope": (gsvnet_bundle / MANIFEST_NAME, "int8", {})})
+    with pytest.raises(VssEdgeError, match="must name video, frames, method"):
+        write_derived_bundle(gsvnet_bundle, tmp_path / "z", {"flow": (gsvnet_bundle / "flow.onnx", "int8", {})})
+    copy = write_derived_bundle(gsvnet_bundle, tmp_path / "copy", {})  # nothing replaced: a plain copy
+    assert json.loads((copy / MANIFEST_NAME).read_text())["graphs"] == json.loads(
+        (gsvnet_bundle / MANIFEST_NAME).read_text())["graphs"]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temporary folder left behind
+
+
+def test_calibration_runs_without_torch(gsvnet_bundle, tmp_path):
+    code = (
+        "import sys\n"
+        "sys.modules['torch'] = None  # any import of torch now fails\n"
+        "from calibration.quantize import calibrate_bundle\n"
+        "from vss_edge.video import sample_clip_path\n"
+        f"out, report = calibrate_bundle(r'{gsvnet_bundle}', sample_clip_path(), r'{tmp_path / 'b'}', "
+        "calibration_frames='0:7', graphs=['flow'])\n"
+        "assert report['graphs']['flow']['precision'] == 'int8', report\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
