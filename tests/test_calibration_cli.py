@@ -58,7 +58,7 @@ def test_check_refuses_another_method(gsvnet_bundle, tmp_path, capsys):
     from exporters.tdnet import export_tdnet
     from vss_edge.configs import TDNetConfig
 
-    other = export_tdnet(tmp_path / "td", TDNetConfig(height=128, width=256))
+    other = export_tdnet(tmp_path / "td", TDNetConfig(height=64, width=96))
     assert main(["check", str(gsvnet_bundle), str(other), CLIP]) == 2
     assert "tdnet" in capsys.readouterr().err
 
