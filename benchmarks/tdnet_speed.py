@@ -60,7 +60,10 @@ How to read the tables (printed to stdout and written to --out, atomically):
   which inflates the overall max / mean on a shared machine, hardly enters it, so it
   shows the imbalance between the paths themselves. "quiet blocks": how many measured
   blocks ran while other processes took < 10% of the CPU.
-* "Ratios and goals": TD4 mean / all-four-paths mean (goal <= 0.35: distributing the
+* "Ratios and goals": "per-path mean latency, max / min path" is the balance between the
+  sub-networks with the frame-to-frame noise averaged out; the PSPNet-18 row's max / mean
+  (one and the same graph on every frame) shows how much this machine alone jitters.
+  TD4 mean / all-four-paths mean (goal <= 0.35: distributing the
   four sub-networks must cost about a quarter, plus the attention); TD4 / PSPNet-18 (the
   paper, Titan Xp: 85 / 91 ms = 0.93; a TD4 path IS a PSPNet-18 with half the pyramid
   channels and a lighter head, plus encoding and attention, so expect about 1);
@@ -78,10 +81,10 @@ How to read the tables (printed to stdout and written to --out, atomically):
   (each block then waits for a quiet machine and a disturbed block is measured again,
   at most twice; a repeated block advances the round robin by whole rounds).
 
-With 2 quiet cores and the default 24 frames, a run with reused bundles takes about
-6-8 minutes (TD4 ~1.5 s per frame at 512x1024); the first export of the bundles about
-7 minutes more. 769x1537 (the official size) is an optional --height 769 --width 1537
-run: about 2.3x slower.
+With 2 quiet cores and the default 24 frames, a run with reused bundles takes about 6
+minutes (TD4 ~1.45 s per frame at 512x1024, TD2 ~3.7 s); exporting the bundles the first
+time takes about 6.5 minutes more (TD4 4.5, TD2 1.5, PSPNet-18 0.4). 769x1537 (the
+official size) is an optional --height 769 --width 1537 run, about 2.4x slower.
 """
 from __future__ import annotations
 
@@ -419,7 +422,7 @@ def paths_table(label: str, rr: dict, all_paths: dict | None, manifest) -> list[
     return lines + [""]
 
 
-def profile_table(profile: dict, threads: int) -> list[str]:
+def profile_table(profile: dict, threads: int, monitor: CpuMonitor, path0_mean: float) -> list[str]:
     parts, node = profile["parts_ms"], profile["node_ms"]
     rows = [("backbone + PPM (dilated ResNet-18, pyramid pooling)",
              parts["backbone"] + parts["pyramid pooling"]),
@@ -430,7 +433,9 @@ def profile_table(profile: dict, threads: int) -> list[str]:
             ("label resize + argmax", parts["label resize + argmax"]),
             ("other (input normalisation, history reshape)", parts["other"])]
     lines = [f"### Where path0's time goes (TD4, history 1, ONNX Runtime profile, {profile['runs']} runs, "
-             f"{threads} threads)", "", "| part | ms per run | share of node time |", "|---|---:|---:|"]
+             f"{threads} threads)", "", f"Other processes' CPU meanwhile: {_load(monitor)}; the round-robin run's path0 "
+             f"mean was {path0_mean:.0f} ms per call (profiling itself costs a few percent).", "",
+             "| part | ms per run | share of node time |", "|---|---:|---:|"]
     for name, ms in rows:
         lines.append(f"| {name} | {ms:.0f} | {100 * ms / node:.1f}% |")
     lines += [f"| all nodes | {node:.0f} | 100% |", f"| model_run wall (nodes + ORT's overhead between them) | "
@@ -447,6 +452,11 @@ def goals_table(s: dict, gmacs: dict) -> list[str]:
     r = td4["round_max_over_mean"]
     lines.append(f"| TD4-PSP18 worst round max / mean (drift-free balance) | {_f(r, '.3f')} | "
                  f"<= {MAX_OVER_MEAN_GOAL} | {mark(r is not None and r <= MAX_OVER_MEAN_GOAL)} |")
+    means = [g["mean"] for g in td4["graphs"].values() if g["mean"]]
+    lines.append(f"| TD4-PSP18 per-path mean latency, max / min path | {max(means) / min(means):.3f} | - | - |")
+    r = psp["frame"]["max_over_mean"]
+    lines.append(f"| reference: PSPNet-18 max / mean (the same graph every frame: this machine's jitter) | "
+                 f"{r:.3f} | - | - |")
     r = td4["frame"]["mean"] / all4["frame"]["mean"]
     lines.append(f"| TD4-PSP18 mean / all four paths every frame | {r:.3f} | <= {ALL_PATHS_GOAL} | "
                  f"{mark(r <= ALL_PATHS_GOAL)} |")
@@ -583,7 +593,7 @@ def main(argv=None) -> int:
         body += paths_table("TD2-PSP50", summaries["td2"], None, manifests["td2_psp50"])
     body += [f"PSPNet-18 graph: {summaries['pspnet']['graphs']['pspnet18']['mean']:.0f} ms mean per call, "
              f"{gmacs['pspnet']:.1f} GMACs.", ""]
-    body += profile_table(profile, args.threads)
+    body += profile_table(profile, args.threads, profile_monitor, summaries["td4"]["graphs"]["path0"]["mean"])
     text = "\n".join(body)
 
     measured = args.frames - args.warmup

@@ -14,14 +14,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from runtime.errors import VssEdgeError
-from runtime.manifest import MANIFEST_NAME, PRECISIONS, load_manifest, sha256_file
+from runtime.manifest import MANIFEST_NAME, PRECISIONS, load_manifest, sha256_file, staged_bundle
 
 
 # What an int8 graph's calibration record must say (source_manifest_sha256 is added here).
@@ -55,8 +53,6 @@ def write_derived_bundle(source_bundle: str | Path, out_dir: str | Path,
     out = Path(out_dir)
     if out.exists() and out.resolve() == src_root.resolve():
         raise VssEdgeError(f"--out '{out}' is the source bundle; write the derived bundle elsewhere")
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).exists())):
-        raise VssEdgeError(f"--out '{out}' exists and is not a vss-edge bundle; refusing to overwrite it")
     for name, (path, precision, _record) in graph_files.items():
         if name not in source.graphs:
             raise VssEdgeError(f"bundle '{src_root}' has no graph '{name}' (it has {', '.join(source.graphs)})")
@@ -71,10 +67,7 @@ def write_derived_bundle(source_bundle: str | Path, out_dir: str | Path,
                                    f"(where the calibration came from)")
     raw = copy.deepcopy(source.raw)
     source_sha = sha256_file(src_root / MANIFEST_NAME)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is a normal folder
-    try:
+    with staged_bundle(out) as tmp:
         for name, entry in raw["graphs"].items():
             if name in graph_files:
                 path, precision, record = graph_files[name]
@@ -96,15 +89,4 @@ def write_derived_bundle(source_bundle: str | Path, out_dir: str | Path,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")
-        load_manifest(tmp)  # the runtime's reader must accept what we wrote
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out

@@ -6,15 +6,11 @@ with the runtime's own manifest reader, and only then moved into place.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 from exporters.onnx_export import IR_VERSION, OPSET, ExportedGraph, save_model
-from runtime.errors import VssEdgeError
-from runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, TensorSpec, load_manifest, sha256_file
+from runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, TensorSpec, sha256_file, staged_bundle
 
 
 def package_versions() -> dict:
@@ -52,13 +48,7 @@ def write_bundle(out_dir: str | Path, *, method: str, cfg, network_channel_order
                  scheduler: dict, checkpoints: dict) -> Path:
     """Write graphs [(exported graph, role)] and the manifest of a method config into out_dir atomically."""
     config = {k: v for k, v in cfg.to_dict().items() if k not in ("class_names", "palette")}
-    out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).exists())):
-        raise VssEdgeError(f"--out '{out}' exists and is not a vss-edge bundle; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is a normal folder
-    try:
+    with staged_bundle(out_dir) as tmp:
         entries = {}
         for graph, role in graphs:
             file = f"{graph.name}.onnx"
@@ -81,15 +71,4 @@ def write_bundle(out_dir: str | Path, *, method: str, cfg, network_channel_order
             },
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-        load_manifest(tmp)  # the runtime's reader must accept what we wrote
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-    return out
+    return Path(out_dir)

@@ -17,6 +17,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -225,3 +229,38 @@ def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
         provenance=raw.get("provenance", {}),
         raw=raw,
     )
+
+
+# --- writing (shared by the exporters and calibration; still torch-free) ---------------
+
+
+@contextmanager
+def staged_bundle(out_dir: str | Path):
+    """Yield a private folder beside out_dir to write a bundle into; on success publish it.
+
+    Publishing validates the folder with load_manifest, then renames it onto out_dir
+    (an old bundle there is renamed aside first and deleted after), so out_dir is
+    never half written. VssEdgeError if out_dir exists and is not a bundle. On an
+    exception nothing is published and the folder is removed.
+    """
+    from runtime.errors import VssEdgeError
+
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).exists())):
+        raise VssEdgeError(f"--out '{out}' exists and is not a vss-edge bundle; refusing to overwrite it")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is a normal folder
+    try:
+        yield tmp
+        load_manifest(tmp)  # the runtime's reader must accept what was written
+        if out.exists():
+            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+            os.replace(out, old / out.name)
+            os.replace(tmp, out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
