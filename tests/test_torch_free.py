@@ -23,3 +23,11 @@ def test_runtime_runs_a_bundle_without_torch(gsvnet_bundle):
         "assert [r.is_key for r in results] == [True, False, False]\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_export_without_torch_says_which_extra_to_install(tmp_path):
+    code = ("import sys\nsys.modules['torch'] = None\nfrom vss_edge.cli import main\n"
+            f"sys.exit(main(['export', 'gsvnet', '--out', r'{tmp_path / 'b'}']))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "vss-edge[export]" in done.stderr and "Traceback" not in done.stderr

@@ -20,6 +20,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
 from runtime.errors import VssEdgeError  # noqa: E402
 
+EXPORT_ONLY = ("torch", "onnx", "onnxsim")  # the `export` extra: exporting and calibrating need them
+
 def _int_at_least(minimum: int, what: str):
     """argparse type: an integer >= minimum."""
 
@@ -364,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.verb](args)
     except VssEdgeError as e:
         print(f"vss-edge {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        if e.name not in EXPORT_ONLY:
+            raise
+        print(f"vss-edge {args.verb}: error: this needs {e.name}, which the runtime-only install leaves out: "
+              f"pip install 'vss-edge[export]'", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vss-edge {args.verb}: interrupted", file=sys.stderr)
