@@ -162,3 +162,23 @@ def _load(monitor: CpuMonitor) -> str:
     steal = monitor.share("steal")
     return f"{100 * monitor.share('other'):.0f}%" + (f" (+{100 * steal:.0f}% steal)" if steal >= 0.005 else "")
 
+
+
+def disturbance(monitor: CpuMonitor) -> str:
+    """The header line saying how much other processes used the CPU while measuring."""
+    return (f"- other processes used {_load(monitor)} of the CPU during the measurements"
+            + (" -- the machine was shared: absolute numbers are pessimistic, ratios less reliable"
+               if monitor.share("other") + monitor.share("steal") > 0.05 else ""))
+
+
+def publish(header: list[str], text: str, out, total_s: float) -> int:
+    """Print header + text and write them atomically to `out`; returns 0 (the script's exit code)."""
+    from vss_edge.video import write_text_atomic
+
+    report = "\n".join(header) + "\n" + text
+    print(report, end="")
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out, report)
+    log(f"wrote {out} ({total_s / 60:.1f} min)")
+    return 0

@@ -70,7 +70,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from benchmarks._common import (CpuMonitor, _f, _load, bundle_problem, clip_frames, code_version,  # noqa: E402
-                                cpu_model, log, measure)
+                                cpu_model, disturbance, log, measure, publish)
 
 INTERVALS = (1, 2, 3, 4, 5)
 LABEL_SCALES = (1.0, 0.25)
@@ -277,7 +277,6 @@ def main(argv=None) -> int:
     from runtime.profiling import summarize
     from runtime.session import open_sessions
     from vss_edge.configs import GSVNetConfig
-    from vss_edge.video import write_text_atomic
 
     torch.set_num_threads(args.threads)
     cfgs = {ls: GSVNetConfig(height=args.height, width=args.width, label_scale=ls) for ls in LABEL_SCALES}
@@ -353,19 +352,11 @@ def main(argv=None) -> int:
         f"{args.frames} frames per run, first {WARMUP} warm-up; {args.repeat} repetition(s), interleaved",
         f"- code: {code}",
         f"- weights: seeded random (seed {SEED}); speed does not depend on the weights",
-        f"- other processes used {_load(everything)} of the CPU during the measurements"
-        + (" -- the machine was shared: absolute numbers are pessimistic, ratios less reliable"
-           if everything.share("other") + everything.share("steal") > 0.05 else ""),
+        disturbance(everything),
         f"- run time: {total_s / 60:.1f} min (export / bundle check {export_s:.0f} s); "
         f"command: `python benchmarks/gsvnet_speed.py {' '.join(sys.argv[1:])}`".rstrip(), "",
     ]
-    report = "\n".join(header) + "\n" + text
-    print(report, end="")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, report)
-    log(f"wrote {out} ({total_s / 60:.1f} min)")
-    return 0
+    return publish(header, text, args.out, total_s)
 
 
 if __name__ == "__main__":

@@ -106,7 +106,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from benchmarks._common import (BUSY, CpuMonitor, _f, _load, bundle_problem, clip_frames,  # noqa: E402
-                                code_version, cpu_model, log, measure)
+                                code_version, cpu_model, disturbance, log, measure, publish)
 
 SEED = 0
 BLOCK = 4  # frames per interleaved block: a whole number of rounds for 4 and 2 paths
@@ -518,7 +518,6 @@ def main(argv=None) -> int:
     from runtime.preprocess import to_graph_input
     from runtime.session import open_sessions
     from vss_edge.configs import TDNetConfig
-    from vss_edge.video import write_text_atomic
 
     torch.set_num_threads(args.threads)  # the exports' verification only
     variants = ("td4_psp18",) if args.no_td2 else ("td4_psp18", "td2_psp50")
@@ -610,19 +609,11 @@ def main(argv=None) -> int:
         f"{BLOCK} frames",
         f"- code: {code}",
         f"- weights: seeded random (seed {SEED}); speed does not depend on the weights",
-        f"- other processes used {_load(everything)} of the CPU during the measurements"
-        + (" -- the machine was shared: absolute numbers are pessimistic, ratios less reliable"
-           if everything.share("other") + everything.share("steal") > 0.05 else ""),
+        disturbance(everything),
         f"- run time: {total_s / 60:.1f} min (export / bundle check {export_s:.0f} s); "
         f"command: `python benchmarks/tdnet_speed.py {' '.join(sys.argv[1:])}`".rstrip(), "",
     ]
-    report = "\n".join(header) + "\n" + text
-    print(report, end="")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out, report)
-    log(f"wrote {out} ({total_s / 60:.1f} min)")
-    return 0
+    return publish(header, text, args.out, total_s)
 
 
 if __name__ == "__main__":
