@@ -182,3 +182,16 @@ def publish(header: list[str], text: str, out, total_s: float) -> int:
     write_text_atomic(out, report)
     log(f"wrote {out} ({total_s / 60:.1f} min)")
     return 0
+
+
+def ensure_bundle(path: Path, cfg, method: str, export, seed: int) -> Path:
+    """Reuse the bundle at `path` if it is `method` exported from cfg with `seed`, else export(path, cfg, seed=seed)."""
+    problem = bundle_problem(path, cfg, method, seed) if path.exists() else "absent"
+    if problem is None:
+        log(f"reusing bundle {path}")
+        return path
+    log(f"exporting bundle {path} ({problem})")
+    t0 = time.perf_counter()
+    export(path, cfg, seed=seed)
+    log(f"  exported in {time.perf_counter() - t0:.0f} s")
+    return path

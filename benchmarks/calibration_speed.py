@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import CpuMonitor, _f, bundle_problem, code_version, cpu_model, log, measure  # noqa: E402
+from benchmarks._common import CpuMonitor, _f, code_version, cpu_model, ensure_bundle, log, measure  # noqa: E402
 
 
 def main() -> None:
@@ -54,9 +54,7 @@ def main() -> None:
     root = Path(args.bundle_dir or tempfile.mkdtemp(prefix="vss-calib-bench-"))
     cfg = GSVNetConfig(height=args.height, width=args.width)
     fp32 = root / f"gsvnet_{args.height}x{args.width}"
-    if bundle_problem(fp32, cfg, "gsvnet", 0):
-        log(f"exporting {fp32}")
-        export_gsvnet(fp32, cfg, seed=0)
+    ensure_bundle(fp32, cfg, "gsvnet", export_gsvnet, 0)
     bundles = {"fp32": fp32}
     for precision in ("int8", "fp16"):
         log(f"calibrating {precision}")

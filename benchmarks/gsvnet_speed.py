@@ -69,7 +69,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import (CpuMonitor, _f, _load, bundle_problem, clip_frames, code_version,  # noqa: E402
+from benchmarks._common import (CpuMonitor, _f, _load, clip_frames, code_version, ensure_bundle,  # noqa: E402
                                 cpu_model, disturbance, log, measure, publish)
 
 INTERVALS = (1, 2, 3, 4, 5)
@@ -83,19 +83,11 @@ PAPER_PIXELS = 1024 * 2048
 # --- setup ------------------------------------------------------------------------------
 
 
-def ensure_bundle(bundle_dir: Path, cfg) -> Path:
+def gsvnet_bundle(bundle_dir: Path, cfg) -> Path:
     from exporters.gsvnet import export_gsvnet
 
     path = bundle_dir / f"gsvnet_{cfg.height}x{cfg.width}_label{cfg.label_scale:g}"
-    problem = bundle_problem(path, cfg, "gsvnet", SEED) if path.exists() else "absent"
-    if problem is None:
-        log(f"reusing bundle {path}")
-        return path
-    log(f"exporting bundle {path} ({problem})")
-    t0 = time.perf_counter()
-    export_gsvnet(path, cfg, seed=SEED)
-    log(f"  exported in {time.perf_counter() - t0:.0f} s")
-    return path
+    return ensure_bundle(path, cfg, "gsvnet", export_gsvnet, SEED)
 
 
 # --- measurements ---------------------------------------------------------------------------
@@ -284,7 +276,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="gsvnet_speed_") as tmp:
         bundle_dir = Path(args.bundle_dir) if args.bundle_dir else Path(tmp)
         bundle_dir.mkdir(parents=True, exist_ok=True)
-        bundles = {ls: ensure_bundle(bundle_dir, cfg) for ls, cfg in cfgs.items()}
+        bundles = {ls: gsvnet_bundle(bundle_dir, cfg) for ls, cfg in cfgs.items()}
         export_s = time.perf_counter() - start
 
         frames = clip_frames(args.frames)

@@ -105,7 +105,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import (BUSY, CpuMonitor, _f, _load, bundle_problem, clip_frames,  # noqa: E402
+from benchmarks._common import (BUSY, CpuMonitor, _f, _load, clip_frames, ensure_bundle,  # noqa: E402
                                 code_version, cpu_model, disturbance, log, measure, publish)
 
 SEED = 0
@@ -124,15 +124,7 @@ def ensure_tdnet(bundle_dir: Path, cfg) -> Path:
     from exporters.tdnet import export_tdnet
 
     path = bundle_dir / f"tdnet_{cfg.variant}_{cfg.height}x{cfg.width}_label{cfg.label_scale:g}"
-    problem = bundle_problem(path, cfg, "tdnet", SEED) if path.exists() else "absent"
-    if problem is None:
-        log(f"reusing bundle {path}")
-        return path
-    log(f"exporting bundle {path} ({problem})")
-    t0 = time.perf_counter()
-    export_tdnet(path, cfg, seed=SEED)
-    log(f"  exported in {time.perf_counter() - t0:.0f} s")
-    return path
+    return ensure_bundle(path, cfg, "tdnet", export_tdnet, SEED)
 
 
 def pspnet18_graph(cfg):
