@@ -3,7 +3,7 @@
 Exports (or reuses) an FP32 GSVNet bundle, calibrates an INT8 (minmax, frames 0:30 of
 the sample clip) and an FP16 version, then, side by side in one run:
 1. per graph: mean latency of the FP32, INT8 and FP16 graph on the same recorded real
-   inputs (ONNX Runtime CPU EP, --threads), alternated in blocks so drift hits all;
+   inputs, in the runtime's own sessions (CPU EP, --threads), alternated in blocks;
 2. the whole pipeline at interval 5 on frames 30:60 (never calibrated on): FPS of each;
 3. accuracy: mIoU and pixel agreement of INT8 / FP16 labels with FP32 on frames 30:60.
 The pipeline table also has "int8-keyframe": only the keyframe graph in INT8.
@@ -39,8 +39,6 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/calibration_cpu.md")
     args = ap.parse_args()
 
-    import onnxruntime as ort
-
     import runtime
     from calibration.check import compare_pipelines, read_frames
     from calibration.collect import FrameRange, collect_inputs
@@ -67,15 +65,13 @@ def main() -> None:
 
     # 1. Per graph on the same recorded inputs (reference FP32 inputs, frames 0:30).
     feeds = collect_inputs(fp32, video, FrameRange(0, 30), threads=args.threads)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    opts.inter_op_num_threads = 1
     times: dict[tuple[str, str], list[float]] = {}
     monitor = CpuMonitor()
     manifests = {p: runtime.load_manifest(b) for p, b in bundles.items() if p != "int8-keyframe"}
+    pipelines = {p: runtime.load(bundles[p], device="cpu", threads=args.threads) for p in manifests}
     for graph in manifests["fp32"].graphs:
-        sessions = {p: ort.InferenceSession(str(m.graph_path(graph)), opts, providers=["CPUExecutionProvider"])
-                    for p, m in manifests.items()}
+        # The runtime's own sessions: the settings it picks per precision are part of what is measured.
+        sessions = {p: pipelines[p].sessions[graph].session for p in manifests}
         samples = feeds[graph][:8]
         for s in sessions.values():
             s.run(None, samples[0])  # warm-up
