@@ -12,28 +12,42 @@ import onnx
 from onnx import numpy_helper, shape_inference
 
 
-def _shapes(model: onnx.ModelProto) -> dict[str, list[int]]:
-    inferred = shape_inference.infer_shapes(model, data_prop=True)  # sizes computed in-graph too
+def _graphs(graph: onnx.GraphProto):
+    """graph and, recursively, the subgraphs of its If/Loop nodes."""
+    yield graph
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                yield from _graphs(attr.g)
+
+
+def _shapes(inferred: onnx.ModelProto) -> dict[str, list[int]]:
     shapes = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(inferred.graph.output):
-        dims = vi.type.tensor_type.shape.dim
-        if dims and all(d.HasField("dim_value") for d in dims):
-            shapes[vi.name] = [d.dim_value for d in dims]
-    for init in inferred.graph.initializer:
-        shapes[init.name] = list(numpy_helper.to_array(init).shape)
-    for node in inferred.graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    shapes[node.output[0]] = list(attr.t.dims)
+    for graph in _graphs(inferred.graph):
+        for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
+            dims = vi.type.tensor_type.shape.dim
+            if dims and all(d.HasField("dim_value") for d in dims):
+                shapes[vi.name] = [d.dim_value for d in dims]
+        for init in graph.initializer:
+            shapes[init.name] = list(numpy_helper.to_array(init).shape)
+        for node in graph.node:
+            if node.op_type == "Constant":
+                for attr in node.attribute:
+                    if attr.name == "value":
+                        shapes[node.output[0]] = list(attr.t.dims)
     return shapes
 
 
 def count_gflops(model: onnx.ModelProto) -> float:
-    """Total GFLOPs (2 x MACs) of Conv/ConvTranspose/MatMul/Gemm for one run of the graph."""
-    shapes = _shapes(model)
+    """Total GFLOPs (2 x MACs) of Conv/ConvTranspose/MatMul/Gemm for one run of the graph.
+
+    Nodes inside If branches are all counted: for a gated graph (exporters.gating) that is
+    the cost with every block kept.
+    """
+    inferred = shape_inference.infer_shapes(model, data_prop=True)  # sizes computed in-graph too
+    shapes = _shapes(inferred)
     macs = 0
-    for node in model.graph.node:
+    for node in (n for g in _graphs(inferred.graph) for n in g.node):
         try:
             if node.op_type == "Conv":
                 w = shapes[node.input[1]]  # [Cout, Cin/g, k...]

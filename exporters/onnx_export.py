@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,10 +89,13 @@ def _finish(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def export_graph(name: str, module: torch.nn.Module, examples: list[tuple[torch.Tensor, ...]],
-                 input_names: list[str], output_names: list[str], simplify: bool = True) -> ExportedGraph:
+                 input_names: list[str], output_names: list[str], simplify: bool = True,
+                 transform: Callable[[onnx.ModelProto], onnx.ModelProto] | None = None) -> ExportedGraph:
     """Export module (eval mode) and verify it on every example input tuple.
 
     examples: real inputs (from real frames), the first also used for tracing.
+    transform: a rewrite of the traced graph (e.g. exporters.gating), applied before
+    verification, so the verified graph is the rewritten one.
     Raises ExportError if the exported (or simplified) graph does not match.
     """
     module.eval()
@@ -109,6 +113,8 @@ def export_graph(name: str, module: torch.nn.Module, examples: list[tuple[torch.
             expected.append({n: o.numpy() for n, o in zip(output_names, outs)})
     feeds = [{n: t.numpy() for n, t in zip(input_names, ex)} for ex in examples]
     model = _finish(onnx.load_from_string(buffer.getvalue()))
+    if transform is not None:
+        model = _finish(transform(model))
     worst, failures = verify(model, feeds, expected)
     if failures:
         raise ExportError(f"graph '{name}' does not match PyTorch after export: " + "; ".join(failures[:3]))

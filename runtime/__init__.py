@@ -6,30 +6,38 @@ from pathlib import Path
 from runtime.errors import BundleError, FrameError, SourceError, VssEdgeError
 from runtime.manifest import Manifest, load_manifest
 from runtime.pipeline import FrameResult, Pipeline
-from runtime.schedulers import FixedInterval, FrameInfo, Scheduler, build_scheduler
+from runtime.schedulers import (
+    DistortionAware,
+    FixedInterval,
+    FrameInfo,
+    Scheduler,
+    build_scheduler,
+    choose_scheduler,
+)
 from runtime.session import open_sessions
 
 
 def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None,
-         scheduler: Scheduler | None = None, interval: int | None = None,
+         scheduler: Scheduler | str | None = None, interval: int | None = None,
          io_binding: bool = False) -> Pipeline:
     """Check a bundle (manifest, hashes, graph I/O) and return a ready Pipeline.
 
     device: 'auto' (CUDA when it really loads, else CPU), 'cuda' or 'cpu'.
     threads: ONNX Runtime intra-op threads (default: ONNX Runtime's choice).
-    scheduler: any object with reset() and is_key(FrameInfo); default from the manifest,
-    with `interval` overriding its interval.
+    scheduler: any object with reset() and is_key(FrameInfo) (or path(FrameInfo) for TDNet),
+    or a scheduler name ('fixed_interval', 'distortion', 'round_robin'); default: the
+    manifest's. interval: a fixed key-frame interval (selects fixed_interval).
     io_binding: use IO binding on the CPU too (always on for CUDA).
     """
     manifest = load_manifest(bundle)
     from runtime.programs import program_for
 
     program_for(manifest.method)  # unknown method: fail before opening sessions
-    if scheduler is None:
-        scheduler = build_scheduler(manifest.scheduler, interval=interval)
+    if scheduler is None or isinstance(scheduler, str):
+        scheduler = choose_scheduler(manifest.scheduler, scheduler, interval)
     sessions = open_sessions(manifest, device=device, threads=threads, io_binding=io_binding)
     return Pipeline(manifest, sessions, scheduler)
 
 
 __all__ = ["load", "Pipeline", "FrameResult", "Manifest", "load_manifest", "Scheduler", "FixedInterval",
-           "FrameInfo", "build_scheduler", "VssEdgeError", "BundleError", "FrameError", "SourceError"]
+           "DistortionAware", "FrameInfo", "build_scheduler", "VssEdgeError", "BundleError", "FrameError", "SourceError"]

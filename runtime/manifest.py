@@ -29,7 +29,7 @@ from runtime.errors import BundleError
 FORMAT = "vss-edge-bundle"
 FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
-ROLES = ("keyframe_net", "flow_net", "propagation_head", "mask_generator", "path_net")
+ROLES = ("keyframe_net", "flow_net", "propagation_head", "mask_generator", "path_net", "partial_net")
 PRECISIONS = ("fp32", "fp16", "int8")
 
 

@@ -53,6 +53,7 @@ class Pipeline:
         if not callable(getattr(scheduler, needs, None)) or not callable(getattr(scheduler, "reset", None)):
             raise VssEdgeError(f"scheduler {scheduler!r} does not fit method '{manifest.method}': "
                                f"it needs reset() and {needs}(frame_info)")
+        self._signals_needed = tuple(getattr(scheduler, "signals_needed", ()))
         self.device = next(iter(sessions.values())).device
         self.reset()
 
@@ -75,9 +76,6 @@ class Pipeline:
     def step(self, frame: np.ndarray) -> FrameResult:
         start = time.perf_counter()
         image = to_graph_input(frame, self.manifest.height, self.manifest.width)
-        info = FrameInfo(self._index, self._since_key, self.program.signals(image))
-        decision = self.program.decide(self.scheduler, info)
-        is_key = decision is True
         timings: dict[str, float] = {}
 
         def run(name: str, feeds: dict, host_outputs: tuple[str, ...]) -> dict:
@@ -85,6 +83,10 @@ class Pipeline:
             timings[name] = timings.get(name, 0.0) + ms
             return out
 
+        signals = self.program.signals(image, self._signals_needed, run)
+        info = FrameInfo(self._index, self._since_key, signals)
+        decision = self.program.decide(self.scheduler, info)
+        is_key = decision is True
         labels = labels_to_frame(self.program.step(image, decision, run), frame.shape)
         result = FrameResult(self._index, labels, is_key, timings, (time.perf_counter() - start) * 1000.0)
         self._index += 1

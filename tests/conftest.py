@@ -1,4 +1,4 @@
-"""Shared fixtures: real frames from the sample clip and one small exported GSVNet bundle."""
+"""Shared fixtures: real frames from the sample clip and small exported GSVNet and STMG bundles."""
 from __future__ import annotations
 
 import pytest
@@ -32,3 +32,22 @@ def gsvnet_bundle(tmp_path_factory):
     from vss_edge.configs import GSVNetConfig
 
     return export_gsvnet(tmp_path_factory.mktemp("bundles") / "gsvnet", GSVNetConfig(**SMALL), seed=0)
+
+
+@pytest.fixture(scope="session")
+def stmg_model():
+    """A seeded STMG (DDRNet-23-slim) at the small test resolution."""
+    from exporters.stmg import build_model
+    from vss_edge.configs import STMGConfig
+
+    model, _ = build_model(STMGConfig(**SMALL), seed=0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def stmg_bundle(tmp_path_factory):
+    """That model exported to a bundle (same seed => same weights as stmg_model)."""
+    from exporters.stmg import export_stmg
+    from vss_edge.configs import STMGConfig
+
+    return export_stmg(tmp_path_factory.mktemp("bundles") / "stmg", STMGConfig(**SMALL), seed=0)

@@ -42,7 +42,10 @@ _non_negative_int = _int_at_least(0, "non-negative")
 
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--interval", type=_positive_int, help="key-frame interval (overrides the bundle's)")
+    p.add_argument("--scheduler", choices=("fixed_interval", "distortion", "round_robin"),
+                   help="key-frame scheduler (default: the bundle's; distortion = STMG's Algorithm 1, "
+                        "on GSVNet a frame difference stands in for STMG's mask)")
+    p.add_argument("--interval", type=_positive_int, help="fixed key-frame interval (selects fixed_interval)")
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                    help="execution provider: CUDA when it really loads (auto), or forced")
     p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
@@ -79,6 +82,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = methods.add_parser("tdnet", help="TDNet: one graph per sub-network path, run round robin")
     _add_export_options(p, height=769, width=1537, checkpoint="official TDNet state_dict (td4_psp18 / td2_psp50)")
     p.add_argument("--variant", choices=("td4_psp18", "td2_psp50"), default="td4_psp18")
+    p = methods.add_parser("stmg", help="STMG on DDRNet: keyframe net, mask generator, gated partial net, aggregation")
+    _add_export_options(p, height=1024, width=2048, checkpoint="STMG state_dict (key.*, nonkey.*, mask_generator.*)")
+    p.add_argument("--backbone", choices=("ddrnet23_slim", "ddrnet39"), default="ddrnet23_slim")
+    p.add_argument("--ddrnet-checkpoint", help="official DDRNet weights, for both the key and the non-key backbone")
+    p.add_argument("--distortion-bias", action="store_true", help="Eq. 12's distortion bias in the pruning head")
+    p.add_argument("--keep-threshold", type=float, default=0.5, help="a block runs iff its keep probability exceeds this")
+    p.add_argument("--default-interval", type=_positive_int, default=5,
+                   help="key-frame interval when --scheduler fixed_interval is chosen at run time")
 
     p = verbs.add_parser("run", help="segment a video, image folder or camera; write an overlay video")
     p.add_argument("bundle")
@@ -155,6 +166,9 @@ def cmd_export(args) -> int:
         if args.method == "gsvnet":
             cfg = configs.GSVNetConfig(keyframe_net=args.keyframe_net, keyframe_scale=args.keyframe_scale,
                                        interval=args.default_interval, **common)
+        elif args.method == "stmg":
+            cfg = configs.STMGConfig(backbone=args.backbone, distortion_bias=args.distortion_bias,
+                                     keep_threshold=args.keep_threshold, interval=args.default_interval, **common)
         else:
             cfg = configs.TDNetConfig(variant=args.variant, **common)
     except (ValueError, TypeError) as e:
@@ -164,6 +178,10 @@ def cmd_export(args) -> int:
         from exporters.gsvnet import export_gsvnet
 
         out = export_gsvnet(args.out, cfg, keyframe_checkpoint=args.keyframe_checkpoint, **options)
+    elif args.method == "stmg":
+        from exporters.stmg import export_stmg
+
+        out = export_stmg(args.out, cfg, ddrnet_checkpoint=args.ddrnet_checkpoint, **options)
     else:
         from exporters.tdnet import export_tdnet
 
@@ -226,7 +244,7 @@ def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | Non
             progress.close()
     summary = summarize(results, pipe.manifest)
     summary.update(source=source.name, frames_read=len(results), frames_written=writer.frames_written,
-                   interrupted=interrupted, device=pipe.device, outputs={"video": str(out / "overlay.mp4")},
+                   interrupted=interrupted, device=pipe.device, scheduler=repr(pipe.scheduler), outputs={"video": str(out / "overlay.mp4")},
                    error=None if error is None else str(error))
     if save_labels:
         summary["outputs"]["labels"] = str(out / "labels")
@@ -239,7 +257,8 @@ def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | Non
 def _load(args):
     import runtime
 
-    return runtime.load(args.bundle, device=args.device, threads=args.threads, interval=args.interval)
+    return runtime.load(args.bundle, device=args.device, threads=args.threads, scheduler=args.scheduler,
+                        interval=args.interval)
 
 
 def cmd_run(args) -> int:
@@ -271,7 +290,7 @@ def cmd_profile(args) -> int:
     if len(results) <= args.warmup:
         raise VssEdgeError(f"only {len(results)} frames read; need more than --warmup {args.warmup}")
     summary = summarize(results, pipe.manifest, warmup=args.warmup)
-    summary["device"] = pipe.device
+    summary.update(device=pipe.device, scheduler=repr(pipe.scheduler))
     print(to_markdown(summary), end="")
     if args.json:
         write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")

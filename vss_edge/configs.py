@@ -161,3 +161,86 @@ class TDNetConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+# DDRNet's input pipeline (HRNet-Semantic-Segmentation code base, which trained the official
+# DDRNet models): BGR file -> RGB, / 255, ImageNet mean/std.
+DDRNET_NORMALISATION = TDNET_NORMALISATION
+
+# backbone -> number of prunable residual blocks (every block but the first of each layer)
+STMG_BACKBONES = {"ddrnet23_slim": 6, "ddrnet39": 17}
+
+
+@dataclass
+class STMGConfig:
+    """STMG (Rhee et al., NeurIPS 2022) on DDRNet: key frames run the full backbone; other
+    frames run it with blocks dropped per frame and blend features with the previous frame's.
+
+    height, width: input resolution, multiples of 32 (DDRNet's Cityscapes size: 1024x2048).
+    backbone: 'ddrnet23_slim' (6 prunable blocks) or 'ddrnet39' (17).
+    encoder_channels: width of the mask generator's frame encoder Enc_f (our choice; the
+        paper gives none: it has to be light next to the backbone).
+    keep_threshold: a prunable block runs iff its keep probability exceeds this (the paper
+        says "deterministic at inference" and gives no value; 0.5 is the Bernoulli mode).
+    distortion_bias: add Eq. 12's eta = 0.5 - mean(m_sp) before the pruning normalisation.
+    interval: key-frame interval when the fixed-interval scheduler is chosen; the bundle's
+        default scheduler is the distortion-aware one (gamma_key, gamma_nonkey).
+    label_scale: labels are the argmax of the logits resized bilinearly (align_corners=False,
+        as DDRNet's evaluation) to this fraction of the input.
+    """
+
+    height: int = 1024
+    width: int = 2048
+    num_classes: int = 19
+    backbone: str = "ddrnet23_slim"
+    encoder_channels: int = 64
+    keep_threshold: float = 0.5
+    distortion_bias: bool = False
+    interval: int = 5
+    gamma_key: float = 2.0
+    gamma_nonkey: float = 0.95
+    label_scale: float = 1.0
+    class_names: list[str] = field(default_factory=list)
+    palette: list[list[int]] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.height % 32 or self.width % 32 or self.height <= 0 or self.width <= 0:
+            raise ValueError(f"height and width must be positive multiples of 32, got {self.height}x{self.width}")
+        if self.backbone not in STMG_BACKBONES:
+            raise ValueError(f"backbone must be one of {sorted(STMG_BACKBONES)}, got {self.backbone!r}")
+        if not 1 <= self.num_classes <= 255:
+            raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
+        if self.encoder_channels < 1:
+            raise ValueError(f"encoder_channels must be >= 1, got {self.encoder_channels}")
+        if not 0.0 < self.keep_threshold < 1.0:
+            raise ValueError(f"keep_threshold must be in (0, 1), got {self.keep_threshold}")
+        if self.interval < 1:
+            raise ValueError(f"interval must be >= 1, got {self.interval}")
+        if self.gamma_key <= 0 or self.gamma_nonkey <= 0:
+            raise ValueError(f"gamma_key and gamma_nonkey must be > 0, got {self.gamma_key}, {self.gamma_nonkey}")
+        lh, lw = self.height * self.label_scale, self.width * self.label_scale
+        if not 0.0 < self.label_scale <= 1.0 or lh != int(lh) or lw != int(lw):
+            raise ValueError(f"label_scale must be in (0, 1] and give whole label sizes, got {self.label_scale}")
+        if not self.class_names or not self.palette:
+            self.class_names, self.palette = class_names_and_palette(self.num_classes)
+
+    @property
+    def num_blocks(self) -> int:
+        """Number of prunable residual blocks (the keep vector's length)."""
+        return STMG_BACKBONES[self.backbone]
+
+    @property
+    def feature_size(self) -> tuple[int, int]:
+        """(h, w) of DDRNet's output features and logits: H/8 x W/8."""
+        return self.height // 8, self.width // 8
+
+    @property
+    def label_size(self) -> tuple[int, int]:
+        return int(self.height * self.label_scale), int(self.width * self.label_scale)
+
+    @property
+    def normalisation(self) -> dict:
+        return DDRNET_NORMALISATION
+
+    def to_dict(self) -> dict:
+        return asdict(self)

@@ -83,3 +83,51 @@ class TDNetReference:
         self.queue = (self.queue + [m.encode_stored(p, z)])[-length:]
         self.index += 1
         return labels_to_frame(labels_from_logits(logits, cfg.label_size).numpy(), frame.shape), p
+
+
+class STMGReference:
+    """STMG in PyTorch, written after the paper (Sec. 3, Algorithm 1) rather than the
+    runtime's program: Enc_f on every frame (t of frame i is e of frame i-1), the mask
+    generator and the scheduler pick key frames; non-key frames run the non-key DDRNet
+    skipping the dropped blocks in Python, blend with the previous frame's features
+    (Eq. 11) and run the non-key head.
+
+    step(frame BGR uint8 HxWx3) -> (labels uint8 at the frame's size, is_key).
+    keep_override: bool [K] to force which blocks run on non-key frames (None: the generator's).
+    """
+
+    def __init__(self, model, scheduler, keep_override=None):
+        self.model = model.eval()
+        self.scheduler = scheduler
+        self.keep_override = keep_override
+        self.reset()
+
+    def reset(self) -> None:
+        self.scheduler.reset()
+        self.prev_encoding = self.prev_features = None
+        self.index = self.since_key = 0
+
+    @torch.no_grad()
+    def step(self, frame: np.ndarray) -> tuple[np.ndarray, bool]:
+        from vss_edge.models.stmg.mask_generator import aggregate
+
+        m, cfg = self.model, self.model.cfg
+        x = m.normalise(torch.from_numpy(to_graph_input(frame, cfg.height, cfg.width)))
+        e = m.mask_generator.encoder(x)
+        t = self.prev_encoding if self.prev_encoding is not None else torch.zeros_like(e)
+        spatial_mask, keep_probability, distortion = m.mask_generator(t, e)
+        signals = {"distortion": float(distortion[0])}
+        is_key = self.prev_features is None or self.scheduler.is_key(FrameInfo(self.index, self.since_key, signals))
+        if is_key:
+            features = m.key.features(x)
+            logits = m.key.head(features)
+        else:
+            keep = self.keep_override if self.keep_override is not None \
+                else (keep_probability[0] > cfg.keep_threshold).tolist()
+            features = aggregate(m.nonkey.features(x, [bool(k) for k in keep]), self.prev_features, spatial_mask)
+            logits = m.nonkey.head(features)
+        self.prev_encoding, self.prev_features = e, features
+        self.index += 1
+        self.since_key = 1 if is_key else self.since_key + 1
+        labels = torch.nn.functional.interpolate(logits, size=cfg.label_size, mode="bilinear", align_corners=False)
+        return labels_to_frame(labels.argmax(1).to(torch.uint8).numpy(), frame.shape), is_key

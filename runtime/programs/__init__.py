@@ -3,9 +3,10 @@ from __future__ import annotations
 
 from runtime.errors import BundleError
 from runtime.programs.gsvnet import GSVNetProgram
+from runtime.programs.stmg import STMGProgram
 from runtime.programs.tdnet import TDNetProgram
 
-PROGRAMS = {"gsvnet": GSVNetProgram, "tdnet": TDNetProgram}
+PROGRAMS = {"gsvnet": GSVNetProgram, "tdnet": TDNetProgram, "stmg": STMGProgram}
 
 
 def program_for(method: str):

@@ -8,6 +8,8 @@ from frame to frame, as in the official code.
 """
 from __future__ import annotations
 
+from runtime.signals import FrameDifference
+
 
 class GSVNetProgram:
     """Program protocol: graphs, scheduler_needs, reset(), signals(image), decide(scheduler, info),
@@ -19,17 +21,20 @@ class GSVNetProgram:
     def __init__(self, manifest):
         self.manifest = manifest
         self.state: dict | None = None
+        self.frame_difference = FrameDifference()
 
     def reset(self) -> None:
         self.state = None
+        self.frame_difference.reset()
 
     @property
     def has_state(self) -> bool:
         return self.state is not None
 
-    def signals(self, image) -> dict:
-        """Scheduler signals computed before the key/non-key decision (none for GSVNet)."""
-        return {}
+    def signals(self, image, needed: tuple[str, ...], run) -> dict:
+        """Scheduler signals computed before the key/non-key decision: GSVNet has no mask
+        generator, so 'distortion' is the runtime's frame difference (runtime.signals)."""
+        return {"distortion": self.frame_difference(image)} if "distortion" in needed else {}
 
     def decide(self, scheduler, info) -> bool:
         """True for a key frame: always without propagation state, else as the scheduler says."""

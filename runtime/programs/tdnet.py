@@ -38,7 +38,8 @@ class TDNetProgram:
     def has_state(self) -> bool:
         return bool(self.history)
 
-    def signals(self, image) -> dict:
+    def signals(self, image, needed: tuple[str, ...], run) -> dict:
+        """TDNet has no key frames, so no scheduler signal."""
         return {}
 
     def decide(self, scheduler, info) -> int:

@@ -41,9 +41,13 @@ def resize(x: torch.Tensor, size: tuple[int, int], align_corners: bool) -> torch
     return F.interpolate(x, size=size, mode="bilinear", align_corners=align_corners)
 
 
-def labels_from_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """argmax of logits [1,C,h,w] resized bilinearly (align_corners=True) to size -> uint8 [1,H,W]."""
-    return torch.argmax(resize(logits, size, align_corners=True), dim=1).to(torch.uint8)
+def labels_from_logits(logits: torch.Tensor, size: tuple[int, int], align_corners: bool = True) -> torch.Tensor:
+    """argmax of logits [1,C,h,w] resized bilinearly to size -> uint8 [1,H,W].
+
+    align_corners: as the method's official evaluation resizes (True for GSVNet and TDNet,
+    False for DDRNet / STMG).
+    """
+    return torch.argmax(resize(logits, size, align_corners=align_corners), dim=1).to(torch.uint8)
 
 
 class Normalise(nn.Module):

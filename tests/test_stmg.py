@@ -1,0 +1,166 @@
+"""STMG: ONNX vs PyTorch on real video (per graph and pipeline, forced and generated
+masks), block gating that really skips work, the bundle's contract, the CLI."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+import runtime
+from exporters.onnx_export import compare_outputs
+from exporters.stmg import example_inputs
+from runtime.preprocess import to_graph_input
+from runtime.schedulers import DistortionAware, FixedInterval
+from vss_edge.models.stmg.graphs import INPUTS, OUTPUTS, stmg_graphs
+from vss_edge.reference import STMGReference
+
+FRAMES = slice(20, 44)  # 24 frames of the clip the exporter never verified on
+
+
+def _tensors(model, frames):
+    cfg = model.cfg
+    return [torch.from_numpy(to_graph_input(f, cfg.height, cfg.width)) for f in frames]
+
+
+@pytest.mark.parametrize("graph", ["keyframe", "mask", "partial", "aggregation"])
+def test_each_graph_matches_pytorch_on_real_frames(graph, stmg_model, stmg_bundle, sample_frames):
+    examples = example_inputs(stmg_model, _tensors(stmg_model, sample_frames[20:26]))[graph]
+    module = stmg_graphs(stmg_model)[graph]
+    session = ort.InferenceSession(str(stmg_bundle / f"{graph}.onnx"), providers=["CPUExecutionProvider"])
+    assert examples
+    for ex in examples:
+        with torch.no_grad():
+            expected = module(*ex)
+            expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+        got = session.run(OUTPUTS[graph], {n: t.numpy() for n, t in zip(INPUTS[graph], ex)})
+        for name, g, e in zip(OUTPUTS[graph], got, expected):
+            if e.dtype == np.bool_:
+                assert np.array_equal(g, e), name
+                continue
+            err, ok = compare_outputs(g, e)
+            assert ok, f"{graph}.{name}: error {err}"
+
+
+def test_partial_graph_gates_every_prunable_block(stmg_model, stmg_bundle):
+    model = onnx.load(str(stmg_bundle / "partial.onnx"))
+    gates = [n for n in model.graph.node if n.op_type == "If"]
+    assert len(gates) == stmg_model.cfg.num_blocks == 6
+    for gate in gates:
+        branches = {a.name: a.g for a in gate.attribute}
+        assert [n.op_type for n in branches["else_branch"].node] == ["Identity"]
+        assert sum(n.op_type == "Conv" for n in branches["then_branch"].node) == 2  # a BasicBlock
+
+
+def _executed_convs(bundle, keep: np.ndarray, image: np.ndarray, tmp_path) -> int:
+    """How many Conv kernels ONNX Runtime ran for one call of the partial graph (its profiler)."""
+    options = ort.SessionOptions()
+    options.enable_profiling = True
+    options.profile_file_prefix = str(tmp_path / f"profile_{int(keep.sum())}")
+    session = ort.InferenceSession(str(bundle / "partial.onnx"), options, providers=["CPUExecutionProvider"])
+    session.run(None, {"image": image, "keep": keep})
+    events = json.loads(open(session.end_profiling()).read())
+    return sum(1 for e in events if e.get("cat") == "Node" and e.get("args", {}).get("op_name") in ("Conv", "FusedConv")
+               and e["name"].endswith("_kernel_time"))
+
+
+def test_a_dropped_block_runs_no_kernel(stmg_bundle, sample_frames, tmp_path):
+    image = to_graph_input(sample_frames[0], 128, 256)
+    k = 6
+    counts = {n: _executed_convs(stmg_bundle, np.arange(k) < n, image, tmp_path) for n in (0, 3, 6)}
+    # Each kept BasicBlock runs exactly its two convolutions; a dropped one runs none.
+    assert counts[6] - counts[3] == 6 and counts[3] - counts[0] == 6, counts
+
+
+def _parity(bundle, model, frames, keep=None, interval=None):
+    """Run the ONNX pipeline and the PyTorch reference side by side; returns the key decisions."""
+    pipe = runtime.load(bundle, device="cpu", interval=interval)  # default: the bundle's distortion scheduler
+    pipe.program.force_keep(keep)
+    scheduler = FixedInterval(interval) if interval else DistortionAware()
+    reference = STMGReference(model, scheduler, keep_override=None if keep is None else list(keep))
+    keys = []
+    for i, frame in enumerate(frames):
+        result = pipe.step(frame)
+        labels, is_key = reference.step(frame)
+        assert result.is_key == is_key, f"frame {i}: key decision differs"
+        agreement = float(np.mean(result.labels == labels))
+        assert agreement >= 0.999, f"frame {i}: labels agree on {agreement:.4%}"
+        keys.append(is_key)
+    return keys
+
+
+def test_pipeline_matches_reference_with_the_generators_masks(stmg_bundle, stmg_model, sample_frames):
+    keys = _parity(stmg_bundle, stmg_model, sample_frames[FRAMES])
+    assert any(keys[1:]) and not all(keys), "the distortion scheduler should mix key and non-key frames"
+
+
+@pytest.mark.parametrize("keep", [[True, False, True, False, True, False], [False] * 6, [True] * 6])
+def test_pipeline_matches_reference_with_a_forced_mask(stmg_bundle, stmg_model, sample_frames, keep):
+    keys = _parity(stmg_bundle, stmg_model, sample_frames[FRAMES], np.array(keep), interval=3)
+    assert keys == [i % 3 == 0 for i in range(len(keys))]
+
+
+def test_forced_mask_of_the_wrong_length_is_refused(stmg_bundle):
+    pipe = runtime.load(stmg_bundle, device="cpu")
+    with pytest.raises(runtime.VssEdgeError, match="6 entries"):
+        pipe.program.force_keep([True, False])
+
+
+def test_manifest_describes_the_method(stmg_bundle):
+    manifest = runtime.load_manifest(stmg_bundle)
+    assert manifest.method == "stmg"
+    assert {n: g.role for n, g in manifest.graphs.items()} == {
+        "keyframe": "keyframe_net", "mask": "mask_generator", "partial": "partial_net", "aggregation": "propagation_head"}
+    assert manifest.scheduler["name"] == "distortion"
+    assert {t.name for t in manifest.state} == {"encoding", "features"}
+    keep = {t.name: t for t in manifest.graphs["partial"].inputs}["keep"]
+    assert keep.dtype == "bool" and tuple(keep.shape) == (6,)
+    # FLOPs: the partial graph counts every block (all kept); the mask generator is light.
+    g = {n: s.gflops for n, s in manifest.graphs.items()}
+    assert g["partial"] < g["keyframe"] and g["mask"] < 0.2 * g["keyframe"]
+
+
+def test_two_weight_sets_in_one_bundle(stmg_model, sample_frames):
+    """Key and non-key backbones are separate weights; the STMG state_dict holds both."""
+    keys = stmg_model.state_dict().keys()
+    assert any(k.startswith("key.layer1.1.") for k in keys) and any(k.startswith("nonkey.layer1.1.") for k in keys)
+    assert not torch.equal(stmg_model.key.conv1[0].weight, stmg_model.nonkey.conv1[0].weight)
+
+
+def test_cli_exports_from_an_official_ddrnet_checkpoint_and_runs_with_either_scheduler(tmp_path):
+    from vss_edge.checkpoints import save_official_ddrnet_checkpoint
+    from vss_edge.cli import main
+    from vss_edge.models.stmg.ddrnet import DDRNet
+    from vss_edge.video import sample_clip_path
+
+    torch.manual_seed(1)
+    ddrnet = DDRNet("ddrnet23_slim", num_classes=19).eval()
+    save_official_ddrnet_checkpoint(ddrnet, tmp_path / "ddrnet23s.pth")
+    bundle = tmp_path / "bundle"
+    assert main(["-q", "export", "stmg", "--out", str(bundle), "--height", "64", "--width", "128",
+                 "--ddrnet-checkpoint", str(tmp_path / "ddrnet23s.pth")]) == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["provenance"]["checkpoints"]["ddrnet"]["into"] == ["key", "nonkey"]
+    for args, scheduler in ((["--scheduler", "distortion"], "DistortionAware"), (["--interval", "4"], "FixedInterval")):
+        out = tmp_path / scheduler
+        assert main(["-q", "run", str(bundle), str(sample_clip_path()), "--out", str(out), "--max-frames", "12",
+                     *args]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["frames"] == 12 and scheduler in summary["scheduler"]
+
+
+def test_stmg_checkpoint_round_trip(stmg_model, tmp_path):
+    from exporters.stmg import build_model
+    from vss_edge.checkpoints import load_stmg_checkpoint, save_stmg_checkpoint
+
+    save_stmg_checkpoint(stmg_model, tmp_path / "stmg.pth")
+    loaded, weights = build_model(stmg_model.cfg, checkpoint=str(tmp_path / "stmg.pth"), seed=7)
+    for (name, a), b in zip(stmg_model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    assert weights["stmg"]["file"] == "stmg.pth"
+    torch.save({"key.conv1.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
+    with pytest.raises(runtime.VssEdgeError, match="not an STMG checkpoint"):
+        load_stmg_checkpoint(loaded, tmp_path / "bad.pth")
