@@ -72,3 +72,21 @@ def _attr(node: onnx.NodeProto, name: str) -> int:
         if a.name == name:
             return a.i
     return 0
+
+
+def gated_block_gflops(model: onnx.ModelProto) -> list[float]:
+    """GFLOPs inside each If node's then-branch, in graph order: what each gated block of a
+    partial graph (exporters.gating) costs when kept."""
+    inferred = shape_inference.infer_shapes(model, data_prop=True)
+    gates = [n for n in inferred.graph.node if n.op_type == "If"]
+    result = []
+    for gate in gates:
+        branch = next(a.g for a in gate.attribute if a.name == "then_branch")
+        sub = onnx.ModelProto()
+        sub.CopyFrom(inferred)
+        del sub.graph.node[:]
+        sub.graph.node.extend(branch.node)
+        del sub.graph.output[:]
+        sub.graph.output.extend(branch.output)
+        result.append(count_gflops(sub))
+    return result

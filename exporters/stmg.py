@@ -25,22 +25,20 @@ def build_model(cfg: STMGConfig, checkpoint: str | None = None, ddrnet_checkpoin
     """
     torch.manual_seed(seed)
     model = STMG(cfg).eval()
-    weights: dict = {"random_init": {"seed": seed, "parts": ["key", "nonkey", "mask_generator"]}}
+    weights: dict = {part: {"random_init_seed": seed} for part in ("key", "nonkey", "mask_generator")}
     if ddrnet_checkpoint:
         from vss_edge.checkpoints import load_ddrnet_checkpoint
 
-        notes = [load_ddrnet_checkpoint(model.key, ddrnet_checkpoint), load_ddrnet_checkpoint(model.nonkey, ddrnet_checkpoint)]
-        weights["ddrnet"] = {"file": Path(ddrnet_checkpoint).name, "sha256": sha256_file(Path(ddrnet_checkpoint)),
-                             "into": ["key", "nonkey"]}
-        if notes[0]:
-            weights["ddrnet"]["note"] = notes[0]
-        weights["random_init"]["parts"] = ["mask_generator"]
+        source = {"file": Path(ddrnet_checkpoint).name, "sha256": sha256_file(Path(ddrnet_checkpoint))}
+        for part in ("key", "nonkey"):
+            note = load_ddrnet_checkpoint(getattr(model, part), ddrnet_checkpoint)
+            weights[part] = {**source, **({"note": note} if note else {})}
     if checkpoint:
         from vss_edge.checkpoints import load_stmg_checkpoint
 
         load_stmg_checkpoint(model, checkpoint)
-        weights["stmg"] = {"file": Path(checkpoint).name, "sha256": sha256_file(Path(checkpoint))}
-        del weights["random_init"]
+        source = {"file": Path(checkpoint).name, "sha256": sha256_file(Path(checkpoint))}
+        weights = {part: dict(source) for part in ("key", "nonkey", "mask_generator")}
     return model, weights
 
 

@@ -143,7 +143,9 @@ def test_cli_exports_from_an_official_ddrnet_checkpoint_and_runs_with_either_sch
     assert main(["-q", "export", "stmg", "--out", str(bundle), "--height", "64", "--width", "128",
                  "--ddrnet-checkpoint", str(tmp_path / "ddrnet23s.pth")]) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
-    assert manifest["provenance"]["checkpoints"]["ddrnet"]["into"] == ["key", "nonkey"]
+    weights = manifest["provenance"]["checkpoints"]
+    assert weights["key"]["file"] == weights["nonkey"]["file"] == "ddrnet23s.pth"
+    assert weights["mask_generator"] == {"random_init_seed": 0}
     for args, scheduler in ((["--scheduler", "distortion"], "DistortionAware"), (["--interval", "4"], "FixedInterval")):
         out = tmp_path / scheduler
         assert main(["-q", "run", str(bundle), str(sample_clip_path()), "--out", str(out), "--max-frames", "12",
@@ -160,7 +162,7 @@ def test_stmg_checkpoint_round_trip(stmg_model, tmp_path):
     loaded, weights = build_model(stmg_model.cfg, checkpoint=str(tmp_path / "stmg.pth"), seed=7)
     for (name, a), b in zip(stmg_model.state_dict().items(), loaded.state_dict().values()):
         assert torch.equal(a, b), name
-    assert weights["stmg"]["file"] == "stmg.pth"
+    assert {w["file"] for w in weights.values()} == {"stmg.pth"}
     torch.save({"key.conv1.0.weight": torch.zeros(1)}, tmp_path / "bad.pth")
     with pytest.raises(runtime.VssEdgeError, match="not an STMG checkpoint"):
         load_stmg_checkpoint(loaded, tmp_path / "bad.pth")
