@@ -1,4 +1,4 @@
-"""`vss-edge` command line: export | run | profile | calibrate | check | demo.
+"""`vss-edge` command line: export | run | profile | calibrate | check | eval | demo.
 
 User errors (VssEdgeError: bad bundle, bad video, bad checkpoint...) print one line
 and exit 2; Ctrl-C exits 130 (run keeps the frames done); bugs keep their traceback.
@@ -129,6 +129,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frames", default="30:60", help="frames A:B to evaluate on (default 30:60)")
     p.add_argument("--labels", help="folder of ground-truth label PNGs named by frame index (000030.png)")
     p.add_argument("--json", help="write the check as JSON here (markdown and PNG plot beside it)")
+    p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
+
+    p = verbs.add_parser("eval", help="mIoU vs key-frame interval against ground truth, with the copy baseline")
+    p.add_argument("bundle")
+    p.add_argument("--synthetic", action="store_true",
+                   help="score on synthetic clips with exact labels (held-out seeds, the bundle's resolution)")
+    p.add_argument("--seeds", default="1000-1003", help="synthetic clip seeds, A-B or A,B,... (default 1000-1003; "
+                   "training uses seeds below 1000)")
+    p.add_argument("--frames", type=_positive_int, default=30, help="frames per synthetic clip (default 30)")
+    p.add_argument("--synthetic-classes", type=_positive_int,
+                   help="the bundle's first K classes are the synthetic ones (default: from the class names)")
+    p.add_argument("--video", help="video or image folder to score (with --labels)")
+    p.add_argument("--labels", help="folder of ground-truth label PNGs named by frame index (000000.png)")
+    p.add_argument("--frame-range", help="frames A:B of --video (default: all)")
+    p.add_argument("--intervals", default="1-5", help="key-frame intervals, A-B or A,B,... (default 1-5)")
+    p.add_argument("--json", help="write the result as JSON to this file")
+    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
 
     p = verbs.add_parser("demo", help="export a small GSVNet bundle if needed and run it on the sample clip")
@@ -374,8 +391,31 @@ def cmd_check(args) -> int:
     return 0
 
 
+def cmd_eval(args) -> int:
+    from vss_edge.evaluation import evaluate_bundle, parse_intervals, parse_seeds, to_markdown
+    from vss_edge.video import write_text_atomic
+
+    intervals = parse_intervals(args.intervals)
+    if args.json and not Path(args.json).parent.is_dir():
+        raise VssEdgeError(f"--json '{args.json}': folder '{Path(args.json).parent}' does not exist")
+    start, stop = 0, None
+    if args.frame_range:
+        from calibration.collect import FrameRange
+
+        frames = FrameRange.parse(args.frame_range)
+        start, stop = frames.start, frames.stop
+    result = evaluate_bundle(args.bundle, synthetic=args.synthetic, video=args.video, labels_dir=args.labels,
+                             intervals=intervals, seeds=parse_seeds(args.seeds), frames=args.frames,
+                             synthetic_classes_=args.synthetic_classes, start=start, stop=stop,
+                             threads=args.threads, device=args.device)
+    print(to_markdown(result), end="")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")
+    return 0
+
+
 COMMANDS = {"export": cmd_export, "run": cmd_run, "profile": cmd_profile, "calibrate": cmd_calibrate,
-            "check": cmd_check, "demo": cmd_demo}
+            "check": cmd_check, "eval": cmd_eval, "demo": cmd_demo}
 
 
 def main(argv: list[str] | None = None) -> int:

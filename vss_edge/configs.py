@@ -27,12 +27,16 @@ class GSVNetConfig:
     label_scale: labels are the argmax of the logits resized bilinearly to this fraction of
         the input (1.0: full resolution, as the official evaluation); the runtime resizes
         them (nearest) to the frame. Below 1 it trades boundary precision for speed.
+    keyframe_width: SwiftNet's ResNet-18 base width (official 64; its decoder is twice as
+        wide, official 128). Smaller widths are the trained demo's small configuration
+        (vss_edge/data/weights: 16); BiSeNet supports only 64.
     """
 
     height: int = 512
     width: int = 1024
     num_classes: int = 19
     keyframe_net: str = "swiftnet"
+    keyframe_width: int = 64
     keyframe_scale: float = 0.75
     interval: int = 5
     label_scale: float = 1.0
@@ -44,6 +48,10 @@ class GSVNetConfig:
             raise ValueError(f"height and width must be positive multiples of 32, got {self.height}x{self.width}")
         if self.keyframe_net not in NORMALISATION:
             raise ValueError(f"keyframe_net must be one of {sorted(NORMALISATION)}, got {self.keyframe_net!r}")
+        if isinstance(self.keyframe_width, bool) or not isinstance(self.keyframe_width, int) or self.keyframe_width < 4:
+            raise ValueError(f"keyframe_width must be an int >= 4, got {self.keyframe_width!r}")
+        if self.keyframe_net != "swiftnet" and self.keyframe_width != 64:
+            raise ValueError(f"keyframe_width {self.keyframe_width} needs keyframe_net 'swiftnet' (BiSeNet is 64 only)")
         if not 1 <= self.num_classes <= 255:
             raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
         if not 0.0 < self.keyframe_scale <= 1.0:
@@ -241,6 +249,130 @@ class STMGConfig:
     @property
     def normalisation(self) -> dict:
         return DDRNET_NORMALISATION
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# MPVSS / Mask2Former's input pipeline (official configs/vspw/*.yaml): RGB, 0..255,
+# PIXEL_MEAN / PIXEL_STD in RGB order. The flow module sees x / 255 - FLOW_IMG_NORM_MEAN
+# (config.py: MOTION.FLOW_IMG_NORM_STD = 255, FLOW_IMG_NORM_MEAN), also on the RGB image.
+MASK2FORMER_NORMALISATION = {"scale": 1.0, "mean_rgb": [123.675, 116.28, 103.53], "std_rgb": [58.395, 57.12, 57.375]}
+MPVSS_FLOW_NORMALISATION = {"scale": 1.0 / 255.0, "mean_rgb": [0.411, 0.432, 0.450], "std_rgb": [1.0, 1.0, 1.0]}
+
+# Architecture per variant. "r50" is the official MPVSS-VSPW-R50 configuration
+# (Mask2Former R50: 6 MSDeformAttn encoder layers, FFN 1024; 9 masked-attention decoder
+# layers, FFN 2048, 100 queries, hidden 256, 8 heads; motion decoder: 9 layers cycling the
+# 3 motion levels, FFN 2048; FlowNetS encoder widths (64, 128, 256, 512, 512, 1024)).
+# "small" is ours, for tests: the same modules, narrower and shallower.
+MPVSS_VARIANTS = {
+    "r50": dict(depth=50, hidden_dim=256, nheads=8, num_queries=100, enc_layers=6, enc_ffn=1024,
+                dec_layers=9, dec_ffn=2048, motion_layers=9, motion_ffn=2048,
+                motion_planes=(64, 128, 256, 512, 512, 1024), deconv_planes=(64, 128, 128, 128)),
+    "small": dict(depth=18, hidden_dim=64, nheads=4, num_queries=16, enc_layers=2, enc_ffn=128,
+                  dec_layers=3, dec_ffn=128, motion_layers=3, motion_ffn=128,
+                  motion_planes=(16, 32, 64, 128, 128, 256), deconv_planes=(16, 32, 32, 32)),
+}
+# propagation: the paper's query-based flow, or its two baselines (Table 3a): one pixel-wise
+# optical flow (a FlowNetS) for every mask, or copying the key frame's result.
+MPVSS_PROPAGATIONS = ("query_flow", "optical_flow", "copy")
+
+
+@dataclass
+class MPVSSConfig:
+    """MPVSS (Weng et al., NeurIPS 2023): Mask2Former on key frames; on the others the key
+    frame's N mask logits are warped, each by its own query-based flow, and merged with the
+    key frame's class probabilities.
+
+    height, width: input resolution (paper's VSPW size 480x853: shortest edge 480, longest
+        853). Any size >= 64: Mask2Former pads the normalised image (zeros, bottom/right)
+        to a multiple of size_divisibility=32, statically (padded_size).
+    variant: 'r50' (official) or 'small' (tests). num_classes: VSPW has 124.
+    propagation: 'query_flow' (MPVSS), 'optical_flow' (baseline: one pixel-wise flow for all
+        masks) or 'copy' (baseline: non-key frames reuse the key frame's labels).
+    label_scale: labels are computed at this fraction of the input (1.0: full resolution, as
+        the official semantic inference); the padded size times label_scale must be whole.
+    """
+
+    height: int = 480
+    width: int = 853
+    num_classes: int = 124
+    variant: str = "r50"
+    propagation: str = "query_flow"
+    interval: int = 5
+    label_scale: float = 1.0
+    size_divisibility: int = 32
+    class_names: list[str] = field(default_factory=list)
+    palette: list[list[int]] = field(default_factory=list)
+
+    def __post_init__(self):
+        if self.height < 64 or self.width < 64:
+            raise ValueError(f"height and width must be at least 64, got {self.height}x{self.width}")
+        if self.variant not in MPVSS_VARIANTS:
+            raise ValueError(f"variant must be one of {sorted(MPVSS_VARIANTS)}, got {self.variant!r}")
+        if self.propagation not in MPVSS_PROPAGATIONS:
+            raise ValueError(f"propagation must be one of {list(MPVSS_PROPAGATIONS)}, got {self.propagation!r}")
+        if not 1 <= self.num_classes <= 255:
+            raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
+        if self.interval < 1:
+            raise ValueError(f"interval must be >= 1, got {self.interval}")
+        if self.size_divisibility != 32:
+            raise ValueError(f"size_divisibility must be 32 (Mask2Former's and the motion encoder's), "
+                             f"got {self.size_divisibility}")
+        ph, pw = self.padded_size
+        if not 0.0 < self.label_scale <= 1.0 or ph * self.label_scale != int(ph * self.label_scale) \
+                or pw * self.label_scale != int(pw * self.label_scale):
+            raise ValueError(f"label_scale must be in (0, 1] and give whole sizes of the padded "
+                             f"{ph}x{pw} image, got {self.label_scale}")
+        if not self.class_names or not self.palette:
+            self.class_names, self.palette = class_names_and_palette(self.num_classes)
+
+    @property
+    def arch(self) -> dict:
+        return MPVSS_VARIANTS[self.variant]
+
+    @property
+    def num_queries(self) -> int:
+        return self.arch["num_queries"]
+
+    @property
+    def padded_size(self) -> tuple[int, int]:
+        """(Hp, Wp): the input padded up to multiples of 32 (detectron2 ImageList.from_tensors)."""
+        d = self.size_divisibility
+        return -(-self.height // d) * d, -(-self.width // d) * d
+
+    @property
+    def mask_size(self) -> tuple[int, int]:
+        """(h, w) of the mask logits: 1/4 of the padded input."""
+        ph, pw = self.padded_size
+        return ph // 4, pw // 4
+
+    @property
+    def flow_image_size(self) -> tuple[int, int]:
+        """(h, w) the motion encoder sees: the padded image at half resolution."""
+        ph, pw = self.padded_size
+        return ph // 2, pw // 2
+
+    @property
+    def flow_size(self) -> tuple[int, int]:
+        """(h, w) of the flow maps: the motion encoder's conv2 level, 1/8 of the padded input."""
+        ph, pw = self.padded_size
+        return ph // 8, pw // 8
+
+    @property
+    def label_size(self) -> tuple[int, int]:
+        """(h, w) of the labels: label_scale x the (unpadded) input, rounded."""
+        return round(self.height * self.label_scale), round(self.width * self.label_scale)
+
+    @property
+    def label_padded_size(self) -> tuple[int, int]:
+        """(h, w) the masks are resized to before the crop to label_size."""
+        ph, pw = self.padded_size
+        return int(ph * self.label_scale), int(pw * self.label_scale)
+
+    @property
+    def normalisation(self) -> dict:
+        return MASK2FORMER_NORMALISATION
 
     def to_dict(self) -> dict:
         return asdict(self)

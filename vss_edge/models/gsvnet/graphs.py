@@ -25,11 +25,11 @@ from vss_edge.models.gsvnet.flownet import FlowLight
 from vss_edge.models.gsvnet.propagation import GuidedSpatiallyVaryingConv, warp
 
 
-def build_keyframe_net(name: str, num_classes: int) -> nn.Module:
+def build_keyframe_net(name: str, num_classes: int, width: int = 64) -> nn.Module:
     if name == "swiftnet":
         from vss_edge.models.gsvnet.swiftnet import SwiftNetR18
 
-        return SwiftNetR18(num_classes)
+        return SwiftNetR18(num_classes, num_features=2 * width, width=width)
     if name == "bisenet":
         from vss_edge.models.gsvnet.bisenet import BiSeNetR18
 
@@ -43,7 +43,7 @@ class GSVNet(nn.Module):
     def __init__(self, cfg: GSVNetConfig):
         super().__init__()
         self.cfg = cfg
-        self.segnet = build_keyframe_net(cfg.keyframe_net, cfg.num_classes)
+        self.segnet = build_keyframe_net(cfg.keyframe_net, cfg.num_classes, cfg.keyframe_width)
         self.flownet = FlowLight()
         self.gsv = GuidedSpatiallyVaryingConv(cfg.num_classes)
         self.normalise = Normalise(cfg.normalisation, channel_order="BGR")

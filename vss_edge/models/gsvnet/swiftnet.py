@@ -16,6 +16,9 @@ Faithfulness notes from the official code:
 - Upsampling in the ladder and the pyramid is bilinear with align_corners=False.
 - Pyramid pooling uses grids 8, 4, 2 along the height and round(aspect * grid)
   along the width.
+
+``width`` (ResNet base width, official 64) shrinks every layer alike for the trained demo's
+small configuration; key names are unchanged, so only the shapes differ.
 """
 from __future__ import annotations
 
@@ -102,24 +105,25 @@ class SpatialPyramidPooling(nn.Module):
 class ResNet18Ladder(nn.Module):
     """ResNet-18 encoder + SPP + three ladder upsampling steps -> features at 1/4."""
 
-    def __init__(self, num_features: int = 128):
+    def __init__(self, num_features: int = 128, width: int = 64):
         super().__init__()
         # Kept for state_dict compatibility; the official forward does not use them
         # (normalisation happens before the network).
         self.register_buffer("img_mean", torch.tensor([73.15, 82.90, 72.3]).view(1, -1, 1, 1))
         self.register_buffer("img_std", torch.tensor([47.67, 48.49, 47.73]).view(1, -1, 1, 1))
-        self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        c1, c2, c3, c4 = width, 2 * width, 4 * width, 8 * width  # official: 64, 128, 256, 512
+        self.conv1 = nn.Conv2d(3, c1, kernel_size=7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(c1)
         self.relu = nn.ReLU(inplace=False)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = nn.Sequential(BasicBlock(64, 64), BasicBlock(64, 64))
-        self.layer2 = nn.Sequential(BasicBlock(64, 128, 2), BasicBlock(128, 128))
-        self.layer3 = nn.Sequential(BasicBlock(128, 256, 2), BasicBlock(256, 256))
-        self.layer4 = nn.Sequential(BasicBlock(256, 512, 2), BasicBlock(512, 512))
-        self.spp = SpatialPyramidPooling(512, num_features)
+        self.layer1 = nn.Sequential(BasicBlock(c1, c1), BasicBlock(c1, c1))
+        self.layer2 = nn.Sequential(BasicBlock(c1, c2, 2), BasicBlock(c2, c2))
+        self.layer3 = nn.Sequential(BasicBlock(c2, c3, 2), BasicBlock(c3, c3))
+        self.layer4 = nn.Sequential(BasicBlock(c3, c4, 2), BasicBlock(c4, c4))
+        self.spp = SpatialPyramidPooling(c4, num_features)
         # Deepest first: skips from layer3, layer2, layer1.
         self.upsample = nn.ModuleList(
-            [_Upsample(num_features, 256), _Upsample(num_features, 128), _Upsample(num_features, 64)]
+            [_Upsample(num_features, c3), _Upsample(num_features, c2), _Upsample(num_features, c1)]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,9 +142,9 @@ class SwiftNetR18(nn.Module):
 
     output_stride = 4
 
-    def __init__(self, num_classes: int = 19, num_features: int = 128):
+    def __init__(self, num_classes: int = 19, num_features: int = 128, width: int = 64):
         super().__init__()
-        self.backbone = ResNet18Ladder(num_features)
+        self.backbone = ResNet18Ladder(num_features, width)
         self.logits = _BNReluConv(num_features, num_classes, k=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
