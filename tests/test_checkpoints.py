@@ -17,6 +17,7 @@ from vss_edge.checkpoints import (
     read_checkpoint,
     save_official_checkpoints,
 )
+from perturb import perturb
 from vss_edge.configs import GSVNetConfig
 from vss_edge.models.gsvnet.graphs import GSVNet
 from vss_edge.video import open_source, sample_clip_path
@@ -32,20 +33,7 @@ def _config(keyframe_net: str = "swiftnet", num_classes: int = 19) -> GSVNetConf
 
 def _perturbed(cfg: GSVNetConfig, seed: int) -> GSVNet:
     """An eval-mode GSVNet whose every weight and BN statistic differs from a fresh one."""
-    model = GSVNet(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            noise = torch.rand(t.shape, generator=g)
-            if name.endswith("running_var"):
-                t.copy_(0.5 + noise)
-            elif name.endswith("running_mean"):
-                t.copy_(noise - 0.5)
-            else:
-                t.mul_(0.8 + 0.4 * noise).add_(0.01 * (noise - 0.5))
-    return model.eval()
+    return perturb(GSVNet(cfg), seed)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from perturb import perturb
 from runtime.errors import CheckpointError
 from vss_edge.checkpoints import load_ddrnet_checkpoint, read_checkpoint, save_official_ddrnet_checkpoint
 from vss_edge.models.stmg.ddrnet import DDRNET_VARIANTS, BasicBlock, DDRNet, prunable_block_names
@@ -17,26 +18,9 @@ H, W = 64, 128
 N_PRUNABLE = {"ddrnet23_slim": 6, "ddrnet39": 17}
 
 
-def _perturb(model: DDRNet, seed: int) -> DDRNet:
-    """`model` in eval mode with every weight and BN statistic moved off its initial value."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, t in model.state_dict().items():
-            if not t.is_floating_point():
-                continue
-            noise = torch.rand(t.shape, generator=g)
-            if name.endswith("running_var"):
-                t.copy_(0.5 + noise)
-            elif name.endswith("running_mean"):
-                t.copy_(noise - 0.5)
-            else:
-                t.mul_(0.8 + 0.4 * noise).add_(0.01 * (noise - 0.5))
-    return model.eval()
-
-
 @pytest.fixture(scope="module")
 def models() -> dict[str, DDRNet]:
-    return {v: _perturb(DDRNet(v), seed=i) for i, v in enumerate(DDRNET_VARIANTS)}
+    return {v: perturb(DDRNet(v), seed=i) for i, v in enumerate(DDRNET_VARIANTS)}
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +153,7 @@ def test_official_checkpoint_roundtrip(variant, models, image, tmp_path):
 def test_fullmodel_layout_with_loss_and_auxiliary_head(models, image, tmp_path):
     """As the HRNet-codebase trainer saves it: 'model.' prefix, 'loss.*', seghead_extra, under 'state_dict'."""
     src = models["ddrnet23_slim"]
-    aux = _perturb(DDRNet("ddrnet23_slim", augment=True), seed=5)
+    aux = perturb(DDRNet("ddrnet23_slim", augment=True), seed=5)
     aux.load_state_dict(src.state_dict(), strict=False)
     sd = OrderedDict(("model." + k, v) for k, v in aux.state_dict().items())
     sd["loss.criterion.weight"] = torch.rand(19)
