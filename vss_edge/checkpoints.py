@@ -162,14 +162,19 @@ def _keyframe_state_dict(obj, path: Path, keyframe_net: str) -> tuple[Mapping, s
     if "state_dict_of" in obj:
         raise CheckpointError(f"{path}: is a GSVNet propagation checkpoint (it has 'state_dict_of'), "
                               f"not a {keyframe_net} keyframe checkpoint; pass it as the GSVNet checkpoint")
+    return _unwrap_state_dict(obj, path, f"for the {keyframe_net} keyframe net: expected {layout} (or one under 'model')")
+
+
+def _unwrap_state_dict(obj: Mapping, path: Path, expected: str) -> tuple[Mapping, str]:
+    """(state_dict, source): obj itself when all its values are tensors, else obj['state_dict'] or
+    obj['model']; CheckpointError naming `expected` and the top-level keys otherwise."""
     if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         return obj, str(path)
     for key in ("state_dict", "model"):
         if isinstance(obj.get(key), Mapping):
             return obj[key], f"{path} ['{key}']"
     top = ", ".join(map(repr, list(obj)[:8])) or "none"
-    raise CheckpointError(f"{path}: no state_dict found for the {keyframe_net} keyframe net: expected {layout} "
-                          f"(or one under 'model'); top-level keys: {top}")
+    raise CheckpointError(f"{path}: no state_dict found {expected}; top-level keys: {top}")
 
 
 def _provenance(path: Path) -> dict:
@@ -350,14 +355,7 @@ def _ddrnet_kind(state_dict: Mapping) -> str | None:
 def _ddrnet_state_dict(obj, path: Path) -> tuple[Mapping, str]:
     if not isinstance(obj, Mapping):
         raise CheckpointError(f"{path}: expected a DDRNet checkpoint (a state_dict), got a {type(obj).__name__}")
-    if obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
-        return obj, str(path)
-    for key in ("state_dict", "model"):
-        if isinstance(obj.get(key), Mapping):
-            return obj[key], f"{path} ['{key}']"
-    top = ", ".join(map(repr, list(obj)[:8])) or "none"
-    raise CheckpointError(f"{path}: no DDRNet state_dict found: expected a bare state_dict (or one under "
-                          f"'state_dict' or 'model'); top-level keys: {top}")
+    return _unwrap_state_dict(obj, path, "for DDRNet: expected a bare state_dict (or one under 'state_dict' or 'model')")
 
 
 def _count(n: int, what: str) -> str:
