@@ -131,3 +131,47 @@ class STMGReference:
         self.since_key = 1 if is_key else self.since_key + 1
         labels = torch.nn.functional.interpolate(logits, size=cfg.label_size, mode="bilinear", align_corners=False)
         return labels_to_frame(labels.argmax(1).to(torch.uint8).numpy(), frame.shape), is_key
+
+
+class MPVSSReference:
+    """MPVSS in PyTorch, driven like the official mpvss.py inference rather than the runtime's
+    program: on a key frame Mask2Former runs and its class logits, last-layer mask logits,
+    queries and the key image are kept (self.mem); on the other frames the motion module
+    estimates the flows from (current, key) with the key queries, every key mask is warped
+    with its own flow and merged with the key class probabilities. 'copy' repeats the key
+    labels; 'optical_flow' warps every mask with one flow.
+
+    step(frame BGR uint8 HxWx3) -> (labels uint8 at the frame's size, is_key).
+    """
+
+    def __init__(self, model, scheduler):
+        self.model = model.eval()
+        self.scheduler = scheduler
+        self.reset()
+
+    def reset(self) -> None:
+        self.scheduler.reset()
+        self.mem = None
+        self.index = self.since_key = 0
+
+    @torch.no_grad()
+    def step(self, frame: np.ndarray) -> tuple[np.ndarray, bool]:
+        from vss_edge.models.mpvss.motion import warp_masks
+
+        m, cfg = self.model, self.model.cfg
+        image = torch.from_numpy(to_graph_input(frame, cfg.height, cfg.width))
+        is_key = self.mem is None or self.scheduler.is_key(FrameInfo(self.index, self.since_key))
+        if is_key:
+            class_logits, mask_logits, queries = m.segment(image)
+            labels = m.labels(class_logits, mask_logits)
+            self.mem = {"class_logits": class_logits, "mask_logits": mask_logits, "queries": queries,
+                        "ref_img": m.flow_image(image), "labels": labels}
+        elif cfg.propagation == "copy":
+            labels = self.mem["labels"]
+        else:
+            pair = torch.cat([m.flow_image(image), self.mem["ref_img"]], dim=1)
+            flow = m.motion(pair, self.mem["queries"].transpose(0, 1))
+            labels = m.labels(self.mem["class_logits"], warp_masks(self.mem["mask_logits"], flow))
+        self.index += 1
+        self.since_key = 1 if is_key else self.since_key + 1
+        return labels_to_frame(labels.numpy(), frame.shape), is_key

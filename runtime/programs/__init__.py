@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from runtime.errors import BundleError
 from runtime.programs.gsvnet import GSVNetProgram
+from runtime.programs.mpvss import MPVSSProgram
 from runtime.programs.stmg import STMGProgram
 from runtime.programs.tdnet import TDNetProgram
 
-PROGRAMS = {"gsvnet": GSVNetProgram, "tdnet": TDNetProgram, "stmg": STMGProgram}
+PROGRAMS = {"gsvnet": GSVNetProgram, "tdnet": TDNetProgram, "stmg": STMGProgram, "mpvss": MPVSSProgram}
 
 
 def program_for(method: str):

@@ -1,0 +1,62 @@
+"""MPVSS's algorithm over its graphs (Weng et al. 2023, Sec. 3.1; official mpvss.py inference).
+
+Key frame:      keyframe(image) -> labels, class_logits, mask_logits, queries, key_image
+                (kept: the official self.mem)
+Non-key frame:  flow(image, key_image, key_queries) -> N flow maps (current -> key frame)
+                propagation(key_mask_logits, key_class_logits, flow) -> labels
+                Always from the last key frame, never from the previous frame.
+Baselines (bundle config 'propagation'): 'optical_flow' runs the same two graphs with one
+pixel-wise flow for every mask; 'copy' has only the keyframe graph and repeats the key
+frame's labels.
+"""
+from __future__ import annotations
+
+from runtime.errors import BundleError
+from runtime.signals import FrameDifference
+
+PROPAGATIONS = ("query_flow", "optical_flow", "copy")
+
+
+class MPVSSProgram:
+    scheduler_needs = "is_key"
+
+    def __init__(self, manifest):
+        self.propagation = manifest.config.get("propagation", "query_flow")
+        if self.propagation not in PROPAGATIONS:
+            raise BundleError(f"bundle '{manifest.root}': MPVSS propagation must be one of "
+                              f"{', '.join(PROPAGATIONS)}, got {self.propagation!r}")
+        self.graphs = ("keyframe",) if self.propagation == "copy" else ("keyframe", "flow", "propagation")
+        needed = {"labels"} if self.propagation == "copy" else {"class_logits", "mask_logits", "queries", "key_image"}
+        missing = needed - {t.name for t in manifest.state}
+        if missing:
+            raise BundleError(f"bundle '{manifest.root}': MPVSS ({self.propagation}) state lacks {sorted(missing)}")
+        self.frame_difference = FrameDifference()
+        self.key: dict | None = None
+
+    def reset(self) -> None:
+        self.key = None
+        self.frame_difference.reset()
+
+    @property
+    def has_state(self) -> bool:
+        return self.key is not None
+
+    def signals(self, image, needed: tuple[str, ...], run) -> dict:
+        """MPVSS has no distortion of its own: the runtime's frame difference stands in (runtime.signals)."""
+        return {"distortion": self.frame_difference(image)} if "distortion" in needed else {}
+
+    def decide(self, scheduler, info) -> bool:
+        return not self.has_state or bool(scheduler.is_key(info))
+
+    def step(self, image, is_key: bool, run):
+        """Process one uint8 [1,H,W,3] frame; returns uint8 labels [1,Hl,Wl] on the host."""
+        if is_key:
+            self.key = run("keyframe", {"image": image}, ("labels",))
+            return self.key["labels"]
+        if self.propagation == "copy":
+            return self.key["labels"]
+        key = self.key
+        flow = run("flow", {"image": image, "key_image": key["key_image"], "key_queries": key["queries"]}, ())
+        out = run("propagation", {"key_mask_logits": key["mask_logits"], "key_class_logits": key["class_logits"],
+                                  "flow": flow["flow"]}, ("labels",))
+        return out["labels"]
