@@ -120,3 +120,41 @@ def gate_blocks(model: onnx.ModelProto, scopes: list[str], keep_input: str = "ke
     del graph.value_info[:]  # stale after the rewrite; ONNX Runtime infers its own
     onnx.checker.check_model(model, full_check=True)
     return model
+
+
+
+def ungate(model: onnx.ModelProto, keep_input: str = "keep") -> onnx.ModelProto:
+    """The inverse of gate_blocks with every block kept: a copy of model with each If gate
+    replaced by its then-branch's nodes, and the Gather nodes and the `keep_input` input
+    removed. Same outputs as the gated graph with keep all true; used to measure what the
+    gates themselves cost."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    graph = out.graph
+    flags = {n.output[0] for n in graph.node if n.op_type == "Gather" and n.input[0] == keep_input}
+    nodes = []
+    for n in graph.node:
+        if n.op_type == "Gather" and n.output[0] in flags:
+            continue
+        if n.op_type == "If" and n.input[0] in flags:
+            branch = next(a.g for a in n.attribute if a.name == "then_branch")
+            kept, y = branch.output[0].name, n.output[0]
+            for inner in branch.node:
+                copy = onnx.NodeProto()
+                copy.CopyFrom(inner)
+                copy.output[:] = [y if o == kept else o for o in copy.output]
+                copy.input[:] = [y if x == kept else x for x in copy.input]
+                nodes.append(copy)
+            continue
+        nodes.append(n)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    inputs = [i for i in graph.input if i.name != keep_input]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    index_names = {f"{keep_input}__index{k}" for k in range(len(flags))}
+    initializers = [i for i in graph.initializer if i.name not in index_names]
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    onnx.checker.check_model(out, full_check=True)
+    return out

@@ -55,6 +55,22 @@ def test_partial_graph_gates_every_prunable_block(stmg_model, stmg_bundle):
         assert sum(n.op_type == "Conv" for n in branches["then_branch"].node) == 2  # a BasicBlock
 
 
+
+def test_ungated_graph_equals_the_gated_one_with_every_block_kept(stmg_bundle, sample_frames):
+    """exporters.gating.ungate (the gate-cost benchmark's baseline) inlines the kept branches exactly."""
+    from exporters.gating import ungate
+
+    gated = onnx.load(str(stmg_bundle / "partial.onnx"))
+    plain = ungate(gated)
+    assert not any(n.op_type == "If" for n in plain.graph.node) and [i.name for i in plain.graph.input] == ["image"]
+    sessions = [ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]) for m in (gated, plain)]
+    for frame in sample_frames[:2]:
+        image = to_graph_input(frame, 128, 256)
+        with_gates = sessions[0].run(None, {"image": image, "keep": np.ones(6, dtype=bool)})[0]
+        without = sessions[1].run(None, {"image": image})[0]
+        err, ok = compare_outputs(without, with_gates)  # same maths; the kernels differ (NCHWc outside If)
+        assert ok, f"error {err}"
+
 def _executed_convs(bundle, keep: np.ndarray, image: np.ndarray, tmp_path) -> int:
     """How many Conv kernels ONNX Runtime ran for one call of the partial graph (its profiler)."""
     options = ort.SessionOptions()
