@@ -250,11 +250,12 @@ def _save_atomic(obj, path: Path) -> None:
 
 
 def save_official_checkpoints(model: GSVNet, keyframe_path: str | os.PathLike,
-                              gsvnet_path: str | os.PathLike) -> None:
+                              gsvnet_path: str | os.PathLike, args: argparse.Namespace | None = None) -> None:
     """Write model's weights as the official keyframe checkpoint and GSVNet .tar.
 
     The keyframe file is a bare state_dict (swiftnet) or {'state_dict': ...}
-    (bisenet); the GSVNet file has epoch 0, empty optimizer state and empty args.
+    (bisenet); the GSVNet file has epoch 0, empty optimizer state and `args`
+    (the training settings; empty by default).
     """
     segnet = _cpu_state_dict(model.segnet)
     keyframe = segnet if model.cfg.keyframe_net == "swiftnet" else {"state_dict": segnet}
@@ -264,7 +265,7 @@ def save_official_checkpoints(model: GSVNet, keyframe_path: str | os.PathLike,
         "optimizer": {},
         "best_pred": 0.0,
         "current_pred": 0.0,
-        "args": argparse.Namespace(),
+        "args": argparse.Namespace() if args is None else args,
         "state_dict_of": _cpu_state_dict(model.flownet),
     }
     _save_atomic(keyframe, Path(keyframe_path))

@@ -322,13 +322,22 @@ def cmd_demo(args) -> int:
     out = Path(args.out)
     bundle = out / "bundle"
     try:
-        load_manifest(bundle)
+        m = load_manifest(bundle)
+        if (m.height, m.width) != (args.height, args.width) or (trained and not demo_weights.exported_in(m)):
+            raise VssEdgeError("the bundle there is not the demo's")
     except VssEdgeError:
-        print(f"exporting a {args.height}x{args.width} GSVNet bundle to {bundle} ...", file=sys.stderr)
+        what = "trained (vss_edge/data/weights)" if trained else "random (no trained weights found)"
+        print(f"exporting a {args.height}x{args.width} GSVNet bundle with {what} weights to {bundle} ...",
+              file=sys.stderr)
         from exporters.gsvnet import export_gsvnet
         from vss_edge.configs import GSVNetConfig
 
-        export_gsvnet(bundle, GSVNetConfig(height=args.height, width=args.width))
+        if trained:
+            export_gsvnet(bundle, demo_weights.gsvnet_config(args.height, args.width),
+                          checkpoint=str(demo_weights.GSVNET_PROPAGATION),
+                          keyframe_checkpoint=str(demo_weights.GSVNET_KEYFRAME))
+        else:
+            export_gsvnet(bundle, GSVNetConfig(height=args.height, width=args.width))
     pipe = runtime.load(bundle)
     with open_source(sample_clip_path()) as source:
         s = run_source(pipe, source, out, save_labels=False, max_frames=None, quiet=args.quiet)
@@ -336,8 +345,11 @@ def cmd_demo(args) -> int:
           f"{s['outputs']['video']}, {s['fps']:.2f} FPS on {s['device']}; summary in {out / 'summary.json'}")
     return 0
 
+    from vss_edge import demo_weights
+
 
 def cmd_calibrate(args) -> int:
+    trained = demo_weights.available()
     from calibration.collect import check_disjoint
     from vss_edge.video import write_text_atomic
 

@@ -224,12 +224,12 @@ def evaluate_bundle(bundle, *, synthetic: bool = False, video=None, labels_dir=N
     """Load a bundle and evaluate it on synthetic clips (synthetic=True) or on video + labels_dir."""
     import runtime
 
+    if not synthetic and video is None and labels_dir is not None:
+        raise VssEdgeError("--labels needs --video V")
     if synthetic == (video is not None):
         raise VssEdgeError("give either --synthetic or --video V --labels DIR")
     if video is not None and labels_dir is None:
         raise VssEdgeError("--video needs --labels DIR (ground-truth PNGs named by frame index)")
-    if video is None and labels_dir is not None:
-        raise VssEdgeError("--labels needs --video V")
     if synthetic and frames < 2:
         raise VssEdgeError(f"--frames must be at least 2, got {frames}")
     pipe = runtime.load(bundle, device=device, threads=threads)

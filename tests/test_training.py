@@ -1,0 +1,81 @@
+"""Training smoke tests: the command runs, writes loadable official-layout checkpoints; pseudo-labels;
+the training package stays out of `import vss_edge`."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from vss_edge import demo_weights
+
+
+def test_training_command_writes_checkpoints_the_exporter_loads(tmp_path):
+    from vss_edge.video import sample_clip_path
+
+    out = tmp_path / "w"
+    done = subprocess.run(
+        [sys.executable, "-m", "vss_edge.training", "gsvnet", "--out", str(out), "--height", "64", "--width", "96",
+         "--keyframe-steps", "2", "--flow-steps", "2", "--propagation-steps", "2", "--batch", "2",
+         "--synthetic-videos", "2", "--video", str(sample_clip_path()), "--exclude", "0:20", "-q"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "trained gsvnet" in done.stdout
+    report = json.loads((out / "gsvnet_small.json").read_text())
+    assert report["keyframe"]["steps"] == 2 and report["propagation"]["steps"] == 2
+    assert report["excluded_frames"] == [0, 20]
+
+    from exporters.gsvnet import build_model
+
+    model, weights = build_model(demo_weights.gsvnet_config(64, 96), checkpoint=str(out / "gsvnet_small.tar"),
+                                 keyframe_checkpoint=str(out / "gsvnet_small_swiftnet.pth"))
+    assert weights["keyframe"]["file"] == "gsvnet_small_swiftnet.pth"
+    from vss_edge.checkpoints import read_checkpoint
+
+    tar = read_checkpoint(out / "gsvnet_small.tar")
+    assert set(tar) >= {"state_dict", "state_dict_of", "args"} and tar["args"].method == "gsvnet"
+    assert all(k.startswith("grm.") for k in tar["state_dict"])
+
+
+def test_training_command_missing_video_is_a_one_line_error(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "vss_edge.training", "gsvnet", "--out", str(tmp_path),
+                           "--video", str(tmp_path / "none.avi")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "no such file" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_pseudo_labels_mark_moving_blobs_and_ignore_their_border():
+    from vss_edge.training.data import IGNORE, pseudo_labels
+
+    bg = np.full((60, 80, 3), 100, np.uint8)
+    frame = bg.copy()
+    frame[20:45, 30:42] = 200  # a "person"
+    frame[5, 5] = 200  # a speck
+    lab = pseudo_labels(frame, bg, person=5)
+    assert lab[32, 36] == 5 and lab[2, 70] == 0
+    assert lab[20, 36] == IGNORE or lab[19, 36] == IGNORE  # the border band
+    assert (lab == 5).sum() > 150 and lab[5, 5] in (0, IGNORE)
+
+
+def test_training_seeds_stay_below_the_held_out_ones():
+    from vss_edge.training.data import SyntheticPool
+
+    with pytest.raises(ValueError, match="held out"):
+        SyntheticPool(64, 96, 5, count=10, seed0=995)
+
+
+def test_import_vss_edge_does_not_import_training():
+    code = "import sys, vss_edge, vss_edge.cli, vss_edge.evaluation, vss_edge.demo_weights; " \
+           "assert not any(m.startswith('vss_edge.training') or m == 'torch' for m in sys.modules)"
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(not demo_weights.available(), reason="trained demo weights not committed")
+def test_committed_checkpoints_are_small_and_load():
+    from exporters.gsvnet import build_model
+
+    for p in (demo_weights.GSVNET_KEYFRAME, demo_weights.GSVNET_PROPAGATION):
+        assert p.stat().st_size < 5e6, p
+    build_model(demo_weights.gsvnet_config(), checkpoint=str(demo_weights.GSVNET_PROPAGATION),
+                keyframe_checkpoint=str(demo_weights.GSVNET_KEYFRAME))

@@ -1,0 +1,58 @@
+"""The trained demo weights committed in vss_edge/data/weights (torch-free description).
+
+They are GSVNet's small configuration, trained on CPU by `python -m vss_edge.training gsvnet`
+(see vss_edge/training): a SwiftNet-R18 keyframe net at base width 16 (official 64) in the
+official bare state_dict layout, and the GSVNet .tar (``state_dict`` = ``grm.*`` propagation
+modules, ``state_dict_of`` = FlowLight) that `vss-edge export gsvnet --checkpoint` reads.
+
+Classes: the synthetic video's first five (background, then four textured object classes,
+`vss_edge.synthetic.class_names`) and ``person``, learnt from background-subtraction
+pseudo-labels on frames of vtest.avi outside the sample clip's 100..159.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+WEIGHTS_DIR = Path(__file__).resolve().parent / "data" / "weights"
+GSVNET_KEYFRAME = WEIGHTS_DIR / "gsvnet_small_swiftnet.pth"
+GSVNET_PROPAGATION = WEIGHTS_DIR / "gsvnet_small.tar"
+
+SYNTHETIC_CLASSES = 5  # background + 4 object classes of vss_edge.synthetic
+PERSON = SYNTHETIC_CLASSES  # class id of "person"
+NUM_CLASSES = SYNTHETIC_CLASSES + 1
+KEYFRAME_WIDTH = 16
+HEIGHT, WIDTH = 288, 384  # trained at, and the demo's default (the sample clip is 4:3)
+
+_OBJECT_COLOURS = [[220, 120, 40], [40, 160, 220], [150, 60, 200], [230, 200, 40]]  # RGB, synthetic objects
+
+
+def class_names() -> list[str]:
+    from vss_edge.synthetic import SyntheticConfig, class_names as synthetic_names
+
+    return synthetic_names(SyntheticConfig(num_classes=SYNTHETIC_CLASSES)) + ["person"]
+
+
+def palette() -> list[list[int]]:
+    """RGB: background grey (the overlay tints it evenly), objects in distinct colours, person red."""
+    return [[128, 128, 128]] + [list(c) for c in _OBJECT_COLOURS] + [[230, 20, 40]]
+
+
+def gsvnet_config(height: int = HEIGHT, width: int = WIDTH, **overrides):
+    """The GSVNetConfig the demo weights fit (any resolution that is a multiple of 32)."""
+    from vss_edge.configs import GSVNetConfig
+
+    return GSVNetConfig(height=height, width=width, num_classes=NUM_CLASSES, keyframe_width=KEYFRAME_WIDTH,
+                        class_names=class_names(), palette=palette(), **overrides)
+
+
+def available() -> bool:
+    return GSVNET_KEYFRAME.is_file() and GSVNET_PROPAGATION.is_file()
+
+
+def exported_in(manifest) -> bool:
+    """True if a bundle manifest records exactly these weight files (by sha256)."""
+    from runtime.manifest import sha256_file
+
+    ck = manifest.provenance.get("checkpoints", {})
+    return (ck.get("keyframe", {}).get("sha256") == sha256_file(GSVNET_KEYFRAME)
+            and ck.get("gsvnet", {}).get("sha256") == sha256_file(GSVNET_PROPAGATION))
