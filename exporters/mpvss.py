@@ -10,24 +10,44 @@ from exporters.bundle import write_bundle
 from exporters.onnx_export import export_graph, real_frames
 from runtime.manifest import TensorSpec, sha256_file
 from vss_edge.configs import MPVSSConfig
-from vss_edge.models.mpvss.graphs import GRAPH_ROLES, INPUTS, OUTPUTS, MPVSS, mpvss_graphs
+from vss_edge.models.mpvss.graphs import GRAPH_ROLES, OUTPUTS, MPVSS, graph_inputs, mpvss_graphs
 
 
 @torch.no_grad()
-def _lively_random_heads(model: MPVSS) -> None:
-    """Seeded random weights only: redraw the class head, the mask embedding's scale and the
-    flow fuse layer so that a random bundle's labels and flows are not constant. The official
-    init makes the fused flow exactly 1 everywhere (fuse_layer weight 0, bias 1) and a random
-    Linear class head gives near-uniform class probabilities, hence one label everywhere;
-    parity on such outputs would prove nothing. Official weights replace all of this."""
-    c = model.cfg.arch["hidden_dim"]
-    predictor = model.sem_seg_head.predictor
-    predictor.class_embed.weight.normal_(0.0, 6.0 / c ** 0.5)
-    predictor.class_embed.bias.zero_()
-    predictor.mask_embed.layers[-1].weight.mul_(10.0)
-    if model.cfg.propagation == "query_flow":
+def _lively_random_heads(model: MPVSS, seed: int) -> None:
+    """Seeded random weights only: make a random bundle's labels and flows not constant.
+
+    Random Mask2Former heads collapse: the decoder's queries come out nearly parallel, a random
+    Linear class head gives near-uniform probabilities and the mask features share one large
+    offset, so one class wins everywhere; and the official flow init (fuse_layer weight 0,
+    bias 1) makes every flow exactly 1. Parity on such outputs would prove nothing. So, on
+    frame 0 of the shipped sample clip (deterministic): centre the mask features per channel
+    (mask_features bias) and the final queries across queries (decoder_norm bias), redraw the
+    class head (std 6/sqrt(C)), scale the mask embedding to mask logits of std 5, and draw the
+    fuse layer N(0, 4). Official weights replace all of this.
+    """
+    from exporters.onnx_export import real_frames
+
+    cfg = model.cfg
+    c = cfg.arch["hidden_dim"]
+    g = torch.Generator().manual_seed(seed)  # its own stream: the segmentor is the same for every propagation
+    head = model.sem_seg_head
+    frame = real_frames(cfg.height, cfg.width, None, 1)[0]
+    features = model.backbone(model.pad(model.normalise(frame)))
+    mask_features, _ = head.pixel_decoder(features)
+    head.pixel_decoder.mask_features.bias.sub_(mask_features.mean(dim=(0, 2, 3)))
+    _, _, queries = model.segment(frame)
+    head.predictor.decoder_norm.bias.sub_(queries[0].mean(0))
+    head.predictor.class_embed.weight.normal_(0.0, 6.0 / c ** 0.5, generator=g)
+    head.predictor.class_embed.bias.zero_()
+    _, mask_logits, _ = model.segment(frame)
+    last = head.predictor.mask_embed.layers[-1]
+    scale = 5.0 / max(float(mask_logits.std()), 1e-6)
+    last.weight.mul_(scale)
+    last.bias.mul_(scale)
+    if cfg.propagation == "query_flow":
         fuse = model.motion.decoder.fuse_layer.conv
-        fuse.weight.normal_(0.0, 4.0)
+        fuse.weight.normal_(0.0, 4.0, generator=g)
         fuse.bias.zero_()
 
 
@@ -43,7 +63,7 @@ def build_model(cfg: MPVSSConfig, checkpoint: str | None = None, mask2former_che
     """
     torch.manual_seed(seed)
     model = MPVSS(cfg).eval()
-    _lively_random_heads(model)
+    _lively_random_heads(model, seed)
     parts = ("segmentor", "motion") if model.motion is not None else ("segmentor",)
     weights: dict = {part: {"random_init_seed": seed} for part in parts}
     if mask2former_checkpoint:
@@ -71,9 +91,10 @@ def example_inputs(model: MPVSS, frames: list[torch.Tensor]) -> dict[str, list[t
     if "flow" not in graphs:
         return examples
     _, class_logits, mask_logits, queries, key_image = graphs["keyframe"](frames[0])
+    with_queries = model.cfg.propagation == "query_flow"
     for frame in frames[1:]:
-        examples["flow"].append((frame, key_image, queries))
-        flow = graphs["flow"](frame, key_image, queries)
+        examples["flow"].append((frame, key_image, queries) if with_queries else (frame, key_image))
+        flow = graphs["flow"](*examples["flow"][-1])
         examples["propagation"].append((mask_logits, class_logits, flow))
     return examples
 
@@ -105,8 +126,9 @@ def export_mpvss(out_dir: str | Path, cfg: MPVSSConfig, checkpoint: str | None =
     if verify_frames < 2:
         examples = {name: ex[:1] for name, ex in examples.items()}
     exported = []
+    inputs = graph_inputs(cfg.propagation)
     for name, module in mpvss_graphs(model).items():
-        graph = export_graph(name, module, examples[name], INPUTS[name], OUTPUTS[name], simplify)
+        graph = export_graph(name, module, examples[name], inputs[name], OUTPUTS[name], simplify)
         exported.append((graph, GRAPH_ROLES[name]))
     return write_bundle(
         out_dir, method="mpvss", cfg=cfg, network_channel_order="RGB", graphs=exported, state=state_specs(cfg),

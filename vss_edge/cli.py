@@ -90,6 +90,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-threshold", type=float, default=0.5, help="a block runs iff its keep probability exceeds this")
     p.add_argument("--default-interval", type=_positive_int, default=5,
                    help="key-frame interval when --scheduler fixed_interval is chosen at run time")
+    p = methods.add_parser("mpvss", help="MPVSS: Mask2Former keyframe net, query-based flow, mask propagation")
+    _add_export_options(p, height=480, width=853, checkpoint="MPVSS checkpoint (detectron2 .pth {'model': ...}: "
+                        "backbone.*, motion.*, sem_seg_head.*)")
+    p.set_defaults(classes=124)  # VSPW
+    p.add_argument("--variant", choices=("r50", "small"), default="r50", help="r50: official; small: for tests")
+    p.add_argument("--propagation", choices=("query_flow", "optical_flow", "copy"), default="query_flow",
+                   help="query_flow: MPVSS; optical_flow / copy: the paper's baselines (one pixel-wise flow; no warp)")
+    p.add_argument("--mask2former-checkpoint", help="official Mask2Former R50 semantic weights (.pkl or .pth) "
+                                                    "for the key-frame segmentor")
+    p.add_argument("--default-interval", type=_positive_int, default=5, help="key-frame interval stored in the bundle")
 
     p = verbs.add_parser("run", help="segment a video, image folder or camera; write an overlay video")
     p.add_argument("bundle")
@@ -186,6 +196,9 @@ def cmd_export(args) -> int:
         elif args.method == "stmg":
             cfg = configs.STMGConfig(backbone=args.backbone, distortion_bias=args.distortion_bias,
                                      keep_threshold=args.keep_threshold, interval=args.default_interval, **common)
+        elif args.method == "mpvss":
+            cfg = configs.MPVSSConfig(variant=args.variant, propagation=args.propagation,
+                                      interval=args.default_interval, **common)
         else:
             cfg = configs.TDNetConfig(variant=args.variant, **common)
     except (ValueError, TypeError) as e:
@@ -199,6 +212,10 @@ def cmd_export(args) -> int:
         from exporters.stmg import export_stmg
 
         out = export_stmg(args.out, cfg, ddrnet_checkpoint=args.ddrnet_checkpoint, **options)
+    elif args.method == "mpvss":
+        from exporters.mpvss import export_mpvss
+
+        out = export_mpvss(args.out, cfg, mask2former_checkpoint=args.mask2former_checkpoint, **options)
     else:
         from exporters.tdnet import export_tdnet
 

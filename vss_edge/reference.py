@@ -145,12 +145,16 @@ class MPVSSReference:
     """
 
     def __init__(self, model, scheduler):
+        from runtime.signals import FrameDifference
+
         self.model = model.eval()
         self.scheduler = scheduler
+        self.frame_difference = FrameDifference()  # the distortion signal, for the distortion scheduler
         self.reset()
 
     def reset(self) -> None:
         self.scheduler.reset()
+        self.frame_difference.reset()
         self.mem = None
         self.index = self.since_key = 0
 
@@ -159,8 +163,11 @@ class MPVSSReference:
         from vss_edge.models.mpvss.motion import warp_masks
 
         m, cfg = self.model, self.model.cfg
-        image = torch.from_numpy(to_graph_input(frame, cfg.height, cfg.width))
-        is_key = self.mem is None or self.scheduler.is_key(FrameInfo(self.index, self.since_key))
+        graph_input = to_graph_input(frame, cfg.height, cfg.width)
+        image = torch.from_numpy(graph_input)
+        signals = {"distortion": self.frame_difference(graph_input)} \
+            if "distortion" in getattr(self.scheduler, "signals_needed", ()) else {}
+        is_key = self.mem is None or self.scheduler.is_key(FrameInfo(self.index, self.since_key, signals))
         if is_key:
             class_logits, mask_logits, queries = m.segment(image)
             labels = m.labels(class_logits, mask_logits)

@@ -30,6 +30,8 @@ class MPVSSProgram:
         missing = needed - {t.name for t in manifest.state}
         if missing:
             raise BundleError(f"bundle '{manifest.root}': MPVSS ({self.propagation}) state lacks {sorted(missing)}")
+        flow = manifest.graphs.get("flow")
+        self.flow_reads_queries = flow is not None and any(t.name == "key_queries" for t in flow.inputs)
         self.frame_difference = FrameDifference()
         self.key: dict | None = None
 
@@ -56,7 +58,10 @@ class MPVSSProgram:
         if self.propagation == "copy":
             return self.key["labels"]
         key = self.key
-        flow = run("flow", {"image": image, "key_image": key["key_image"], "key_queries": key["queries"]}, ())
+        feeds = {"image": image, "key_image": key["key_image"]}
+        if self.flow_reads_queries:  # the query-based flow (the optical-flow baseline reads none)
+            feeds["key_queries"] = key["queries"]
+        flow = run("flow", feeds, ())
         out = run("propagation", {"key_mask_logits": key["mask_logits"], "key_class_logits": key["class_logits"],
                                   "flow": flow["flow"]}, ("labels",))
         return out["labels"]

@@ -4,7 +4,7 @@ N queries, C hidden, K classes; h4 x w4 = Hp/4 x Wp/4, h8 x w8 = Hp/8 x Wp/8).
 | graph | runs on | inputs | outputs |
 |---|---|---|---|
 | keyframe (Mask2Former) | key frames | image u8 [1,H,W,3] BGR | labels u8 [1,Hl,Wl], class_logits [1,N,K+1], mask_logits [1,N,h4,w4], queries [1,N,C], key_image [1,3,Hp/2,Wp/2] |
-| flow (query-based flow) | other frames | image, key_image, key_queries | flow [N,2,h8,w8] (optical_flow: [1,2,h8,w8]) |
+| flow (query-based flow) | other frames | image, key_image, key_queries | flow [N,2,h8,w8] (optical_flow: no queries, [1,2,h8,w8]) |
 | propagation | other frames | key_mask_logits, key_class_logits, flow | labels, mask_logits (warped) |
 
 State carried from the key frame: class logits, mask logits, queries and key_image (the key
@@ -35,6 +35,13 @@ OUTPUTS = {"keyframe": ["labels", "class_logits", "mask_logits", "queries", "key
            "flow": ["flow"], "propagation": ["labels", "mask_logits"]}
 
 
+def graph_inputs(propagation: str) -> dict[str, list[str]]:
+    """INPUTS for a propagation mode: the optical-flow baseline's flow graph reads no queries."""
+    if propagation == "optical_flow":
+        return {**INPUTS, "flow": ["image", "key_image"]}
+    return dict(INPUTS)
+
+
 def graph_names(propagation: str) -> tuple[str, ...]:
     return ("keyframe",) if propagation == "copy" else ("keyframe", "flow", "propagation")
 
@@ -50,22 +57,31 @@ class MPVSS(nn.Module):
         super().__init__()
         self.cfg = cfg
         arch = cfg.arch
-        self.backbone = ResNet(arch["depth"])
+        # Built segmentor first, so a seed gives the same Mask2Former whatever the propagation;
+        # registered in the official order (backbone, motion, sem_seg_head: the state_dict order).
+        backbone = ResNet(arch["depth"])
+        sem_seg_head = SemSegHead(backbone.out_channels, cfg.num_classes, arch)
         if cfg.propagation == "query_flow":
-            self.motion = QueryFlowEstimator(arch, cfg.num_queries)
+            motion = QueryFlowEstimator(arch, cfg.num_queries)
         elif cfg.propagation == "optical_flow":
-            self.motion = OpticalFlowEstimator(arch)
+            motion = OpticalFlowEstimator(arch)
         else:
-            self.motion = None
-        self.sem_seg_head = SemSegHead(self.backbone.out_channels, cfg.num_classes, arch)
+            motion = None
+        self.backbone, self.motion, self.sem_seg_head = backbone, motion, sem_seg_head
         self.normalise = Normalise(cfg.normalisation, channel_order="RGB")
         self.flow_normalise = Normalise(MPVSS_FLOW_NORMALISATION, channel_order="RGB")
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """Zero-pad [1, C, H, W] bottom/right to the padded size (static)."""
         ph, pw = self.cfg.padded_size
-        h, w = x.shape[-2:]
-        return x if (ph, pw) == (h, w) else F.pad(x, (0, pw - w, 0, ph - h))
+        b, c, h, w = (int(d) for d in x.shape)
+        # concatenated zero constants rather than F.pad: the exported Pad's amounts are computed
+        # in-graph, which hides every later shape from ONNX shape inference (GFLOPs counting)
+        if pw > w:
+            x = torch.cat([x, torch.zeros(b, c, h, pw - w, dtype=x.dtype)], dim=3)
+        if ph > h:
+            x = torch.cat([x, torch.zeros(b, c, ph - h, pw, dtype=x.dtype)], dim=2)
+        return x
 
     def segment(self, image: torch.Tensor):
         """uint8 [1,H,W,3] BGR -> (class logits [1,N,K+1], mask logits [1,N,h4,w4], queries [1,N,C])."""
@@ -98,9 +114,11 @@ class FlowGraph(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, image, key_image, key_queries):
+    def forward(self, image, key_image, key_queries=None):
         m = self.model
         pair = torch.cat([m.flow_image(image), key_image], dim=1)  # (current, key), as prepare_imgs
+        if key_queries is None:  # the optical-flow baseline
+            return m.motion(pair)
         return m.motion(pair, key_queries.transpose(0, 1))  # flow queries [N, 1, C]
 
 

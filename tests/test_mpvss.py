@@ -1,0 +1,219 @@
+"""MPVSS: ONNX vs PyTorch on real video (per graph and pipeline, the query-based flow and the
+paper's two baselines), the bundle's contract, the official key layouts, checkpoints, bad
+input, the CLI. Small configuration (R18 Mask2Former, 16 queries) at 120x213: not a
+multiple of 32, so the static padding is exercised."""
+from __future__ import annotations
+
+import json
+import pickle
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+import torch
+
+import runtime
+from exporters.mpvss import build_model, example_inputs, export_mpvss
+from exporters.onnx_export import compare_outputs
+from runtime.errors import BundleError, CheckpointError
+from runtime.preprocess import to_graph_input
+from runtime.schedulers import DistortionAware, FixedInterval
+from vss_edge.configs import MPVSSConfig
+from vss_edge.models.mpvss.graphs import OUTPUTS, graph_inputs, mpvss_graphs
+from vss_edge.reference import MPVSSReference
+
+SMALL = dict(height=120, width=213, variant="small", num_classes=19)
+FRAMES = slice(20, 44)  # 24 frames of the clip the exporter never verified on
+KEYS = "tests/data/official_keys"
+
+
+@pytest.fixture(scope="module")
+def models():
+    return {p: build_model(MPVSSConfig(**SMALL, propagation=p), seed=0)[0] for p in ("query_flow", "optical_flow", "copy")}
+
+
+@pytest.fixture(scope="module")
+def bundles(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mpvss")
+    return {p: export_mpvss(root / p, MPVSSConfig(**SMALL, propagation=p), seed=0, simplify=p == "query_flow")
+            for p in ("query_flow", "optical_flow", "copy")}
+
+
+def _tensors(cfg, frames):
+    return [torch.from_numpy(to_graph_input(f, cfg.height, cfg.width)) for f in frames]
+
+
+@pytest.mark.parametrize("propagation", ["query_flow", "optical_flow"])
+@pytest.mark.parametrize("graph", ["keyframe", "flow", "propagation"])
+def test_each_graph_matches_pytorch_on_real_frames(graph, propagation, models, bundles, sample_frames):
+    model = models[propagation]
+    examples = example_inputs(model, _tensors(model.cfg, sample_frames[20:24]))[graph]
+    module = mpvss_graphs(model)[graph]
+    session = ort.InferenceSession(str(bundles[propagation] / f"{graph}.onnx"), providers=["CPUExecutionProvider"])
+    assert examples
+    for ex in examples:
+        with torch.no_grad():
+            expected = module(*ex)
+            expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
+        got = session.run(OUTPUTS[graph], {n: t.numpy() for n, t in zip(graph_inputs(propagation)[graph], ex)})
+        for name, g, e in zip(OUTPUTS[graph], got, expected):
+            err, ok = compare_outputs(g, e)
+            assert ok, f"{graph}.{name}: error {err}"
+
+
+def _parity(bundle, model, frames, reference_scheduler=None, **load):
+    pipe = runtime.load(bundle, device="cpu", **load)
+    reference = MPVSSReference(model, reference_scheduler or FixedInterval(model.cfg.interval))
+    keys = []
+    for i, frame in enumerate(frames):
+        result = pipe.step(frame)
+        labels, is_key = reference.step(frame)
+        assert result.is_key == is_key, f"frame {i}: key decision differs"
+        assert result.labels.shape == frame.shape[:2]
+        agreement = float(np.mean(result.labels == labels))
+        assert agreement >= 0.999, f"frame {i}: labels agree on {agreement:.4%}"
+        keys.append(is_key)
+    return keys
+
+
+@pytest.mark.parametrize("propagation", ["query_flow", "optical_flow", "copy"])
+def test_pipeline_matches_reference_at_interval_5(propagation, bundles, models, sample_frames):
+    keys = _parity(bundles[propagation], models[propagation], sample_frames[FRAMES])
+    assert keys == [i % 5 == 0 for i in range(len(keys))]
+
+
+def test_propagated_labels_move_with_the_flow(bundles, sample_frames):
+    """The query-based flow really warps (the random bundle's flows are not zero): non-key
+    labels differ from the key frame's, while 'copy' repeats them exactly."""
+    frames = sample_frames[FRAMES][:5]
+    out = {p: [r.labels for r in runtime.load(bundles[p], device="cpu").run(frames)] for p in ("query_flow", "copy")}
+    assert all(np.array_equal(out["copy"][0], labels) for labels in out["copy"][1:])
+    assert all(not np.array_equal(out["query_flow"][0], labels) for labels in out["query_flow"][1:])
+    assert np.array_equal(out["query_flow"][0], out["copy"][0])  # the same key frame
+
+
+def test_distortion_scheduler_runs_on_the_frame_difference(bundles, models, sample_frames):
+    keys = _parity(bundles["query_flow"], models["query_flow"], sample_frames[20:32], DistortionAware(),
+                   scheduler="distortion")
+    assert keys[0] and not all(keys), "the distortion scheduler should mix key and non-key frames"
+
+
+def test_manifest_describes_the_method(bundles):
+    manifest = runtime.load_manifest(bundles["query_flow"])
+    cfg = MPVSSConfig(**SMALL)
+    assert manifest.method == "mpvss" and manifest.config["propagation"] == "query_flow"
+    assert {n: g.role for n, g in manifest.graphs.items()} == {
+        "keyframe": "keyframe_net", "flow": "flow_net", "propagation": "propagation_head"}
+    assert manifest.scheduler == {"name": "fixed_interval", "params": {"interval": 5}}
+    n, (h4, w4), (h8, w8) = cfg.num_queries, cfg.mask_size, cfg.flow_size
+    assert cfg.padded_size == (128, 224) and (h4, w4) == (32, 56)
+    state = {t.name: t.shape for t in manifest.state}
+    assert state == {"class_logits": (1, n, 20), "mask_logits": (1, n, h4, w4), "queries": (1, n, 64),
+                     "key_image": (1, 3, 64, 112)}
+    outputs = {t.name: t for t in manifest.graphs["flow"].outputs}
+    assert outputs["flow"].shape == (n, 2, h8, w8)
+    labels = {t.name: t for t in manifest.graphs["propagation"].outputs}["labels"]
+    assert labels.shape == (1, 120, 213) and labels.dtype == "uint8"
+    g = {name: s.gflops for name, s in manifest.graphs.items()}
+    assert g["flow"] + g["propagation"] < 0.25 * g["keyframe"]
+    single = {t.name: t for t in runtime.load_manifest(bundles["optical_flow"]).graphs["flow"].outputs}["flow"]
+    assert single.shape == (1, 2, h8, w8)  # the baseline: one flow for every mask
+    assert list(runtime.load_manifest(bundles["copy"]).graphs) == ["keyframe"]
+
+
+@pytest.mark.parametrize("variant, keys_file, prefixes", [
+    ("r50", "mpvss_r50.json", ("backbone.", "motion.", "sem_seg_head.")),
+    ("r50", "mask2former_r50.json", ("backbone.", "sem_seg_head.")),
+])
+def test_state_dict_layout_is_the_official_one(variant, keys_file, prefixes):
+    """Keys, order and shapes read off the official code (ziplab/MPVSS, detectron2's ResNet)."""
+    official = json.loads(open(f"{KEYS}/{keys_file}").read())
+    torch.manual_seed(0)
+    from vss_edge.models.mpvss.graphs import MPVSS
+
+    model = MPVSS(MPVSSConfig(variant=variant))
+    ours = {k: list(v.shape) for k, v in model.state_dict().items() if k.startswith(prefixes)}
+    assert list(ours.items()) == list(official.items())
+
+
+def test_checkpoints_round_trip_and_refuse_what_does_not_fit(models, tmp_path):
+    from vss_edge.checkpoints import save_mpvss_checkpoint, save_official_mask2former_checkpoint
+
+    model = models["query_flow"]
+    save_official_mask2former_checkpoint(model, tmp_path / "m2f.pkl")
+    save_mpvss_checkpoint(model, tmp_path / "mpvss.pth")
+    cfg = MPVSSConfig(**SMALL)
+    loaded, weights = build_model(cfg, mask2former_checkpoint=str(tmp_path / "m2f.pkl"), seed=7)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        if name.startswith(("backbone.", "sem_seg_head.")):
+            assert torch.equal(a, b), name
+    assert weights["segmentor"]["file"] == "m2f.pkl" and weights["motion"] == {"random_init_seed": 7}
+    assert "criterion" in weights["segmentor"]["note"]
+    loaded, weights = build_model(cfg, checkpoint=str(tmp_path / "mpvss.pth"), seed=7)
+    for (name, a), b in zip(model.state_dict().items(), loaded.state_dict().values()):
+        assert torch.equal(a, b), name
+    copy, weights = build_model(MPVSSConfig(**SMALL, propagation="copy"), checkpoint=str(tmp_path / "mpvss.pth"))
+    assert "motion" in weights["segmentor"]["note"]
+    with pytest.raises(CheckpointError, match="class_embed"):
+        build_model(MPVSSConfig(**{**SMALL, "num_classes": 7}), checkpoint=str(tmp_path / "mpvss.pth"))
+    with pytest.raises(CheckpointError, match="not an MPVSS checkpoint"):
+        build_model(cfg, checkpoint=str(tmp_path / "m2f.pkl"))
+    with pytest.raises(CheckpointError, match="MPVSS checkpoint, not a Mask2Former"):
+        build_model(cfg, mask2former_checkpoint=str(tmp_path / "mpvss.pth"))
+    from vss_edge.checkpoints import load_mask2former_checkpoint
+    from vss_edge.models.mpvss.graphs import MPVSS
+
+    with pytest.raises(CheckpointError, match="does not match"):
+        load_mask2former_checkpoint(MPVSS(MPVSSConfig(**{**SMALL, "variant": "r50"})), tmp_path / "m2f.pkl")
+    (tmp_path / "evil.pkl").write_bytes(pickle.dumps({"model": {"x": print}}))
+    with pytest.raises(CheckpointError, match="not allowed"):
+        build_model(cfg, mask2former_checkpoint=str(tmp_path / "evil.pkl"))
+
+
+def test_bad_options_and_bundles_are_refused(bundles, tmp_path):
+    for bad in (dict(variant="r101"), dict(propagation="raft"), dict(label_scale=0.3), dict(height=32),
+                dict(num_classes=300)):
+        with pytest.raises(ValueError):
+            MPVSSConfig(**{**SMALL, **bad})
+    import shutil
+
+    broken = tmp_path / "no_flow"
+    shutil.copytree(bundles["query_flow"], broken)
+    manifest = json.loads((broken / "manifest.json").read_text())
+    del manifest["graphs"]["flow"]
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="needs graph"):
+        runtime.load(broken, device="cpu")
+    manifest = json.loads((bundles["query_flow"] / "manifest.json").read_text())
+    manifest["config"]["propagation"] = "raft"
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="propagation"):
+        runtime.load(broken, device="cpu")
+    with pytest.raises(runtime.VssEdgeError, match="interval"):
+        runtime.load(bundles["query_flow"], device="cpu", scheduler="distortion", interval=3)
+
+
+def test_cli_exports_and_runs_with_either_scheduler(tmp_path, models):
+    from vss_edge.checkpoints import save_official_mask2former_checkpoint
+    from vss_edge.cli import main
+    from vss_edge.video import sample_clip_path
+
+    small = MPVSSConfig(height=64, width=96, variant="small", num_classes=19)
+    model, _ = build_model(small, seed=3)
+    save_official_mask2former_checkpoint(model, tmp_path / "m2f.pkl")
+    bundle = tmp_path / "bundle"
+    assert main(["-q", "export", "mpvss", "--variant", "small", "--classes", "19", "--height", "64", "--width", "96",
+                 "--out", str(bundle), "--mask2former-checkpoint", str(tmp_path / "m2f.pkl")]) == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["method"] == "mpvss" and manifest["config"]["variant"] == "small"
+    assert manifest["provenance"]["checkpoints"]["segmentor"]["file"] == "m2f.pkl"
+    for args, scheduler in ((["--scheduler", "distortion"], "DistortionAware"), (["--interval", "3"], "FixedInterval")):
+        out = tmp_path / scheduler
+        assert main(["-q", "run", str(bundle), str(sample_clip_path()), "--out", str(out), "--max-frames", "8",
+                     *args]) == 0
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["frames"] == 8 and scheduler in summary["scheduler"]
+    with pytest.raises(SystemExit):
+        main(["-q", "export", "mpvss", "--variant", "r101", "--out", str(tmp_path / "x")])
+    assert main(["-q", "export", "mpvss", "--variant", "small", "--label-scale", "0.3",
+                 "--out", str(tmp_path / "x")]) == 2
