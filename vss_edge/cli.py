@@ -336,8 +336,11 @@ def cmd_demo(args) -> int:
     from runtime.manifest import load_manifest
     from vss_edge.video import open_source, sample_clip_path
 
+    from vss_edge import demo_weights
+
     out = Path(args.out)
     bundle = out / "bundle"
+    trained = demo_weights.available()
     try:
         m = load_manifest(bundle)
         if (m.height, m.width) != (args.height, args.width) or (trained and not demo_weights.exported_in(m)):
@@ -362,11 +365,8 @@ def cmd_demo(args) -> int:
           f"{s['outputs']['video']}, {s['fps']:.2f} FPS on {s['device']}; summary in {out / 'summary.json'}")
     return 0
 
-    from vss_edge import demo_weights
-
 
 def cmd_calibrate(args) -> int:
-    trained = demo_weights.available()
     from calibration.collect import check_disjoint
     from vss_edge.video import write_text_atomic
 
