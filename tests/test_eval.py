@@ -120,6 +120,29 @@ def test_trained_gsvnet_beats_copy_at_interval_5_on_held_out_synthetic_video(tra
     assert method["by_position"][0] > 0.7  # the keyframe net learnt the synthetic classes
 
 
+@pytest.fixture(scope="module")
+def trained_stmg(tmp_path_factory):
+    from exporters.stmg import export_stmg
+
+    return export_stmg(tmp_path_factory.mktemp("trained") / "stmg", demo_weights.stmg_config(),
+                       checkpoint=str(demo_weights.STMG_CHECKPOINT), verify_frames=4)
+
+
+@pytest.mark.skipif(not demo_weights.available("stmg"), reason="trained STMG weights not committed")
+def test_trained_stmg_beats_copy_at_interval_5_on_held_out_synthetic_video(trained_stmg):
+    import runtime
+
+    pipe = runtime.load(trained_stmg, device="cpu", threads=1)
+    seqs = synthetic_sequences(pipe.manifest.height, pipe.manifest.width, demo_weights.SYNTHETIC_CLASSES,
+                               seeds=[HELD_OUT_SEED + 10, HELD_OUT_SEED + 11, HELD_OUT_SEED + 12], frames=15)
+    row = evaluate(pipe, seqs, [5])["intervals"][0]
+    method, copy = row["method"], row["copy"]
+    assert method["by_position"][0] == copy["by_position"][0]
+    assert method["mean"] > copy["mean"] + 0.01, (method, copy)
+    assert method["min"] > copy["min"], (method, copy)
+    assert method["by_position"][0] > 0.7
+
+
 # --- the CLI -------------------------------------------------------------------------
 
 

@@ -39,6 +39,35 @@ def test_training_command_writes_checkpoints_the_exporter_loads(tmp_path):
     assert all(k.startswith("grm.") for k in tar["state_dict"])
 
 
+def test_stmg_training_command_writes_a_checkpoint_the_exporter_loads(tmp_path):
+    out = tmp_path / "w"
+    done = subprocess.run(
+        [sys.executable, "-m", "vss_edge.training", "stmg", "--out", str(out), "--height", "64", "--width", "96",
+         "--keyframe-steps", "2", "--nonkey-steps", "2", "--batch", "2", "--synthetic-videos", "2",
+         "--video", "none", "-q"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "stmg_small.json").read_text())
+    assert report["nonkey"]["steps"] == 2 and 0 < report["nonkey"]["final_mean_keep_probability"] < 1
+
+    from exporters.stmg import build_model
+
+    build_model(demo_weights.stmg_config(64, 96), checkpoint=str(out / "stmg_small.pth"))
+
+
+def test_soft_gates_interpolate_between_dropping_and_keeping_blocks():
+    import torch
+
+    from vss_edge.models.stmg.ddrnet import DDRNet
+
+    torch.manual_seed(0)
+    net = DDRNet("ddrnet23_slim", 3, planes=4).eval()
+    x = torch.randn(1, 3, 64, 64)
+    k = len(net.prunable_blocks())
+    with torch.no_grad():
+        assert torch.allclose(net.features(x, gates=torch.ones(1, k)), net.features(x), atol=1e-6)
+        assert torch.allclose(net.features(x, gates=torch.zeros(1, k)), net.features(x, keep=[False] * k), atol=1e-6)
+
+
 def test_training_command_missing_video_is_a_one_line_error(tmp_path):
     done = subprocess.run([sys.executable, "-m", "vss_edge.training", "gsvnet", "--out", str(tmp_path),
                            "--video", str(tmp_path / "none.avi")], capture_output=True, text=True, timeout=120)
@@ -69,6 +98,14 @@ def test_import_vss_edge_does_not_import_training():
     code = "import sys, vss_edge, vss_edge.cli, vss_edge.evaluation, vss_edge.demo_weights; " \
            "assert not any(m.startswith('vss_edge.training') or m == 'torch' for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(not demo_weights.available("stmg"), reason="trained STMG weights not committed")
+def test_committed_stmg_checkpoint_is_small_and_loads():
+    from exporters.stmg import build_model
+
+    assert demo_weights.STMG_CHECKPOINT.stat().st_size < 5e6
+    build_model(demo_weights.stmg_config(), checkpoint=str(demo_weights.STMG_CHECKPOINT))
 
 
 @pytest.mark.skipif(not demo_weights.available(), reason="trained demo weights not committed")

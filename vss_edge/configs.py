@@ -195,12 +195,15 @@ class STMGConfig:
         default scheduler is the distortion-aware one (gamma_key, gamma_nonkey).
     label_scale: labels are the argmax of the logits resized bilinearly (align_corners=False,
         as DDRNet's evaluation) to this fraction of the input.
+    ddrnet_planes: DDRNet's stem width; None = the backbone's official one (32 for 23-slim, 64
+        for 39). Smaller widths are the trained demo's small configuration (8).
     """
 
     height: int = 1024
     width: int = 2048
     num_classes: int = 19
     backbone: str = "ddrnet23_slim"
+    ddrnet_planes: int | None = None
     encoder_channels: int = 64
     keep_threshold: float = 0.5
     distortion_bias: bool = False
@@ -220,6 +223,9 @@ class STMGConfig:
             raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
         if self.encoder_channels < 1:
             raise ValueError(f"encoder_channels must be >= 1, got {self.encoder_channels}")
+        if self.ddrnet_planes is not None and (isinstance(self.ddrnet_planes, bool)
+                                               or not isinstance(self.ddrnet_planes, int) or self.ddrnet_planes < 2):
+            raise ValueError(f"ddrnet_planes must be None or an int >= 2, got {self.ddrnet_planes!r}")
         if not 0.0 < self.keep_threshold < 1.0:
             raise ValueError(f"keep_threshold must be in (0, 1), got {self.keep_threshold}")
         if self.interval < 1:

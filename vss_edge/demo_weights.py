@@ -1,9 +1,12 @@
 """The trained demo weights committed in vss_edge/data/weights (torch-free description).
 
-They are GSVNet's small configuration, trained on CPU by `python -m vss_edge.training gsvnet`
-(see vss_edge/training): a SwiftNet-R18 keyframe net at base width 16 (official 64) in the
+GSVNet's small configuration, trained on CPU by `python -m vss_edge.training gsvnet` (see
+vss_edge/training): a SwiftNet-R18 keyframe net at base width 16 (official 64) in the
 official bare state_dict layout, and the GSVNet .tar (``state_dict`` = ``grm.*`` propagation
 modules, ``state_dict_of`` = FlowLight) that `vss-edge export gsvnet --checkpoint` reads.
+STMG's small configuration (`python -m vss_edge.training stmg`): DDRNet-23-slim at stem
+width 8 (official 32) for the key and non-key nets and a 16-channel mask generator, in the
+STMG layout `vss-edge export stmg --checkpoint` reads.
 
 Classes: the synthetic video's first five (background, then four textured object classes,
 `vss_edge.synthetic.class_names`) and ``person``, learnt from background-subtraction
@@ -16,11 +19,13 @@ from pathlib import Path
 WEIGHTS_DIR = Path(__file__).resolve().parent / "data" / "weights"
 GSVNET_KEYFRAME = WEIGHTS_DIR / "gsvnet_small_swiftnet.pth"
 GSVNET_PROPAGATION = WEIGHTS_DIR / "gsvnet_small.tar"
+STMG_CHECKPOINT = WEIGHTS_DIR / "stmg_small.pth"  # key.*, nonkey.*, mask_generator.*
 
 SYNTHETIC_CLASSES = 5  # background + 4 object classes of vss_edge.synthetic
 PERSON = SYNTHETIC_CLASSES  # class id of "person"
 NUM_CLASSES = SYNTHETIC_CLASSES + 1
 KEYFRAME_WIDTH = 16
+DDRNET_PLANES, STMG_ENCODER_CHANNELS = 8, 16  # STMG small configuration (official 32, 64)
 HEIGHT, WIDTH = 288, 384  # trained at, and the demo's default (the sample clip is 4:3)
 
 _OBJECT_COLOURS = [[220, 120, 40], [40, 160, 220], [150, 60, 200], [230, 200, 40]]  # RGB, synthetic objects
@@ -45,8 +50,19 @@ def gsvnet_config(height: int = HEIGHT, width: int = WIDTH, **overrides):
                         class_names=class_names(), palette=palette(), **overrides)
 
 
-def available() -> bool:
-    return GSVNET_KEYFRAME.is_file() and GSVNET_PROPAGATION.is_file()
+def stmg_config(height: int = HEIGHT, width: int = WIDTH, **overrides):
+    """The STMGConfig the STMG demo weights fit (DDRNet-23-slim at stem width 8)."""
+    from vss_edge.configs import STMGConfig
+
+    return STMGConfig(height=height, width=width, num_classes=NUM_CLASSES, backbone="ddrnet23_slim",
+                      ddrnet_planes=DDRNET_PLANES, encoder_channels=STMG_ENCODER_CHANNELS,
+                      class_names=class_names(), palette=palette(), **overrides)
+
+
+def available(method: str = "gsvnet") -> bool:
+    """Whether the committed weights of `method` ('gsvnet' or 'stmg') are there."""
+    files = {"gsvnet": (GSVNET_KEYFRAME, GSVNET_PROPAGATION), "stmg": (STMG_CHECKPOINT,)}[method]
+    return all(f.is_file() for f in files)
 
 
 def exported_in(manifest) -> bool:

@@ -1,10 +1,16 @@
 """Training of the demo checkpoints on CPU (needs torch; never imported by `import vss_edge`).
 
     python -m vss_edge.training gsvnet --out vss_edge/data/weights
+    python -m vss_edge.training stmg --out vss_edge/data/weights
 
-reproduces the committed GSVNet small-configuration checkpoints (see vss_edge/training/gsvnet.py
-for what each stage trains and where it departs from the paper). TDNet, STMG and MPVSS have
-no trainer yet: `METHODS` lists what `python -m vss_edge.training` accepts; a new method adds
-a module with `Settings` and `train(out_dir, settings, video=..., exclude=..., quiet=...)`.
+reproduce the committed small-configuration checkpoints (each module's docstring says what
+each stage trains and where it departs from the paper). TDNet and MPVSS have no trainer yet:
+`METHODS` lists what `python -m vss_edge.training` accepts; a new method adds a module
+vss_edge/training/<method>.py with a `Settings` dataclass (each field becomes a --flag) and
+`train(out_dir, settings, video=..., exclude=..., quiet=...) -> report` (report["checkpoints"]:
+file name -> bytes, report["total_seconds"]).
 """
-METHODS = ("gsvnet",)
+from pathlib import Path
+
+METHODS = ("gsvnet", "stmg")
+DEFAULT_VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "vtest.avi"  # ../shared beside the clone

@@ -40,7 +40,7 @@ from vss_edge.models.gsvnet.graphs import GSVNet
 from vss_edge.models.gsvnet.propagation import warp
 from vss_edge.training.data import IGNORE, RealVideo, SyntheticPool
 
-DEFAULT_VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "vtest.avi"
+from vss_edge.training import DEFAULT_VIDEO  # noqa: E402,F401  (re-exported)
 
 
 @dataclass

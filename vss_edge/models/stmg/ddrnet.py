@@ -221,11 +221,16 @@ class SegHead(nn.Module):
 class DDRNet(nn.Module):
     """DDRNet for segmentation with the official state_dict layout and skippable residual blocks."""
 
-    def __init__(self, variant: str, num_classes: int = 19, augment: bool = False):
+    def __init__(self, variant: str, num_classes: int = 19, augment: bool = False, planes: int | None = None):
         super().__init__()
         spec = _spec(variant)
         self.variant, self.num_classes, self.augment = variant, num_classes, augment
-        p, high = spec.planes, 2 * spec.planes
+        # planes: the stem width (official: the variant's); a smaller one narrows every layer, the
+        # DAPPM and the head in proportion (the trained demo's small configuration); keys unchanged
+        p = spec.planes if planes is None else int(planes)
+        high = 2 * p
+        spp_planes = max(1, _SPP_PLANES * p // spec.planes)
+        head_planes = max(1, spec.head_planes * p // spec.planes)
         self.feature_channels = 4 * p
         self._stages = spec.stages
 
@@ -257,10 +262,10 @@ class DDRNet(nn.Module):
             self.add_module(f"layer{s}_", _residual_layer(BasicBlock, high, high, _stage_depth(spec, s)))
         self.layer5_ = _residual_layer(Bottleneck, high, high, 1)
         self.layer5 = _residual_layer(Bottleneck, 8 * p, 8 * p, 1, stride=2)
-        self.spp = DAPPM(16 * p, _SPP_PLANES, 4 * p)
+        self.spp = DAPPM(16 * p, spp_planes, 4 * p)
         if augment:
-            self.seghead_extra = SegHead(high, spec.head_planes, num_classes)
-        self.final_layer = SegHead(4 * p, spec.head_planes, num_classes)
+            self.seghead_extra = SegHead(high, head_planes, num_classes)
+        self.final_layer = SegHead(4 * p, head_planes, num_classes)
 
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
@@ -286,19 +291,28 @@ class DDRNet(nn.Module):
     def _run_layer(self, name: str, x: torch.Tensor, keep: dict[str, bool] | None) -> torch.Tensor:
         """Run layer `name` block by block (each in its own module scope), skipping dropped blocks."""
         for i, block in enumerate(getattr(self, name)):
-            if i == 0 or keep is None or keep[f"{name}.{i}"]:
+            if i == 0 or keep is None:
+                x = block(x)
+            elif isinstance(keep[f"{name}.{i}"], torch.Tensor):  # soft gate g (training): x + g (block(x) - x)
+                g = keep[f"{name}.{i}"].view(-1, 1, 1, 1)
+                x = x + g * (block(x) - x)
+            elif keep[f"{name}.{i}"]:
                 x = block(x)
         return x
 
     def features(self, x: torch.Tensor,
-                 keep: Sequence[bool] | torch.Tensor | None = None) -> torch.Tensor:
+                 keep: Sequence[bool] | torch.Tensor | None = None, gates: torch.Tensor | None = None) -> torch.Tensor:
         """[1, 3, H, W] normalised image -> fused features [1, 4 * planes, H/8, W/8].
 
         `keep` is None (run every block) or one flag per prunable_blocks() entry (a
         sequence or a 1-D tensor); a block flagged False is skipped, its input passed on
-        unchanged.
+        unchanged. `gates` (training only, instead of keep): float [B, K] in [0, 1]; block k's
+        output becomes x + gates[:, k] * (block(x) - x), 0 = dropped, 1 = kept.
         """
-        flags = self._keep_map(keep)
+        if gates is not None:
+            flags = dict(zip(self.prunable_blocks(), gates.unbind(1)))
+        else:
+            flags = self._keep_map(keep)
         x = self._run_layer("layer1", self.conv1(x), flags)
         low = high = self._run_layer("layer2", self.relu(x), flags)  # stride 8
         for s in self._stages:

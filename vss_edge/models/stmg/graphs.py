@@ -42,8 +42,8 @@ class STMG(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.key = DDRNet(cfg.backbone, cfg.num_classes)
-        self.nonkey = DDRNet(cfg.backbone, cfg.num_classes)
+        self.key = DDRNet(cfg.backbone, cfg.num_classes, planes=cfg.ddrnet_planes)
+        self.nonkey = DDRNet(cfg.backbone, cfg.num_classes, planes=cfg.ddrnet_planes)
         blocks = len(self.key.prunable_blocks())
         if blocks != cfg.num_blocks:
             raise ValueError(f"{cfg.backbone} has {blocks} prunable blocks, config says {cfg.num_blocks}")
