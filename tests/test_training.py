@@ -116,3 +116,17 @@ def test_committed_checkpoints_are_small_and_load():
         assert p.stat().st_size < 5e6, p
     build_model(demo_weights.gsvnet_config(), checkpoint=str(demo_weights.GSVNET_PROPAGATION),
                 keyframe_checkpoint=str(demo_weights.GSVNET_KEYFRAME))
+
+
+@pytest.mark.skipif(not demo_weights.available(), reason="trained demo weights not committed")
+def test_export_cli_takes_the_trained_checkpoints_and_names_a_width_mismatch(tmp_path, capsys):
+    from vss_edge.cli import main
+
+    weights = ["--checkpoint", str(demo_weights.GSVNET_PROPAGATION),
+               "--keyframe-checkpoint", str(demo_weights.GSVNET_KEYFRAME)]
+    small = ["--height", "64", "--width", "96", "--classes", str(demo_weights.NUM_CLASSES), "--no-simplify"]
+    assert main(["-q", "export", "gsvnet", "--out", str(tmp_path / "wrong")] + small + weights) == 2
+    assert "pass --keyframe-width 16" in capsys.readouterr().err
+    assert main(["-q", "export", "gsvnet", "--out", str(tmp_path / "b"), "--keyframe-width", "16"]
+                + small + weights) == 0
+    assert (tmp_path / "b" / "manifest.json").is_file()

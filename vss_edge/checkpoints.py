@@ -189,6 +189,10 @@ def load_keyframe_checkpoint(model: GSVNet, path: str | os.PathLike) -> dict:
     path = Path(path)
     obj = read_checkpoint(path)
     state_dict, source = _keyframe_state_dict(obj, path, model.cfg.keyframe_net)
+    stem = _strip_dp(state_dict).get("backbone.conv1.weight") if model.cfg.keyframe_net == "swiftnet" else None
+    if isinstance(stem, torch.Tensor) and stem.dim() == 4 and stem.shape[0] != model.cfg.keyframe_width:
+        raise CheckpointError(f"{source}: is a SwiftNet of base width {stem.shape[0]} but the config's keyframe_width "
+                              f"is {model.cfg.keyframe_width} (pass --keyframe-width {stem.shape[0]})")
     hint = f" (the config's keyframe_net is {model.cfg.keyframe_net!r})"
     model.segnet.load_state_dict(_checked(model.segnet, state_dict, source, hint), strict=True)
     return _provenance(path)

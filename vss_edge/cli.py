@@ -79,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keyframe-scale", type=float, default=0.75, help="keyframe net input scale (paper: 0.75)")
     p.add_argument("--default-interval", type=_positive_int, default=5, help="key-frame interval stored in the bundle")
     p.add_argument("--keyframe-checkpoint", help="official keyframe net weights (SwiftNet / BiSeNet)")
+    p.add_argument("--keyframe-width", type=_positive_int, default=64,
+                   help="SwiftNet base width (official 64; the trained demo weights: 16)")
     p = methods.add_parser("tdnet", help="TDNet: one graph per sub-network path, run round robin")
     _add_export_options(p, height=769, width=1537, checkpoint="official TDNet state_dict (td4_psp18 / td2_psp50)")
     p.add_argument("--variant", choices=("td4_psp18", "td2_psp50"), default="td4_psp18")
@@ -87,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone", choices=("ddrnet23_slim", "ddrnet39"), default="ddrnet23_slim")
     p.add_argument("--ddrnet-checkpoint", help="official DDRNet weights, for both the key and the non-key backbone")
     p.add_argument("--distortion-bias", action="store_true", help="Eq. 12's distortion bias in the pruning head")
+    p.add_argument("--ddrnet-planes", type=_positive_int,
+                   help="DDRNet stem width (default: the backbone's official one; the trained demo weights: 8)")
+    p.add_argument("--encoder-channels", type=_positive_int, default=64,
+                   help="mask generator encoder width (default 64; the trained demo weights: 16)")
     p.add_argument("--keep-threshold", type=float, default=0.5, help="a block runs iff its keep probability exceeds this")
     p.add_argument("--default-interval", type=_positive_int, default=5,
                    help="key-frame interval when --scheduler fixed_interval is chosen at run time")
@@ -192,9 +198,10 @@ def cmd_export(args) -> int:
     try:
         if args.method == "gsvnet":
             cfg = configs.GSVNetConfig(keyframe_net=args.keyframe_net, keyframe_scale=args.keyframe_scale,
-                                       interval=args.default_interval, **common)
+                                       keyframe_width=args.keyframe_width, interval=args.default_interval, **common)
         elif args.method == "stmg":
             cfg = configs.STMGConfig(backbone=args.backbone, distortion_bias=args.distortion_bias,
+                                     ddrnet_planes=args.ddrnet_planes, encoder_channels=args.encoder_channels,
                                      keep_threshold=args.keep_threshold, interval=args.default_interval, **common)
         elif args.method == "mpvss":
             cfg = configs.MPVSSConfig(variant=args.variant, propagation=args.propagation,
