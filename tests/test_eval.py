@@ -143,6 +143,28 @@ def test_trained_stmg_beats_copy_at_interval_5_on_held_out_synthetic_video(train
     assert method["by_position"][0] > 0.7
 
 
+@pytest.fixture(scope="module")
+def trained_tdnet(tmp_path_factory):
+    from exporters.tdnet import export_tdnet
+
+    return export_tdnet(tmp_path_factory.mktemp("trained") / "tdnet", demo_weights.tdnet_config(),
+                        checkpoint=str(demo_weights.TDNET_CHECKPOINT))
+
+
+@pytest.mark.skipif(not demo_weights.available("tdnet"), reason="trained TDNet weights not committed")
+def test_trained_tdnet_beats_its_paths_alone_on_held_out_synthetic_video(trained_tdnet):
+    """TDNet has no key frames: its analogue of copy is each sub-network alone (no attention propagation)."""
+    import runtime
+
+    pipe = runtime.load(trained_tdnet, device="cpu", threads=1)
+    seqs = synthetic_sequences(pipe.manifest.height, pipe.manifest.width, demo_weights.SYNTHETIC_CLASSES,
+                               seeds=[HELD_OUT_SEED + 10, HELD_OUT_SEED + 11], frames=11)
+    rr = evaluate(pipe, seqs, [5])["round_robin"]
+    assert rr["frames_by_path"] == [4, 4, 4, 4]  # 2 clips x 8 scored frames, warm-up skipped
+    assert rr["method"]["mean"] > rr["single_path"]["mean"] + 0.01, rr
+    assert rr["method"]["min"] > rr["single_path"]["min"], rr
+
+
 # --- the CLI -------------------------------------------------------------------------
 
 

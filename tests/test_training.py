@@ -54,6 +54,20 @@ def test_stmg_training_command_writes_a_checkpoint_the_exporter_loads(tmp_path):
     build_model(demo_weights.stmg_config(64, 96), checkpoint=str(out / "stmg_small.pth"))
 
 
+def test_tdnet_training_command_writes_a_checkpoint_the_exporter_loads(tmp_path):
+    out = tmp_path / "w"
+    done = subprocess.run(
+        [sys.executable, "-m", "vss_edge.training", "tdnet", "--out", str(out), "--height", "64", "--width", "96",
+         "--steps", "2", "--batch", "2", "--synthetic-videos", "2", "--video", "none", "-q"],
+        capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((out / "tdnet_small.json").read_text())["tdnet"]["steps"] == 2
+
+    from exporters.tdnet import build_model
+
+    build_model(demo_weights.tdnet_config(64, 96), checkpoint=str(out / "tdnet_small.pth"))
+
+
 def test_soft_gates_interpolate_between_dropping_and_keeping_blocks():
     import torch
 
@@ -98,6 +112,14 @@ def test_import_vss_edge_does_not_import_training():
     code = "import sys, vss_edge, vss_edge.cli, vss_edge.evaluation, vss_edge.demo_weights; " \
            "assert not any(m.startswith('vss_edge.training') or m == 'torch' for m in sys.modules)"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.skipif(not demo_weights.available("tdnet"), reason="trained TDNet weights not committed")
+def test_committed_tdnet_checkpoint_is_small_and_loads():
+    from exporters.tdnet import build_model
+
+    assert demo_weights.TDNET_CHECKPOINT.stat().st_size < 5e6
+    build_model(demo_weights.tdnet_config(), checkpoint=str(demo_weights.TDNET_CHECKPOINT))
 
 
 @pytest.mark.skipif(not demo_weights.available("stmg"), reason="trained STMG weights not committed")

@@ -111,6 +111,9 @@ class TDNetConfig:
         'td2_psp50' (2 ResNet-50 paths, attention over the last frame).
     label_scale: labels are the argmax of the logits resized bilinearly (align_corners=True)
         to this fraction of the input (1.0: the input resolution, as the official forward).
+    backbone_width: every sub-network's ResNet base width (official 64); the PSP features,
+        values (official 512) and queries/keys (official 64) scale with it. Smaller widths are
+        the trained demo's small configuration (8).
     """
 
     height: int = 769
@@ -118,6 +121,7 @@ class TDNetConfig:
     num_classes: int = 19
     variant: str = "td4_psp18"
     label_scale: float = 1.0
+    backbone_width: int = 64
     class_names: list[str] = field(default_factory=list)
     palette: list[list[int]] = field(default_factory=list)
 
@@ -130,6 +134,9 @@ class TDNetConfig:
             raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
         if not 0.0 < self.label_scale <= 1.0:
             raise ValueError(f"label_scale must be in (0, 1], got {self.label_scale}")
+        if (isinstance(self.backbone_width, bool) or not isinstance(self.backbone_width, int)
+                or self.backbone_width < 8 or self.backbone_width % 8):
+            raise ValueError(f"backbone_width must be a positive multiple of 8, got {self.backbone_width!r}")
         if not self.class_names or not self.palette:
             self.class_names, self.palette = class_names_and_palette(self.num_classes)
 

@@ -20,12 +20,14 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "data" / "weights"
 GSVNET_KEYFRAME = WEIGHTS_DIR / "gsvnet_small_swiftnet.pth"
 GSVNET_PROPAGATION = WEIGHTS_DIR / "gsvnet_small.tar"
 STMG_CHECKPOINT = WEIGHTS_DIR / "stmg_small.pth"  # key.*, nonkey.*, mask_generator.*
+TDNET_CHECKPOINT = WEIGHTS_DIR / "tdnet_small.pth"  # bare TD4-PSP18 state_dict
 
 SYNTHETIC_CLASSES = 5  # background + 4 object classes of vss_edge.synthetic
 PERSON = SYNTHETIC_CLASSES  # class id of "person"
 NUM_CLASSES = SYNTHETIC_CLASSES + 1
 KEYFRAME_WIDTH = 16
 DDRNET_PLANES, STMG_ENCODER_CHANNELS = 8, 16  # STMG small configuration (official 32, 64)
+TDNET_WIDTH = 8  # TD4-PSP18 small configuration: ResNet-18 base width (official 64)
 HEIGHT, WIDTH = 288, 384  # trained at, and the demo's default (the sample clip is 4:3)
 
 _OBJECT_COLOURS = [[220, 120, 40], [40, 160, 220], [150, 60, 200], [230, 200, 40]]  # RGB, synthetic objects
@@ -59,9 +61,18 @@ def stmg_config(height: int = HEIGHT, width: int = WIDTH, **overrides):
                       class_names=class_names(), palette=palette(), **overrides)
 
 
+def tdnet_config(height: int = HEIGHT, width: int = WIDTH, **overrides):
+    """The TDNetConfig the TDNet demo weights fit (TD4-PSP18 at base width 8)."""
+    from vss_edge.configs import TDNetConfig
+
+    return TDNetConfig(height=height, width=width, num_classes=NUM_CLASSES, variant="td4_psp18",
+                       backbone_width=TDNET_WIDTH, class_names=class_names(), palette=palette(), **overrides)
+
+
 def available(method: str = "gsvnet") -> bool:
-    """Whether the committed weights of `method` ('gsvnet' or 'stmg') are there."""
-    files = {"gsvnet": (GSVNET_KEYFRAME, GSVNET_PROPAGATION), "stmg": (STMG_CHECKPOINT,)}[method]
+    """Whether the committed weights of `method` ('gsvnet', 'stmg' or 'tdnet') are there."""
+    files = {"gsvnet": (GSVNET_KEYFRAME, GSVNET_PROPAGATION), "stmg": (STMG_CHECKPOINT,),
+             "tdnet": (TDNET_CHECKPOINT,)}[method]
     return all(f.is_file() for f in files)
 
 

@@ -25,7 +25,9 @@ Sources:
 - a video and a folder of label PNGs named by frame index (000000.png, uint8 class ids, 255 =
   ignore), as `vss-edge check --labels` reads them; frames without a label map run (the
   propagation needs them) but are not scored.
-Only key-frame methods (a scheduler with is_key: GSVNet, STMG, MPVSS) have an interval.
+Only key-frame methods (a scheduler with is_key: GSVNet, STMG, MPVSS) have an interval. A
+round-robin method (TDNet) is scored by path instead (`evaluate_round_robin`), beside its paths
+run alone (no attention propagation), its analogue of the copy baseline.
 """
 from __future__ import annotations
 
@@ -165,11 +167,12 @@ def evaluate(pipe, sequences: Sequence[LabelledSequence], intervals: Sequence[in
     """
     from runtime.schedulers import FixedInterval
 
-    if pipe.program.scheduler_needs != "is_key":
-        raise VssEdgeError(f"method '{pipe.manifest.method}' has no key frames, so no key-frame interval to "
-                           "evaluate; score it with `vss-edge check REF REF VIDEO --labels DIR`")
     if not sequences:
         raise VssEdgeError("nothing to evaluate: no sequences")
+    if pipe.program.scheduler_needs == "path":
+        return evaluate_round_robin(pipe, sequences, progress)
+    if pipe.program.scheduler_needs != "is_key":
+        raise VssEdgeError(f"method '{pipe.manifest.method}' has neither key frames nor paths to evaluate")
     k = len(pipe.class_names)
     saved = pipe.scheduler
     try:
@@ -213,6 +216,48 @@ def evaluate(pipe, sequences: Sequence[LabelledSequence], intervals: Sequence[in
         pipe.scheduler = saved
         pipe.reset()
     return {"intervals": rows, "classes": list(pipe.class_names),
+            "sequences": [{"name": s.name, "frames": len(s.frames),
+                           "labelled": sum(lab is not None for lab in s.labels)} for s in sequences]}
+
+
+def evaluate_round_robin(pipe, sequences: Sequence[LabelledSequence], progress=None) -> dict:
+    """TDNet-like methods (no key frames; frame t runs path t mod N with attention over the stored
+    frames): mIoU by path, mean and min over the paths, beside the same paths run alone (the stored
+    frames forgotten before each frame: the official warm-up output, no propagation). The first
+    queue-length frames of each sequence (the warm-up, where both are the same) are not scored."""
+    k = len(pipe.class_names)
+    n = len(pipe.program.graphs)
+    warmup = int(getattr(pipe.program, "length", 0))
+    cms = {who: [np.zeros((k, k), np.int64) for _ in range(n)] for who in ("method", "single_path")}
+    counts = [0] * n
+    try:
+        for seq in sequences:
+            outputs = {}
+            for who in ("method", "single_path"):
+                pipe.reset()
+                labels = []
+                for frame in seq.frames:
+                    if who == "single_path":
+                        pipe.program.reset()  # forget the stored frames: this path alone
+                    r = pipe.step(frame)
+                    ran = [g for g in r.timings_ms if g.startswith("path") and g[4:].isdigit()]
+                    labels.append((int(ran[0][4:]) if len(ran) == 1 else r.index % n, r.labels))
+                outputs[who] = labels
+            for t, gt in enumerate(seq.labels):
+                if gt is None or t < warmup:
+                    continue
+                path = outputs["method"][t][0]
+                counts[path] += 1
+                for who in cms:
+                    cms[who][path] += _score(outputs[who][t][1], gt, k)
+            if progress:
+                progress()
+    finally:
+        pipe.reset()
+    return {"round_robin": {"paths": n, "warmup_frames_skipped": warmup, "frames_scored": sum(counts),
+                            "frames_by_path": counts, "method": _summary(cms["method"], counts),
+                            "single_path": _summary(cms["single_path"], counts)},
+            "intervals": [], "classes": list(pipe.class_names),
             "sequences": [{"name": s.name, "frames": len(s.frames),
                            "labelled": sum(lab is not None for lab in s.labels)} for s in sequences]}
 
@@ -269,6 +314,19 @@ def to_markdown(result: dict) -> str:
     where = (f"synthetic, seeds {src['seeds'][0]}..{src['seeds'][-1]} ({len(src['seeds'])} clips x "
              f"{src['frames_per_clip']} frames, {src['synthetic_classes']} classes)"
              if src["kind"] == "synthetic" else f"{src['video']} with labels {src['labels']}")
+    rr = result.get("round_robin")
+    if rr:
+        me, sp = rr["method"], rr["single_path"]
+        lines = [f"{result['method']} {result['height']}x{result['width']} ({result['bundle']}) on {where}: "
+                 f"mIoU % by sub-network path (round robin over {rr['paths']}; no key frames, so no interval)", "",
+                 "| | mean | min | by path |", "|---|---:|---:|---|",
+                 f"| round robin, attention over stored frames | {_pct(me['mean'])} | {_pct(me['min'])} | "
+                 + " / ".join(_pct(v) for v in me["by_position"]) + " |",
+                 f"| each path alone (no propagation) | {_pct(sp['mean'])} | {_pct(sp['min'])} | "
+                 + " / ".join(_pct(v) for v in sp["by_position"]) + " |", "",
+                 f"mean / min: over the paths; the first {rr['warmup_frames_skipped']} frames of each clip "
+                 "(warm-up, the same for both) are not scored."]
+        return "\n".join(lines) + "\n"
     lines = [f"{result['method']} {result['height']}x{result['width']} ({result['bundle']}) on {where}: "
              "mIoU % vs key-frame interval", "",
              "| interval | mean | min | copy mean | copy min | mean - copy | by position (0 = key) |",

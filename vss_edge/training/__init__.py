@@ -2,9 +2,10 @@
 
     python -m vss_edge.training gsvnet --out vss_edge/data/weights
     python -m vss_edge.training stmg --out vss_edge/data/weights
+    python -m vss_edge.training tdnet --out vss_edge/data/weights
 
 reproduce the committed small-configuration checkpoints (each module's docstring says what
-each stage trains and where it departs from the paper). TDNet and MPVSS have no trainer yet:
+each stage trains and where it departs from the paper). MPVSS has no trainer yet:
 `METHODS` lists what `python -m vss_edge.training` accepts; a new method adds a module
 vss_edge/training/<method>.py with a `Settings` dataclass (each field becomes a --flag) and
 `train(out_dir, settings, video=..., exclude=..., quiet=...) -> report` (report["checkpoints"]:
@@ -12,5 +13,5 @@ file name -> bytes, report["total_seconds"]).
 """
 from pathlib import Path
 
-METHODS = ("gsvnet", "stmg")
+METHODS = ("gsvnet", "stmg", "tdnet")
 DEFAULT_VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "vtest.avi"  # ../shared beside the clone

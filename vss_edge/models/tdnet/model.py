@@ -63,21 +63,23 @@ class TDNet(nn.Module):
         n = cfg.num_paths
         td4 = cfg.variant == "td4_psp18"
         backbone = resnet18 if td4 else resnet50
-        channels = 512 if td4 else 2048
+        scale = cfg.backbone_width / 64  # 1 for the official models; the small configuration's narrower
+        channels = int((512 if td4 else 2048) * scale)
+        d_k, d_v = int(D_K * scale), int(D_V * scale)
         # TD4's pyramid pooling splits channels in halves (path_num // 2 = 2, pid 0,1,0,1).
         psp_split = 2
         for p in range(n):
-            setattr(self, f"pretrained{p + 1}", backbone())
+            setattr(self, f"pretrained{p + 1}", backbone(cfg.backbone_width))
         for p in range(n):
             setattr(self, f"psp{p + 1}", PyramidPooling(channels, path_num=psp_split, pid=p % psp_split))
         for p in range(n):
-            setattr(self, f"enc{p + 1}", Encoding(channels, D_K, D_V))
+            setattr(self, f"enc{p + 1}", Encoding(channels, d_k, d_v))
         for name in sorted({a for chain in ATTENTION_CHAINS[cfg.variant] for a in chain}):
-            setattr(self, name, Attention(D_V, D_K))
+            setattr(self, name, Attention(d_v, d_k))
         for p in range(n):
             setattr(self, f"layer_norm{p + 1}", SpatialLayerNorm(cfg.feature_size))
         for p in range(n):
-            setattr(self, f"head{p + 1}", FCNHead(D_V, cfg.num_classes, chn_down=4 if td4 else 2))
+            setattr(self, f"head{p + 1}", FCNHead(d_v, cfg.num_classes, chn_down=4 if td4 else 2))
 
     def _path(self, kind: str, p: int) -> nn.Module:
         if not 0 <= p < self.cfg.num_paths:

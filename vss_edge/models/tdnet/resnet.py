@@ -68,25 +68,27 @@ class Bottleneck(nn.Module):
 class DilatedResNet(nn.Module):
     """Stem + layer1..4 at output stride 8 (dilated layer3/layer4, multi-grid layer4)."""
 
-    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], deep_base: bool):
+    def __init__(self, block: type[BasicBlock] | type[Bottleneck], layers: list[int], deep_base: bool,
+                 width: int = 64):
         super().__init__()
-        self.inplanes = 128 if deep_base else 64
+        w = width  # base width (official 64): every layer scales with it, key names unchanged
+        self.inplanes = 2 * w if deep_base else w
         if deep_base:
             self.conv1 = nn.Sequential(
-                nn.Conv2d(3, 64, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                nn.Conv2d(64, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                nn.Conv2d(64, 128, 3, padding=1, bias=False),
+                nn.Conv2d(3, w, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                nn.Conv2d(w, w, 3, padding=1, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+                nn.Conv2d(w, 2 * w, 3, padding=1, bias=False),
             )
         else:
-            self.conv1 = nn.Conv2d(3, 64, 7, stride=2, padding=3, bias=False)
+            self.conv1 = nn.Conv2d(3, w, 7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(self.inplanes)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._make_layer(block, 64, layers[0])
-        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
-        self.layer3 = self._make_layer(block, 256, layers[2], dilation=2)
-        self.layer4 = self._make_layer(block, 512, layers[3], dilation=4, multi_grid=(4, 8, 16))
-        self.fc = nn.Linear(512 * block.expansion, 1000)  # ImageNet classifier: stored, unused
+        self.layer1 = self._make_layer(block, w, layers[0])
+        self.layer2 = self._make_layer(block, 2 * w, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 4 * w, layers[2], dilation=2)
+        self.layer4 = self._make_layer(block, 8 * w, layers[3], dilation=4, multi_grid=(4, 8, 16))
+        self.fc = nn.Linear(8 * w * block.expansion, 1000)  # ImageNet classifier: stored, unused
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -114,9 +116,9 @@ class DilatedResNet(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def resnet18() -> DilatedResNet:
-    return DilatedResNet(BasicBlock, [2, 2, 2, 2], deep_base=False)
+def resnet18(width: int = 64) -> DilatedResNet:
+    return DilatedResNet(BasicBlock, [2, 2, 2, 2], deep_base=False, width=width)
 
 
-def resnet50() -> DilatedResNet:
-    return DilatedResNet(Bottleneck, [3, 4, 6, 3], deep_base=True)
+def resnet50(width: int = 64) -> DilatedResNet:
+    return DilatedResNet(Bottleneck, [3, 4, 6, 3], deep_base=True, width=width)

@@ -1,0 +1,115 @@
+"""Train TDNet's small configuration (TD4-PSP18 at ResNet base width 8) on CPU, as the paper trains
+it, at a small scale.
+
+One stage (`train`), end to end (paper Sec. 5, "Training & Testing Details"): each sample is
+4 consecutive frames; frame j runs sub-network (o + j) mod 4 for a random order offset o (the
+paper evaluates every order), the first three store their subsampled (q, k, v), and the last
+frame's output head(LayerNorm(V_cur + attention propagation over the three stored frames)) is
+supervised with the last frame's labels (cross-entropy). Mixed batches: synthetic clips with
+exact labels and real clips with person pseudo-labels (ignore = 255).
+Simplified vs the paper: no teacher network, so Eq. 6's two distillation terms are replaced by
+cross-entropy of the last path's own output head(LayerNorm(V_m)) (weight 0.5, the paper's beta)
+- the "grouped" term's subspace view against the labels instead of a teacher's sub-feature
+output; no ImageNet initialisation; Adam instead of SGD with poly decay; a few hundred
+iterations; no crops or scaling.
+
+The checkpoint is a bare TDNet state_dict (the official Testing layout, pretrained1..4, psp1..4,
+enc1..4, atn*, layer_norm1..4, head1..4) that `vss-edge export tdnet --checkpoint` reads.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vss_edge import demo_weights
+from vss_edge.models.common import Normalise
+from vss_edge.models.tdnet.model import TDNet
+from vss_edge.training.data import IGNORE, RealVideo
+from vss_edge.training.gsvnet import PERSON_WEIGHT, Batches, _log, _schedule, _to_tensors
+
+GROUPED_WEIGHT = 0.5  # the paper's beta, here on the last path's own output against the labels
+
+
+@dataclass
+class Settings:
+    height: int = demo_weights.HEIGHT
+    width: int = demo_weights.WIDTH
+    steps: int = 500
+    batch: int = 4
+    lr: float = 2e-3
+    real_fraction: float = 0.5
+    seed: int = 0
+    threads: int = 1
+    synthetic_videos: int = 64
+
+
+def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    up = F.interpolate(logits, size=tuple(labels.shape[-2:]), mode="bilinear", align_corners=True)
+    weight = torch.ones(up.shape[1])
+    weight[demo_weights.PERSON] = PERSON_WEIGHT
+    return F.cross_entropy(up, labels, weight=weight, ignore_index=IGNORE)
+
+
+def clip_logits(model: TDNet, normalise: Normalise, frames: list[torch.Tensor], offset: int):
+    """Run a clip of queue_length + 1 frames round robin from path `offset`; returns (full logits,
+    the last path's own logits) of the last frame."""
+    n = model.cfg.num_paths
+    stored = []
+    for j, image in enumerate(frames[:-1]):
+        q, k, v = model.encode_stored((offset + j) % n, model.features((offset + j) % n, normalise(image).contiguous()))
+        stored += [k, v] if j == 0 else [q, k, v]
+    p = (offset + len(frames) - 1) % n
+    z = model.features(p, normalise(frames[-1]).contiguous())
+    q_cur, v_cur = model.encode_current(p, z)
+    v_prop = model.propagate(p, *stored, q_cur, tuple(int(d) for d in z.shape))
+    return model.head(p, v_cur + v_prop), model.head(p, v_cur)
+
+
+def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = False) -> dict:
+    """Train and write out_dir/{tdnet_small.pth, tdnet_small.json}."""
+    from vss_edge.checkpoints import _save_atomic  # noqa: PLC2701 - the same atomic torch.save
+
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    real = RealVideo(video, s.height, s.width, demo_weights.PERSON, exclude=exclude) if video is not None else None
+    data = Batches(s, real)
+    cfg = demo_weights.tdnet_config(s.height, s.width)
+    model = TDNet(cfg).train()
+    normalise = Normalise(cfg.normalisation, channel_order="RGB")
+    opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=5e-4)
+    sched = _schedule(opt, s.steps)
+    rng = np.random.default_rng(s.seed + 2)
+    length = cfg.queue_length + 1
+    t0, losses = time.perf_counter(), []
+    for step in range(1, s.steps + 1):
+        clips = data.clips(s.batch, length)
+        frames = [_to_tensors([c[0][j] for c in clips]) for j in range(length)]
+        target = torch.from_numpy(np.stack([c[1][-1] for c in clips]).astype(np.int64))
+        full, own = clip_logits(model, normalise, frames, int(rng.integers(cfg.num_paths)))
+        ce = _ce(full, target)
+        loss = ce + GROUPED_WEIGHT * _ce(own, target)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(ce.detach()))
+        _log("tdnet", step, s.steps, float(np.mean(losses[-50:])), t0, quiet)
+    model.eval()
+    path = out_dir / demo_weights.TDNET_CHECKPOINT.name
+    _save_atomic(model.state_dict(), path)
+    report = {"settings": asdict(s), "video": None if video is None else str(video),
+              "excluded_frames": list(exclude) if exclude else None,
+              "tdnet": {"steps": s.steps, "seconds": time.perf_counter() - t0,
+                        "final_ce": float(np.mean(losses[-50:])) if losses else None},
+              "total_seconds": time.perf_counter() - t_start, "checkpoints": {path.name: path.stat().st_size}}
+    (out_dir / "tdnet_small.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
