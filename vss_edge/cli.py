@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = methods.add_parser("tdnet", help="TDNet: one graph per sub-network path, run round robin")
     _add_export_options(p, height=769, width=1537, checkpoint="official TDNet state_dict (td4_psp18 / td2_psp50)")
     p.add_argument("--variant", choices=("td4_psp18", "td2_psp50"), default="td4_psp18")
+    p.add_argument("--backbone-width", type=_positive_int, default=64,
+                   help="ResNet base width of every path (official 64; the trained demo weights: 8)")
     p = methods.add_parser("stmg", help="STMG on DDRNet: keyframe net, mask generator, gated partial net, aggregation")
     _add_export_options(p, height=1024, width=2048, checkpoint="STMG state_dict (key.*, nonkey.*, mask_generator.*)")
     p.add_argument("--backbone", choices=("ddrnet23_slim", "ddrnet39"), default="ddrnet23_slim")
@@ -207,7 +209,7 @@ def cmd_export(args) -> int:
             cfg = configs.MPVSSConfig(variant=args.variant, propagation=args.propagation,
                                       interval=args.default_interval, **common)
         else:
-            cfg = configs.TDNetConfig(variant=args.variant, **common)
+            cfg = configs.TDNetConfig(variant=args.variant, backbone_width=args.backbone_width, **common)
     except (ValueError, TypeError) as e:
         raise VssEdgeError(str(e)) from None
     options = dict(checkpoint=args.checkpoint, video=args.video, seed=args.seed, simplify=not args.no_simplify)
