@@ -203,9 +203,11 @@ def test_cli_exports_and_runs_with_either_scheduler(tmp_path, models):
     save_official_mask2former_checkpoint(model, tmp_path / "m2f.pkl")
     bundle = tmp_path / "bundle"
     assert main(["-q", "export", "mpvss", "--variant", "small", "--classes", "19", "--height", "64", "--width", "96",
-                 "--out", str(bundle), "--mask2former-checkpoint", str(tmp_path / "m2f.pkl")]) == 0
+                 "--label-scale", "0.25", "--out", str(bundle), "--mask2former-checkpoint", str(tmp_path / "m2f.pkl")]) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["method"] == "mpvss" and manifest["config"]["variant"] == "small"
+    labels = {t["name"]: t["shape"] for t in manifest["graphs"]["propagation"]["outputs"]}["labels"]
+    assert labels == [1, 16, 24]  # label_scale 0.25: the 1/4 masks as they are, no resize
     assert manifest["provenance"]["checkpoints"]["segmentor"]["file"] == "m2f.pkl"
     for args, scheduler in ((["--scheduler", "distortion"], "DistortionAware"), (["--interval", "3"], "FixedInterval")):
         out = tmp_path / scheduler

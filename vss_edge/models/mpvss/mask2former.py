@@ -44,10 +44,12 @@ def semantic_labels(class_logits: torch.Tensor, mask_logits: torch.Tensor, padde
     masks = mask_logits
     if tuple(mask_logits.shape[-2:]) != tuple(padded_size):
         masks = F.interpolate(mask_logits, size=padded_size, mode="bilinear", align_corners=False)
+    ph, pw = int(masks.shape[-2]), int(masks.shape[-1])
+    semseg = torch.bmm(probs.transpose(1, 2), masks.sigmoid().flatten(2))  # [1, K, ph*pw]
+    # Every step is per pixel, so the crop can come last: cropping the uint8 labels instead of
+    # the N float masks saves a copy of N x H x W floats (the same labels).
     h, w = label_size
-    masks = masks[:, :, :h, :w].sigmoid()
-    semseg = torch.bmm(probs.transpose(1, 2), masks.flatten(2))  # [1, K, h*w]
-    return semseg.argmax(1).view(1, h, w).to(torch.uint8)
+    return semseg.argmax(1).view(1, ph, pw)[:, :h, :w].to(torch.uint8)
 
 
 class Mask2Former(nn.Module):
