@@ -111,9 +111,9 @@ class TDNetConfig:
         'td2_psp50' (2 ResNet-50 paths, attention over the last frame).
     label_scale: labels are the argmax of the logits resized bilinearly (align_corners=True)
         to this fraction of the input (1.0: the input resolution, as the official forward).
-    backbone_width: every sub-network's ResNet base width (official 64); the PSP features,
-        values (official 512) and queries/keys (official 64) scale with it. Smaller widths are
-        the trained demo's small configuration (8).
+    backbone_width: every sub-network's ResNet base width (official 64); the PSP features and
+        values (official 512) scale with it, queries/keys stay 64 wide. Smaller widths are the
+        trained demo's small configuration (8).
     """
 
     height: int = 769
