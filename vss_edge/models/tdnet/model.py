@@ -65,7 +65,7 @@ class TDNet(nn.Module):
         backbone = resnet18 if td4 else resnet50
         scale = cfg.backbone_width / 64  # 1 for the official models; the small configuration's narrower
         channels = int((512 if td4 else 2048) * scale)
-        d_k, d_v = D_K, int(D_V * scale)  # queries/keys stay 64 wide: narrower ones attend near-uniformly
+        d_k, d_v = D_K, int(D_V * scale)  # queries/keys keep the official 64 (and the temperature sqrt(64))
         # TD4's pyramid pooling splits channels in halves (path_num // 2 = 2, pid 0,1,0,1).
         psp_split = 2
         for p in range(n):
