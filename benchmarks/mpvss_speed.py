@@ -22,7 +22,8 @@ noisy machine:
   frames at interval 5), after a 2-frame warm-up and a reset; each configuration run back to
   back in rotating order, --repeat times. "Mask2Former every frame" is the same bundle with
   interval 1 (the keyframe graph on every frame). "x per-frame" = FPS / its FPS (paper ~1.75x
-  on a V100: 19.4 -> 33.9 FPS; goal >= 2.2x).
+  on a V100: 19.4 -> 33.9 FPS; goal >= 2.2x). On a shared machine one block can be slowed more
+  than another: the ratio is also given from the mean key-frame and non-key-frame latencies.
 * "GridSample": ONNX Runtime's profiler on each graph of the query-flow bundle, --profile-calls
   calls on real inputs (the first call, warm-up, excluded): kernel time per op type; the
   keyframe graph's GridSample nodes are MSDeformAttn's sampling (3 levels x encoder layers), the
@@ -229,7 +230,15 @@ def main(argv=None) -> int:
                      f"{mean(key)} | {mean([r.total_ms for r in nonkey])} | "
                      f"{mean([r.timings_ms.get('flow', 0.0) for r in nonkey])} | "
                      f"{mean([r.timings_ms.get('propagation', 0.0) for r in nonkey])} | {_load(monitors[name])} |")
-    lines += ["", f"- goal: MPVSS >= {GOAL}x Mask2Former on every frame; {PAPER}", ""]
+    key_all = [r.total_ms for rs in results.values() for r in rs if r.is_key]
+    mpvss = results[f"MPVSS, query-based flow, interval {args.interval}"]
+    nonkey_ms = float(np.mean([r.total_ms for r in mpvss if not r.is_key]))
+    key_ms = float(np.mean(key_all))
+    expected = key_ms / ((key_ms + (args.interval - 1) * nonkey_ms) / args.interval)
+    lines += ["", f"- from the latencies (robust to which block other processes disturbed): key frame "
+              f"{key_ms:.0f} ms (mean over every configuration's key frames), MPVSS non-key frame {nonkey_ms:.0f} ms "
+              f"-> interval {args.interval} is {expected:.2f}x Mask2Former on every frame",
+              f"- goal: MPVSS >= {GOAL}x Mask2Former on every frame; {PAPER}", ""]
 
     lines += ["## Where GridSample time goes", "",
               f"ONNX Runtime profiler, {args.profile_calls} calls per graph on real inputs (query-based flow bundle); "
