@@ -44,7 +44,9 @@ class MultiheadAttention(nn.Module):
         v = F.linear(value, wv, bv).reshape(lk, b * h, d).transpose(0, 1)
         scores = torch.bmm(q * (float(d) ** -0.5), k.transpose(1, 2))
         if attn_mask is not None:
-            scores = scores.masked_fill(attn_mask, float("-inf"))
+            # a large finite value, not -inf: the same softmax in float32 (exp underflows to exactly 0;
+            # every row keeps an unmasked entry), and INT8 calibration gets a finite range
+            scores = scores.masked_fill(attn_mask, -1e4)
         out = torch.bmm(F.softmax(scores, dim=-1), v)  # [B*h, Lq, d]
         return self.out_proj(out.transpose(0, 1).reshape(lq, b, c))
 
