@@ -22,7 +22,8 @@ noisy machine:
   frames at interval 5), after a 2-frame warm-up and a reset; each configuration run back to
   back in rotating order, --repeat times. "Mask2Former every frame" is the same bundle with
   interval 1 (the keyframe graph on every frame). "x per-frame" = FPS / its FPS (paper ~1.75x
-  on a V100: 19.4 -> 33.9 FPS; goal >= 2.2x). On a shared machine one block can be slowed more
+  on a V100: 19.4 -> 33.9 FPS; goal >= 2.2x); "labels at 1/4" rows (label_scale 0.25: labels
+  from the 1/4 masks, no full-size merge) are against Mask2Former with the same labels. On a shared machine one block can be slowed more
   than another: the ratio is also given from the mean key-frame and non-key-frame latencies.
 * "GridSample": ONNX Runtime's profiler on each graph of the query-flow bundle, --profile-calls
   calls on real inputs (the first call, warm-up, excluded): kernel time per op type; the
@@ -139,13 +140,27 @@ def profile_graph(path: Path, feeds: dict, calls: int, threads: int, spin: bool,
     events = json.loads(Path(session.end_profiling()).read_text())
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")
     warm_end = runs[0][1] if runs else 0
-    ops, seen = defaultdict(float), defaultdict(set)
+    ops, seen, grid = defaultdict(float), defaultdict(set), defaultdict(float)
     for e in events:
         if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and e["ts"] >= warm_end:
             op = e.get("args", {}).get("op_name", "?")
             ops[op] += e["dur"] / 1000.0 / calls
             seen[op].add(e["name"])
-    return {"ms": sum(ops.values()), "ops": dict(ops), "nodes": {op: len(n) for op, n in seen.items()}}
+            if op == "GridSample":
+                grid[e["name"][:-len("_kernel_time")]] += e["dur"] / 1000.0 / calls
+    return {"ms": sum(ops.values()), "ops": dict(ops), "nodes": {op: len(n) for op, n in seen.items()},
+            "grid": dict(grid)}
+
+
+def grid_sample_levels(grid: dict[str, float]) -> dict[str, float]:
+    """MSDeformAttn's GridSample ms per call by feature level: each encoder layer samples the
+    levels in the order 1/32, 1/16, 1/8 (exported as GridSample, GridSample_1, GridSample_2)."""
+    levels = defaultdict(float)
+    for name, ms in grid.items():
+        if "self_attn/GridSample" in name:
+            index = int(name.rsplit("_", 1)[1]) if name.endswith(("_1", "_2")) else 0
+            levels[("1/32", "1/16", "1/8")[index]] += ms
+    return dict(levels)
 
 
 def main(argv=None) -> int:
@@ -160,6 +175,8 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--profile-calls", type=int, default=3)
     parser.add_argument("--no-baselines", action="store_true", help="skip the optical-flow and copy baselines")
+    parser.add_argument("--no-quarter-labels", action="store_true",
+                        help="skip the label_scale 0.25 bundle (labels from the 1/4 masks, no full-size merge)")
     parser.add_argument("--quiet-wait", type=float, default=0.0)
     parser.add_argument("--bundle-dir", default=os.path.join(tempfile.gettempdir(), "vss_edge_bench"))
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "mpvss_cpu.md"))
@@ -173,12 +190,16 @@ def main(argv=None) -> int:
                 interval=args.interval)
     propagations = ["query_flow"] + ([] if args.no_baselines else ["optical_flow", "copy"])
     bundles = {p: ensure_mpvss(bundle_dir, MPVSSConfig(**base, propagation=p)) for p in propagations}
+    quarter = None if args.no_quarter_labels else ensure_mpvss(bundle_dir, MPVSSConfig(**base, label_scale=0.25))
     small = ensure_mpvss(bundle_dir, MPVSSConfig(height=120, width=213, variant="small", num_classes=19))
     frames = clip_frames(max(args.frames, 3))
 
     log("pipelines on the real clip")
     configs = {"Mask2Former every frame": (bundles["query_flow"], 1),
                f"MPVSS, query-based flow, interval {args.interval}": (bundles["query_flow"], args.interval)}
+    if quarter is not None:
+        configs["Mask2Former every frame, labels at 1/4"] = (quarter, 1)
+        configs[f"MPVSS, query-based flow, interval {args.interval}, labels at 1/4"] = (quarter, args.interval)
     if not args.no_baselines:
         configs[f"baseline: one optical flow, interval {args.interval}"] = (bundles["optical_flow"], args.interval)
         configs[f"baseline: copy, interval {args.interval}"] = (bundles["copy"], args.interval)
@@ -206,14 +227,19 @@ def main(argv=None) -> int:
     if not args.no_baselines:
         lines += gflops_rows(f"{args.variant.upper()} {size}, optical-flow baseline", bundles["optical_flow"],
                              args.interval)
+    if quarter is not None:
+        lines += gflops_rows(f"{args.variant.upper()} {size}, query-based flow, labels at 1/4", quarter,
+                             args.interval)
     lines += gflops_rows("small (tests) 120x213, query-based flow", small, args.interval)
     paper_nonkey = (PAPER_GMACS["average"] * 5 - PAPER_GMACS["key"]) / 4
     lines += [f"| paper, R50 480x853 (GMACs) | ({PAPER_GMACS['key']}) | | | ({paper_nonkey:.1f}) | "
               f"{PAPER_GMACS['key'] / paper_nonkey:.2f} | ({PAPER_GMACS['average']}) | "
               f"{PAPER_GMACS['key'] / PAPER_GMACS['average']:.2f} |", ""]
 
-    per_frame = results["Mask2Former every frame"]
-    base_fps = len(per_frame) / (sum(r.total_ms for r in per_frame) / 1000.0)
+    def fps_of(name):
+        rs = results[name]
+        return len(rs) / (sum(r.total_ms for r in rs) / 1000.0)
+    base_fps = fps_of("Mask2Former every frame")
     lines += [f"## Pipeline on the real clip ({size}, {args.threads} threads)", "",
               "| configuration | FPS | x per-frame | key frames | key frame ms | non-key frame ms | "
               "flow ms | propagation ms | other processes' CPU |",
@@ -226,11 +252,13 @@ def main(argv=None) -> int:
 
         def mean(values):
             return f"{np.mean(values):.0f}" if len(values) else "-"
-        lines.append(f"| {name} | {fps:.2f} | {fps / base_fps:.2f} | {sum(r.is_key for r in rs)}/{len(rs)} | "
+        base = fps_of("Mask2Former every frame, labels at 1/4") if name.endswith("labels at 1/4") else base_fps
+        lines.append(f"| {name} | {fps:.2f} | {fps / base:.2f} | {sum(r.is_key for r in rs)}/{len(rs)} | "
                      f"{mean(key)} | {mean([r.total_ms for r in nonkey])} | "
                      f"{mean([r.timings_ms.get('flow', 0.0) for r in nonkey])} | "
                      f"{mean([r.timings_ms.get('propagation', 0.0) for r in nonkey])} | {_load(monitors[name])} |")
-    key_all = [r.total_ms for rs in results.values() for r in rs if r.is_key]
+    key_all = [r.total_ms for name, rs in results.items() if not name.endswith("labels at 1/4")
+               for r in rs if r.is_key]
     mpvss = results[f"MPVSS, query-based flow, interval {args.interval}"]
     nonkey_ms = float(np.mean([r.total_ms for r in mpvss if not r.is_key]))
     key_ms = float(np.mean(key_all))
@@ -255,7 +283,12 @@ def main(argv=None) -> int:
     n = args.interval
     frame_ms = (k["ms"] + (n - 1) * (f_["ms"] + pr["ms"])) / n
     gs_ms = (k["ops"].get("GridSample", 0.0) + (n - 1) * pr["ops"].get("GridSample", 0.0)) / n
-    lines += ["", f"- per frame at interval {n} (kernel time): {frame_ms:.0f} ms, of which GridSample {gs_ms:.1f} ms "
+    levels = grid_sample_levels(k["grid"])
+    if levels:
+        lines += ["", "- keyframe GridSample by MSDeformAttn level (all encoder layers; the same number of samples "
+                  "per level, so the differences are memory traffic): "
+                  + ", ".join(f"{lvl} {levels[lvl]:.1f} ms" for lvl in ("1/32", "1/16", "1/8") if lvl in levels)]
+    lines += [f"- per frame at interval {n} (kernel time): {frame_ms:.0f} ms, of which GridSample {gs_ms:.1f} ms "
               f"({100 * gs_ms / frame_ms:.1f}%): MSDeformAttn's sampling on key frames, the mask warp on the others", ""]
 
     header = [f"# MPVSS ({args.variant}) on the CPU, {size}", "",

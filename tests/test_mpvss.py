@@ -29,7 +29,8 @@ KEYS = "tests/data/official_keys"
 
 @pytest.fixture(scope="module")
 def models():
-    return {p: build_model(MPVSSConfig(**SMALL, propagation=p), seed=0)[0] for p in ("query_flow", "optical_flow", "copy")}
+    return {p: build_model(MPVSSConfig(**SMALL, propagation=p), seed=0)[0]
+            for p in ("query_flow", "optical_flow", "copy")}
 
 
 @pytest.fixture(scope="module")
@@ -203,7 +204,8 @@ def test_cli_exports_and_runs_with_either_scheduler(tmp_path, models):
     save_official_mask2former_checkpoint(model, tmp_path / "m2f.pkl")
     bundle = tmp_path / "bundle"
     assert main(["-q", "export", "mpvss", "--variant", "small", "--classes", "19", "--height", "64", "--width", "96",
-                 "--label-scale", "0.25", "--out", str(bundle), "--mask2former-checkpoint", str(tmp_path / "m2f.pkl")]) == 0
+                 "--label-scale", "0.25", "--out", str(bundle),
+                 "--mask2former-checkpoint", str(tmp_path / "m2f.pkl")]) == 0
     manifest = json.loads((bundle / "manifest.json").read_text())
     assert manifest["method"] == "mpvss" and manifest["config"]["variant"] == "small"
     labels = {t["name"]: t["shape"] for t in manifest["graphs"]["propagation"]["outputs"]}["labels"]

@@ -22,8 +22,9 @@ def test_r50_exports_at_480x853_with_static_padding(r50_bundle):
     assert (manifest.height, manifest.width) == (480, 853)
     assert manifest.config["variant"] == "r50" and manifest.config["num_classes"] == 124
     out = {g: {t.name: t.shape for t in spec.outputs} for g, spec in manifest.graphs.items()}
-    assert out["keyframe"] == {"labels": (1, 480, 853), "class_logits": (1, 100, 125), "mask_logits": (1, 100, 120, 216),
-                               "queries": (1, 100, 256), "key_image": (1, 3, 240, 432)}
+    assert out["keyframe"] == {"labels": (1, 480, 853), "class_logits": (1, 100, 125),
+                               "mask_logits": (1, 100, 120, 216), "queries": (1, 100, 256),
+                               "key_image": (1, 3, 240, 432)}
     assert out["flow"] == {"flow": (100, 2, 60, 108)}
     assert out["propagation"] == {"labels": (1, 480, 853), "mask_logits": (1, 100, 120, 216)}
     # float outputs within 1e-3 of PyTorch (relative), labels equal on >= 99.9% of the pixels
