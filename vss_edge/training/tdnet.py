@@ -40,13 +40,14 @@ GROUPED_WEIGHT = 0.5  # the paper's beta, here on the last path's own output aga
 class Settings:
     height: int = demo_weights.HEIGHT
     width: int = demo_weights.WIDTH
-    steps: int = 500
+    steps: int = 800
     batch: int = 4
     lr: float = 2e-3
     real_fraction: float = 0.5
     seed: int = 0
     threads: int = 1
     synthetic_videos: int = 64
+    grouped_weight: float = GROUPED_WEIGHT
 
 
 def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -96,7 +97,7 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
         target = torch.from_numpy(np.stack([c[1][-1] for c in clips]).astype(np.int64))
         full, own = clip_logits(model, normalise, frames, int(rng.integers(cfg.num_paths)))
         ce = _ce(full, target)
-        loss = ce + GROUPED_WEIGHT * _ce(own, target)
+        loss = ce + s.grouped_weight * _ce(own, target) if s.grouped_weight else ce
         opt.zero_grad()
         loss.backward()
         opt.step()
