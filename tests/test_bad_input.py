@@ -173,9 +173,9 @@ def test_graph_file_garbage_with_matching_hash(bundle_copy):
 
 
 def test_unknown_method(bundle_copy):
-    edit_manifest(bundle_copy, lambda m: m.update(method="mpvss"))
+    edit_manifest(bundle_copy, lambda m: m.update(method="segformer"))  # (mpvss is known now)
     msg = load_error(bundle_copy)
-    assert "mpvss" in msg and "gsvnet" in msg  # names the method and the known ones
+    assert "segformer" in msg and "gsvnet" in msg and "mpvss" in msg  # names the method and the known ones
 
 
 def test_graph_the_method_needs_is_not_listed(bundle_copy):
