@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
                         "backbone.*, motion.*, sem_seg_head.*)")
     p.set_defaults(classes=124)  # VSPW
     p.add_argument("--variant", choices=("r50", "small"), default="r50", help="r50: official; small: for tests")
+    p.add_argument("--backbone-width", type=_positive_int, default=64,
+                   help="ResNet base width (default 64, official; the trained demo weights: 8)")
+    p.add_argument("--motion-width", type=_positive_int, default=None,
+                   help="motion encoder's first width (default: the variant's, r50 64, small 16; the trained "
+                        "demo weights: 8)")
     p.add_argument("--propagation", choices=("query_flow", "optical_flow", "copy"), default="query_flow",
                    help="query_flow: MPVSS; optical_flow / copy: the paper's baselines (one pixel-wise flow; no warp)")
     p.add_argument("--mask2former-checkpoint", help="official Mask2Former R50 semantic weights (.pkl or .pth) "
@@ -207,6 +212,7 @@ def cmd_export(args) -> int:
                                      keep_threshold=args.keep_threshold, interval=args.default_interval, **common)
         elif args.method == "mpvss":
             cfg = configs.MPVSSConfig(variant=args.variant, propagation=args.propagation,
+                                      backbone_width=args.backbone_width, motion_width=args.motion_width or 0,
                                       interval=args.default_interval, **common)
         else:
             cfg = configs.TDNetConfig(variant=args.variant, backbone_width=args.backbone_width, **common)

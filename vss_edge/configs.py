@@ -305,6 +305,10 @@ class MPVSSConfig:
         masks) or 'copy' (baseline: non-key frames reuse the key frame's labels).
     label_scale: labels are computed at this fraction of the input (1.0: full resolution, as
         the official semantic inference); the padded size times label_scale must be whole.
+    backbone_width: the ResNet's base width (stem and res2; the later stages double it;
+        official 64; the trained demo weights: 8).
+    motion_width: the FlowNetS motion encoder's first width, the others scaled with it (0: the
+        variant's, r50 64, small 16; the trained demo weights: 8).
     """
 
     height: int = 480
@@ -315,10 +319,15 @@ class MPVSSConfig:
     interval: int = 5
     label_scale: float = 1.0
     size_divisibility: int = 32
+    backbone_width: int = 64
+    motion_width: int = 0
     class_names: list[str] = field(default_factory=list)
     palette: list[list[int]] = field(default_factory=list)
 
     def __post_init__(self):
+        if self.backbone_width < 1 or self.motion_width < 0:
+            raise ValueError(f"backbone_width must be >= 1 and motion_width >= 0, got {self.backbone_width}, "
+                             f"{self.motion_width}")
         if self.height < 64 or self.width < 64:
             raise ValueError(f"height and width must be at least 64, got {self.height}x{self.width}")
         if self.variant not in MPVSS_VARIANTS:
@@ -342,7 +351,12 @@ class MPVSSConfig:
 
     @property
     def arch(self) -> dict:
-        return MPVSS_VARIANTS[self.variant]
+        """The variant's architecture, with backbone_width and motion_width applied."""
+        arch = dict(MPVSS_VARIANTS[self.variant], backbone_width=self.backbone_width)
+        if self.motion_width:
+            base = arch["motion_planes"][0]
+            arch["motion_planes"] = tuple(p * self.motion_width // base for p in arch["motion_planes"])
+        return arch
 
     @property
     def num_queries(self) -> int:

@@ -7,6 +7,9 @@ modules, ``state_dict_of`` = FlowLight) that `vss-edge export gsvnet --checkpoin
 STMG's small configuration (`python -m vss_edge.training stmg`): DDRNet-23-slim at stem
 width 8 (official 32) for the key and non-key nets and a 16-channel mask generator, in the
 STMG layout `vss-edge export stmg --checkpoint` reads.
+MPVSS's small configuration (`python -m vss_edge.training mpvss`): variant 'small' (Mask2Former
+on ResNet-18, 16 queries, hidden 64) at ResNet base width 8 (official 64) and motion-encoder
+width 8 (the variant's 16), in the detectron2 .pth layout `vss-edge export mpvss --checkpoint` reads.
 
 Classes: the synthetic video's first five (background, then four textured object classes,
 `vss_edge.synthetic.class_names`) and ``person``, learnt from background-subtraction
@@ -21,6 +24,7 @@ GSVNET_KEYFRAME = WEIGHTS_DIR / "gsvnet_small_swiftnet.pth"
 GSVNET_PROPAGATION = WEIGHTS_DIR / "gsvnet_small.tar"
 STMG_CHECKPOINT = WEIGHTS_DIR / "stmg_small.pth"  # key.*, nonkey.*, mask_generator.*
 TDNET_CHECKPOINT = WEIGHTS_DIR / "tdnet_small.pth"  # bare TD4-PSP18 state_dict
+MPVSS_CHECKPOINT = WEIGHTS_DIR / "mpvss_small.pth"  # detectron2 .pth {'model': backbone.*, motion.*, sem_seg_head.*}
 
 SYNTHETIC_CLASSES = 5  # background + 4 object classes of vss_edge.synthetic
 PERSON = SYNTHETIC_CLASSES  # class id of "person"
@@ -28,6 +32,7 @@ NUM_CLASSES = SYNTHETIC_CLASSES + 1
 KEYFRAME_WIDTH = 16
 DDRNET_PLANES, STMG_ENCODER_CHANNELS = 8, 16  # STMG small configuration (official 32, 64)
 TDNET_WIDTH = 8  # TD4-PSP18 small configuration: ResNet-18 base width (official 64)
+MPVSS_BACKBONE_WIDTH, MPVSS_MOTION_WIDTH = 8, 8  # MPVSS variant 'small': ResNet-18 and FlowNetS widths (64, 16)
 HEIGHT, WIDTH = 288, 384  # trained at, and the demo's default (the sample clip is 4:3)
 
 _OBJECT_COLOURS = [[220, 120, 40], [40, 160, 220], [150, 60, 200], [230, 200, 40]]  # RGB, synthetic objects
@@ -69,10 +74,19 @@ def tdnet_config(height: int = HEIGHT, width: int = WIDTH, **overrides):
                        backbone_width=TDNET_WIDTH, class_names=class_names(), palette=palette(), **overrides)
 
 
+def mpvss_config(height: int = HEIGHT, width: int = WIDTH, **overrides):
+    """The MPVSSConfig the MPVSS demo weights fit (variant 'small', ResNet-18 and motion widths 8)."""
+    from vss_edge.configs import MPVSSConfig
+
+    return MPVSSConfig(height=height, width=width, num_classes=NUM_CLASSES, variant="small",
+                       backbone_width=MPVSS_BACKBONE_WIDTH, motion_width=MPVSS_MOTION_WIDTH,
+                       class_names=class_names(), palette=palette(), **overrides)
+
+
 def available(method: str = "gsvnet") -> bool:
-    """Whether the committed weights of `method` ('gsvnet', 'stmg' or 'tdnet') are there."""
+    """Whether the committed weights of `method` ('gsvnet', 'stmg', 'tdnet' or 'mpvss') are there."""
     files = {"gsvnet": (GSVNET_KEYFRAME, GSVNET_PROPAGATION), "stmg": (STMG_CHECKPOINT,),
-             "tdnet": (TDNET_CHECKPOINT,)}[method]
+             "tdnet": (TDNET_CHECKPOINT,), "mpvss": (MPVSS_CHECKPOINT,)}[method]
     return all(f.is_file() for f in files)
 
 

@@ -3,9 +3,10 @@
     python -m vss_edge.training gsvnet --out vss_edge/data/weights
     python -m vss_edge.training stmg --out vss_edge/data/weights
     python -m vss_edge.training tdnet --out vss_edge/data/weights
+    python -m vss_edge.training mpvss --out vss_edge/data/weights
 
 reproduce the committed small-configuration checkpoints (each module's docstring says what
-each stage trains and where it departs from the paper). MPVSS has no trainer yet:
+each stage trains and where it departs from the paper).
 `METHODS` lists what `python -m vss_edge.training` accepts; a new method adds a module
 vss_edge/training/<method>.py with a `Settings` dataclass (each field becomes a --flag) and
 `train(out_dir, settings, video=..., exclude=..., quiet=...) -> report` (report["checkpoints"]:
@@ -13,5 +14,5 @@ file name -> bytes, report["total_seconds"]).
 """
 from pathlib import Path
 
-METHODS = ("gsvnet", "stmg", "tdnet")
+METHODS = ("gsvnet", "stmg", "tdnet", "mpvss")
 DEFAULT_VIDEO = Path(__file__).resolve().parents[3] / "shared" / "data" / "vtest.avi"  # ../shared beside the clone

@@ -59,7 +59,7 @@ class MPVSS(nn.Module):
         arch = cfg.arch
         # Built segmentor first, so a seed gives the same Mask2Former whatever the propagation;
         # registered in the official order (backbone, motion, sem_seg_head: the state_dict order).
-        backbone = ResNet(arch["depth"])
+        backbone = ResNet(arch["depth"], arch.get("backbone_width", 64))
         sem_seg_head = SemSegHead(backbone.out_channels, cfg.num_classes, arch)
         if cfg.propagation == "query_flow":
             motion = QueryFlowEstimator(arch, cfg.num_queries)

@@ -57,7 +57,7 @@ class Mask2Former(nn.Module):
 
     def __init__(self, num_classes: int, arch: dict):
         super().__init__()
-        self.backbone = ResNet(arch["depth"])
+        self.backbone = ResNet(arch["depth"], arch.get("backbone_width", 64))
         self.sem_seg_head = SemSegHead(self.backbone.out_channels, num_classes, arch)
 
     def forward(self, x):

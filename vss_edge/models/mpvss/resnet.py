@@ -64,9 +64,9 @@ class BottleneckBlock(nn.Module):
 class Stem(nn.Module):
     """conv 7x7 s2 + norm + ReLU, max-pool 3x3 s2 p1 (detectron2 BasicStem)."""
 
-    def __init__(self):
+    def __init__(self, width: int = 64):
         super().__init__()
-        self.conv1 = NormConv2d(3, 64, 7, stride=2, padding=3, norm=nn.BatchNorm2d(64), relu=True)
+        self.conv1 = NormConv2d(3, width, 7, stride=2, padding=3, norm=nn.BatchNorm2d(width), relu=True)
 
     def forward(self, x):
         return F.max_pool2d(self.conv1(x), kernel_size=3, stride=2, padding=1)
@@ -75,14 +75,15 @@ class Stem(nn.Module):
 class ResNet(nn.Module):
     """forward(x) -> {'res2': 1/4, 'res3': 1/8, 'res4': 1/16, 'res5': 1/32}."""
 
-    def __init__(self, depth: int = 50):
+    def __init__(self, depth: int = 50, width: int = 64):
         super().__init__()
         if depth not in DEPTHS:
             raise ValueError(f"ResNet depth must be one of {sorted(DEPTHS)}, got {depth}")
         kind, counts = DEPTHS[depth]
-        self.stem = Stem()
-        cin = 64
-        widths = (64, 128, 256, 512) if kind == "basic" else (256, 512, 1024, 2048)
+        self.stem = Stem(width)
+        cin = width
+        # base width 64 (official); smaller widths scale every stage (the trained demo weights)
+        widths = tuple(width * m for m in ((1, 2, 4, 8) if kind == "basic" else (4, 8, 16, 32)))
         self.out_channels = {}
         for stage, (n, cout) in enumerate(zip(counts, widths), start=2):
             blocks = []
