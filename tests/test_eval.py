@@ -168,6 +168,30 @@ def test_trained_tdnet_round_robin_scores_by_path_beside_its_paths_alone(trained
     assert rr["method"]["mean"] >= rr["single_path"]["mean"] - 0.005, rr
 
 
+@pytest.fixture(scope="module")
+def trained_mpvss(tmp_path_factory):
+    """The committed MPVSS small-configuration checkpoint exported at the resolution it was trained at."""
+    from exporters.mpvss import export_mpvss
+
+    return export_mpvss(tmp_path_factory.mktemp("trained") / "mpvss", demo_weights.mpvss_config(),
+                        checkpoint=str(demo_weights.MPVSS_CHECKPOINT), verify_frames=2)
+
+
+@pytest.mark.skipif(not demo_weights.available("mpvss"), reason="trained MPVSS weights not committed")
+def test_trained_mpvss_beats_copy_at_interval_5_on_held_out_synthetic_video(trained_mpvss):
+    import runtime
+
+    pipe = runtime.load(trained_mpvss, device="cpu", threads=1)
+    seqs = synthetic_sequences(pipe.manifest.height, pipe.manifest.width, demo_weights.SYNTHETIC_CLASSES,
+                               seeds=[HELD_OUT_SEED + 10, HELD_OUT_SEED + 11, HELD_OUT_SEED + 12], frames=15)
+    row = evaluate(pipe, seqs, [5])["intervals"][0]
+    method, copy = row["method"], row["copy"]
+    assert method["by_position"][0] == copy["by_position"][0]
+    assert method["mean"] > copy["mean"] + 0.01, (method, copy)
+    assert method["min"] > copy["min"], (method, copy)
+    assert method["by_position"][0] > 0.7, (method, copy)
+
+
 # --- the CLI -------------------------------------------------------------------------
 
 

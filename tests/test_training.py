@@ -68,6 +68,58 @@ def test_tdnet_training_command_writes_a_checkpoint_the_exporter_loads(tmp_path)
     build_model(demo_weights.tdnet_config(64, 96), checkpoint=str(out / "tdnet_small.pth"))
 
 
+def test_mpvss_training_command_writes_a_checkpoint_the_exporter_loads(tmp_path, capsys):
+    from vss_edge.video import sample_clip_path
+
+    out = tmp_path / "w"
+    done = subprocess.run(
+        [sys.executable, "-m", "vss_edge.training", "mpvss", "--out", str(out), "--height", "64", "--width", "96",
+         "--keyframe-steps", "2", "--flow-steps", "2", "--batch", "2", "--synthetic-videos", "2",
+         "--video", str(sample_clip_path()), "--exclude", "0:20", "-q"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((out / "mpvss_small.json").read_text())
+    assert report["keyframe"]["steps"] == 2 and report["flow"]["steps"] == 2
+    assert report["flow"]["final_aux_flow_l1"] is not None
+
+    from exporters.mpvss import build_model
+
+    model, weights = build_model(demo_weights.mpvss_config(64, 96), checkpoint=str(out / "mpvss_small.pth"))
+    assert weights["motion"]["file"] == "mpvss_small.pth"
+    from vss_edge.cli import main  # the export CLI takes it with the demo widths
+
+    assert main(["-q", "export", "mpvss", "--out", str(tmp_path / "b"), "--height", "64", "--width", "96",
+                 "--classes", str(demo_weights.NUM_CLASSES), "--variant", "small", "--backbone-width", "8",
+                 "--motion-width", "8", "--checkpoint", str(out / "mpvss_small.pth"), "--no-simplify"]) == 0
+    assert (tmp_path / "b" / "manifest.json").is_file()
+    capsys.readouterr()
+
+
+def test_set_loss_matches_queries_to_the_classes_present():
+    import torch
+
+    from vss_edge.training.mpvss import _targets, composed_flow, set_loss
+
+    labels = torch.zeros(1, 8, 8, dtype=torch.long)
+    labels[0, :, 4:] = 2
+    labels[0, 0, 0] = 255
+    targets, valid = _targets(labels, (8, 8), 3)
+    assert targets[0][0].tolist() == [0, 2] and valid[0, 0, 0] == 0
+    good_masks = torch.full((1, 4, 8, 8), -9.0)
+    good_masks[0, 3, :, :4] = 9.0
+    good_masks[0, 1, :, 4:] = 9.0
+    good_cls = torch.full((1, 4, 4), -9.0)
+    good_cls[0, :, -1] = 9.0
+    good_cls[0, 3, 0], good_cls[0, 3, -1], good_cls[0, 1, 2], good_cls[0, 1, -1] = 9.0, -9.0, 9.0, -9.0
+    good = set_loss(good_cls, good_masks, targets, valid)
+    assert good < 0.01  # queries 3 and 1 are matched to classes 0 and 2 whatever their order
+    assert set_loss(good_cls, good_masks.flip(-1), targets, valid) > 1.0
+    # composing one-step backward flows: two steps of +1 px are +2 px
+    f = [np.ones((6, 6, 2), np.float32)] * 2
+    flow, ok = composed_flow(f, [np.ones((6, 6), bool)] * 2)
+    assert np.allclose(flow[1:4, 1:4], 2.0)
+    assert ok[:5, :5].all() and not ok[:, 5].any()  # the second step leaves the frame there
+
+
 def test_soft_gates_interpolate_between_dropping_and_keeping_blocks():
     import torch
 
@@ -120,6 +172,14 @@ def test_committed_tdnet_checkpoint_is_small_and_loads():
 
     assert demo_weights.TDNET_CHECKPOINT.stat().st_size < 5e6
     build_model(demo_weights.tdnet_config(), checkpoint=str(demo_weights.TDNET_CHECKPOINT))
+
+
+@pytest.mark.skipif(not demo_weights.available("mpvss"), reason="trained MPVSS weights not committed")
+def test_committed_mpvss_checkpoint_is_small_and_loads():
+    from exporters.mpvss import build_model
+
+    assert demo_weights.MPVSS_CHECKPOINT.stat().st_size < 5e6
+    build_model(demo_weights.mpvss_config(), checkpoint=str(demo_weights.MPVSS_CHECKPOINT))
 
 
 @pytest.mark.skipif(not demo_weights.available("stmg"), reason="trained STMG weights not committed")

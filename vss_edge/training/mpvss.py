@@ -48,15 +48,15 @@ from vss_edge.training.data import IGNORE, RealVideo
 from vss_edge.training.gsvnet import Batches, _log, _schedule, _to_tensors
 
 CLASS_WEIGHT, MASK_WEIGHT, DICE_WEIGHT, EOS_COEF = 2.0, 5.0, 5.0, 0.1  # Mask2Former's
-AUX_FLOW_WEIGHT = 0.1
+AUX_FLOW_WEIGHT = 1.0
 
 
 @dataclass
 class Settings:
     height: int = demo_weights.HEIGHT
     width: int = demo_weights.WIDTH
-    keyframe_steps: int = 600
-    flow_steps: int = 400
+    keyframe_steps: int = 500
+    flow_steps: int = 900
     batch: int = 4
     lr: float = 1e-3
     max_interval: int = 5
