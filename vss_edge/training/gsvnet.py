@@ -32,15 +32,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vss_edge import demo_weights
 from vss_edge.models.common import resize
 from vss_edge.models.gsvnet.graphs import GSVNet
 from vss_edge.models.gsvnet.propagation import warp
-from vss_edge.training.data import IGNORE, RealVideo, SyntheticPool
-
-from vss_edge.training import DEFAULT_VIDEO  # noqa: E402,F401  (re-exported)
+from vss_edge.training.data import RealVideo
+from vss_edge.training.loop import Batches, log_progress, person_weighted_ce, schedule, to_tensors
 
 
 @dataclass
@@ -59,62 +57,14 @@ class Settings:
     synthetic_videos: int = 64
 
 
-def _to_tensors(images, labels=None):
-    img = torch.from_numpy(np.stack(images))  # uint8 [B, H, W, 3] BGR
-    if labels is None:
-        return img
-    return img, torch.from_numpy(np.stack(labels).astype(np.int64))
-
-
-class Batches:
-    """Mixed synthetic / real clips of a given length."""
-
-    def __init__(self, s: Settings, real: RealVideo | None):
-        self.s = s
-        self.rng = np.random.default_rng(s.seed)
-        self.pool = SyntheticPool(s.height, s.width, demo_weights.SYNTHETIC_CLASSES, count=s.synthetic_videos,
-                                  seed0=0)
-        self.real = real
-
-    def clips(self, n: int, length: int, real_ok: bool = True):
-        """n clips: lists of (images [length], labels [length], flows or None, valids or None)."""
-        out = []
-        n_real = int(round(n * self.s.real_fraction)) if (self.real is not None and real_ok) else 0
-        for i in range(n):
-            if i < n_real:
-                imgs, labs = self.real.clip(self.rng, length)
-                if self.rng.random() < 0.5:
-                    imgs, labs = [np.ascontiguousarray(a[:, ::-1]) for a in imgs], [np.ascontiguousarray(a[:, ::-1]) for a in labs]
-                out.append((imgs, labs, None, None))
-            else:
-                fr = self.pool.clip(self.rng, length)
-                out.append(([f.image for f in fr], [f.labels for f in fr], [f.flow for f in fr], [f.valid for f in fr]))
-        return out
-
-
 def keyframe_logits(model: GSVNet, image: torch.Tensor) -> torch.Tensor:
     """The keyframe graph's path up to SwiftNet's logits (1/4 of the keyframe size)."""
     x = model.normalise(image)
     return model.segnet(resize(x.flip(1), model.cfg.keyframe_size, align_corners=True))
 
 
-def _schedule(opt, total: int):
-    """Linear warm-up over the first 5% of the steps, then cosine decay to 0."""
-    import math
-
-    warm = max(1, total // 20)
-    return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, total) / max(total, 1))))
-
-
-PERSON_WEIGHT = 4.0  # people cover ~1.6% of the real frames: weigh their pixels up
-
-
 def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    up = resize(logits, tuple(labels.shape[-2:]), align_corners=True)
-    weight = torch.ones(up.shape[1])
-    weight[demo_weights.PERSON] = PERSON_WEIGHT
-    return F.cross_entropy(up, labels, weight=weight, ignore_index=IGNORE)
+    return person_weighted_ce(logits, labels, align_corners=True)  # GSVNet resizes with align_corners=True
 
 
 def flow_target(flow: np.ndarray, valid: np.ndarray, small: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,26 +89,21 @@ def small_image(model: GSVNet, image: torch.Tensor) -> torch.Tensor:
     return resize(model.normalise(image), model.cfg.small_size, align_corners=True)
 
 
-def _log(stage: str, step: int, total: int, loss: float, t0: float, quiet: bool) -> None:
-    if not quiet and (step % 50 == 0 or step == total):
-        print(f"  {stage} {step}/{total} loss {loss:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-
-
 def train_keyframe(model: GSVNet, data: Batches, s: Settings, quiet: bool) -> dict:
     model.segnet.train()
     opt = torch.optim.Adam(model.segnet.parameters(), lr=s.lr, weight_decay=5e-4)
-    sched = _schedule(opt, s.keyframe_steps)
+    sched = schedule(opt, s.keyframe_steps)
     t0, losses = time.perf_counter(), []
     for step in range(1, s.keyframe_steps + 1):
         clips = data.clips(s.batch, 1)
-        img, lab = _to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
+        img, lab = to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
         loss = _ce(keyframe_logits(model, img), lab)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-        _log("keyframe", step, s.keyframe_steps, float(np.mean(losses[-50:])), t0, quiet)
+        log_progress("keyframe", step, s.keyframe_steps, float(np.mean(losses[-50:])), t0, quiet)
     return {"steps": s.keyframe_steps, "seconds": time.perf_counter() - t0, "final_loss": float(np.mean(losses[-50:])) if losses else None}
 
 
@@ -174,11 +119,11 @@ def _flow_loss(model, imgs, flows, valids, prev_small=None):
 def train_flow(model: GSVNet, data: Batches, s: Settings, quiet: bool) -> dict:
     model.flownet.train()
     opt = torch.optim.Adam(model.flownet.parameters(), lr=s.lr)
-    sched = _schedule(opt, s.flow_steps)
+    sched = schedule(opt, s.flow_steps)
     t0, losses = time.perf_counter(), []
     for step in range(1, s.flow_steps + 1):
         clips = data.clips(2 * s.batch, 2, real_ok=False)
-        imgs = [_to_tensors([c[0][i] for c in clips]) for i in range(2)]
+        imgs = [to_tensors([c[0][i] for c in clips]) for i in range(2)]
         flows = np.stack([c[2][1] for c in clips])
         valids = np.stack([c[3][1] for c in clips])
         loss = _flow_loss(model, imgs, flows, valids)
@@ -187,7 +132,7 @@ def train_flow(model: GSVNet, data: Batches, s: Settings, quiet: bool) -> dict:
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-        _log("flow", step, s.flow_steps, float(np.mean(losses[-50:])), t0, quiet)
+        log_progress("flow", step, s.flow_steps, float(np.mean(losses[-50:])), t0, quiet)
     return {"steps": s.flow_steps, "seconds": time.perf_counter() - t0,
             "final_l1": float(np.mean(losses[-50:])) if losses else None,
             "unit": "mean |error| per component, GSVNet flow units (4 x 1/8-grid pixels)"}
@@ -200,13 +145,13 @@ def train_propagation(model: GSVNet, data: Batches, s: Settings, quiet: bool) ->
     model.gsv.train()
     params = list(model.flownet.parameters()) + list(model.gsv.parameters())
     opt = torch.optim.Adam(params, lr=s.lr)
-    sched = _schedule(opt, s.propagation_steps)
+    sched = schedule(opt, s.propagation_steps)
     rng = np.random.default_rng(s.seed + 1)
     t0, losses = time.perf_counter(), []
     for step in range(1, s.propagation_steps + 1):
         d = int(rng.integers(1, s.max_interval))  # frames after the key frame: 1 .. interval-1
         clips = data.clips(s.batch, d + 1)
-        imgs = [_to_tensors([c[0][i] for c in clips]) for i in range(d + 1)]
+        imgs = [to_tensors([c[0][i] for c in clips]) for i in range(d + 1)]
         target = torch.from_numpy(np.stack([c[1][d] for c in clips]).astype(np.int64))
         synth = [j for j, c in enumerate(clips) if c[2] is not None]
         with torch.no_grad():
@@ -229,7 +174,7 @@ def train_propagation(model: GSVNet, data: Batches, s: Settings, quiet: bool) ->
         opt.step()
         sched.step()
         losses.append(float(ce.detach()))
-        _log("propagation", step, s.propagation_steps, float(np.mean(losses[-50:])), t0, quiet)
+        log_progress("propagation", step, s.propagation_steps, float(np.mean(losses[-50:])), t0, quiet)
     return {"steps": s.propagation_steps, "seconds": time.perf_counter() - t0,
             "final_ce": float(np.mean(losses[-50:])) if losses else None}
 

@@ -45,7 +45,7 @@ from vss_edge import demo_weights
 from vss_edge.models.mpvss.graphs import MPVSS
 from vss_edge.models.mpvss.motion import warp_masks
 from vss_edge.training.data import IGNORE, RealVideo
-from vss_edge.training.gsvnet import Batches, _log, _schedule, _to_tensors
+from vss_edge.training.loop import Batches, log_progress, schedule, to_tensors
 
 CLASS_WEIGHT, MASK_WEIGHT, DICE_WEIGHT, EOS_COEF = 2.0, 5.0, 5.0, 0.1  # Mask2Former's
 AUX_FLOW_WEIGHT = 1.0
@@ -130,11 +130,11 @@ def train_keyframe(model: MPVSS, data: Batches, s: Settings, quiet: bool) -> dic
     model.sem_seg_head.train()
     params = list(model.backbone.parameters()) + list(model.sem_seg_head.parameters())
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=0.05)
-    sched = _schedule(opt, s.keyframe_steps)
+    sched = schedule(opt, s.keyframe_steps)
     t0, losses = time.perf_counter(), []
     for step in range(1, s.keyframe_steps + 1):
         clips = data.clips(s.batch, 1)
-        img, lab = _to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
+        img, lab = to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
         class_logits, mask_logits, _ = _segment(model, img)
         targets, valid = _targets(lab, tuple(mask_logits.shape[-2:]), model.cfg.num_classes)
         loss = set_loss(class_logits, mask_logits, targets, valid)
@@ -144,7 +144,7 @@ def train_keyframe(model: MPVSS, data: Batches, s: Settings, quiet: bool) -> dic
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-        _log("keyframe", step, s.keyframe_steps, float(np.mean(losses[-50:])), t0, quiet)
+        log_progress("keyframe", step, s.keyframe_steps, float(np.mean(losses[-50:])), t0, quiet)
     return {"steps": s.keyframe_steps, "seconds": time.perf_counter() - t0,
             "final_loss": float(np.mean(losses[-50:])) if losses else None,
             "matching": "hungarian (scipy linear_sum_assignment)"}
@@ -186,7 +186,7 @@ def train_flow(model: MPVSS, data: Batches, s: Settings, quiet: bool) -> dict:
         p.requires_grad_(False)
     params = list(model.motion.parameters())
     opt = torch.optim.AdamW(params, lr=s.lr, weight_decay=1e-4)
-    sched = _schedule(opt, s.flow_steps)
+    sched = schedule(opt, s.flow_steps)
     captured = {}
     hook = model.motion.decoder.predict_flow.register_forward_hook(lambda m, i, o: captured.__setitem__("flow", o))
     rng = np.random.default_rng(s.seed + 1)
@@ -196,8 +196,8 @@ def train_flow(model: MPVSS, data: Batches, s: Settings, quiet: bool) -> dict:
         for step in range(1, s.flow_steps + 1):
             d = int(rng.integers(1, s.max_interval))  # frames after the key frame: 1 .. interval-1
             clips = data.clips(s.batch, d + 1)
-            key, _ = _to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
-            cur, cur_lab = _to_tensors([c[0][d] for c in clips], [c[1][d] for c in clips])
+            key, _ = to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
+            cur, cur_lab = to_tensors([c[0][d] for c in clips], [c[1][d] for c in clips])
             with torch.no_grad():
                 class_logits, mask_logits, queries = _segment(model, key)
                 key_image = model.flow_image(key)
@@ -221,7 +221,7 @@ def train_flow(model: MPVSS, data: Batches, s: Settings, quiet: bool) -> dict:
             sched.step()
             losses.append(float(loss.detach()))
             auxes.append(float(aux.detach()))
-            _log("flow", step, s.flow_steps, float(np.mean(losses[-50:])), t0, quiet)
+            log_progress("flow", step, s.flow_steps, float(np.mean(losses[-50:])), t0, quiet)
     finally:
         hook.remove()
         for p in model.parameters():

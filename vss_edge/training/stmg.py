@@ -35,8 +35,8 @@ import torch.nn.functional as F
 from vss_edge import demo_weights
 from vss_edge.models.stmg.graphs import STMG
 from vss_edge.models.stmg.mask_generator import aggregate
-from vss_edge.training.data import IGNORE, RealVideo
-from vss_edge.training.gsvnet import PERSON_WEIGHT, Batches, _log, _schedule, _to_tensors
+from vss_edge.training.data import RealVideo
+from vss_edge.training.loop import Batches, log_progress, person_weighted_ce, schedule, to_tensors
 
 KEEP_PRIOR = 0.5  # the sparsity prior's keep probability per block
 TEMPERATURE = 0.5  # of the relaxed Bernoulli gates
@@ -58,10 +58,7 @@ class Settings:
 
 
 def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    up = F.interpolate(logits, size=tuple(labels.shape[-2:]), mode="bilinear", align_corners=False)
-    weight = torch.ones(up.shape[1])
-    weight[demo_weights.PERSON] = PERSON_WEIGHT
-    return F.cross_entropy(up, labels, weight=weight, ignore_index=IGNORE)
+    return person_weighted_ce(logits, labels, align_corners=False)
 
 
 def distortion_target(prev: torch.Tensor, cur: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -96,18 +93,18 @@ def _normalised(model: STMG, image: torch.Tensor) -> torch.Tensor:
 def train_key(model: STMG, data: Batches, s: Settings, quiet: bool) -> dict:
     net = model.key.train()
     opt = torch.optim.Adam(net.parameters(), lr=s.lr, weight_decay=5e-4)
-    sched = _schedule(opt, s.keyframe_steps)
+    sched = schedule(opt, s.keyframe_steps)
     t0, losses = time.perf_counter(), []
     for step in range(1, s.keyframe_steps + 1):
         clips = data.clips(s.batch, 1)
-        img, lab = _to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
+        img, lab = to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
         loss = _ce(net(_normalised(model, img)), lab)
         opt.zero_grad()
         loss.backward()
         opt.step()
         sched.step()
         losses.append(float(loss.detach()))
-        _log("key", step, s.keyframe_steps, float(np.mean(losses[-50:])), t0, quiet)
+        log_progress("key", step, s.keyframe_steps, float(np.mean(losses[-50:])), t0, quiet)
     return {"steps": s.keyframe_steps, "seconds": time.perf_counter() - t0,
             "final_loss": float(np.mean(losses[-50:])) if losses else None}
 
@@ -119,13 +116,13 @@ def train_nonkey(model: STMG, data: Batches, s: Settings, quiet: bool) -> dict:
     model.mask_generator.train()
     params = list(model.nonkey.parameters()) + list(model.mask_generator.parameters())
     opt = torch.optim.Adam(params, lr=s.lr)
-    sched = _schedule(opt, s.nonkey_steps)
+    sched = schedule(opt, s.nonkey_steps)
     mg = model.mask_generator
     t0, losses, keeps = time.perf_counter(), [], []
     for step in range(1, s.nonkey_steps + 1):
         clips = data.clips(s.batch, 2)
-        prev, prev_lab = _to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
-        cur, cur_lab = _to_tensors([c[0][1] for c in clips], [c[1][1] for c in clips])
+        prev, prev_lab = to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
+        cur, cur_lab = to_tensors([c[0][1] for c in clips], [c[1][1] for c in clips])
         xp, xc = _normalised(model, prev), _normalised(model, cur)
         with torch.no_grad():
             prev_features = model.key.features(xp)
@@ -145,7 +142,7 @@ def train_nonkey(model: STMG, data: Batches, s: Settings, quiet: bool) -> dict:
         sched.step()
         losses.append(float(ce.detach()))
         keeps.append(float(keep_probability.detach().mean()))
-        _log("nonkey", step, s.nonkey_steps, float(np.mean(losses[-50:])), t0, quiet)
+        log_progress("nonkey", step, s.nonkey_steps, float(np.mean(losses[-50:])), t0, quiet)
     return {"steps": s.nonkey_steps, "seconds": time.perf_counter() - t0,
             "final_ce": float(np.mean(losses[-50:])) if losses else None,
             "final_mean_keep_probability": float(np.mean(keeps[-50:])) if keeps else None}

@@ -25,13 +25,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from vss_edge import demo_weights
 from vss_edge.models.common import Normalise
 from vss_edge.models.tdnet.model import TDNet
-from vss_edge.training.data import IGNORE, RealVideo
-from vss_edge.training.gsvnet import PERSON_WEIGHT, Batches, _log, _schedule, _to_tensors
+from vss_edge.training.data import RealVideo
+from vss_edge.training.loop import Batches, log_progress, person_weighted_ce, schedule, to_tensors
 
 GROUPED_WEIGHT = 0.5  # the paper's beta, here on the last path's own output against the labels
 
@@ -51,10 +50,7 @@ class Settings:
 
 
 def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    up = F.interpolate(logits, size=tuple(labels.shape[-2:]), mode="bilinear", align_corners=True)
-    weight = torch.ones(up.shape[1])
-    weight[demo_weights.PERSON] = PERSON_WEIGHT
-    return F.cross_entropy(up, labels, weight=weight, ignore_index=IGNORE)
+    return person_weighted_ce(logits, labels, align_corners=True)
 
 
 def clip_logits(model: TDNet, normalise: Normalise, frames: list[torch.Tensor], offset: int):
@@ -87,13 +83,13 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
     model = TDNet(cfg).train()
     normalise = Normalise(cfg.normalisation, channel_order="RGB")
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=5e-4)
-    sched = _schedule(opt, s.steps)
+    sched = schedule(opt, s.steps)
     rng = np.random.default_rng(s.seed + 2)
     length = cfg.queue_length + 1
     t0, losses = time.perf_counter(), []
     for step in range(1, s.steps + 1):
         clips = data.clips(s.batch, length)
-        frames = [_to_tensors([c[0][j] for c in clips]) for j in range(length)]
+        frames = [to_tensors([c[0][j] for c in clips]) for j in range(length)]
         target = torch.from_numpy(np.stack([c[1][-1] for c in clips]).astype(np.int64))
         full, own = clip_logits(model, normalise, frames, int(rng.integers(cfg.num_paths)))
         ce = _ce(full, target)
@@ -103,7 +99,7 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
         opt.step()
         sched.step()
         losses.append(float(ce.detach()))
-        _log("tdnet", step, s.steps, float(np.mean(losses[-50:])), t0, quiet)
+        log_progress("tdnet", step, s.steps, float(np.mean(losses[-50:])), t0, quiet)
     model.eval()
     path = out_dir / demo_weights.TDNET_CHECKPOINT.name
     _save_atomic(model.state_dict(), path)

@@ -1,0 +1,74 @@
+"""What every trainer shares: batches of mixed synthetic / real clips, uint8 frames to
+tensors, the learning-rate schedule, the person-weighted cross-entropy and progress lines."""
+from __future__ import annotations
+
+import math
+import time
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vss_edge import demo_weights
+from vss_edge.training.data import IGNORE, RealVideo, SyntheticPool
+
+PERSON_WEIGHT = 4.0  # people cover ~1.6% of the real frames: weigh their pixels up
+
+
+def to_tensors(images, labels=None):
+    """uint8 BGR frames [H, W, 3] -> uint8 [B, H, W, 3] (and labels -> int64 [B, H, W])."""
+    img = torch.from_numpy(np.stack(images))
+    if labels is None:
+        return img
+    return img, torch.from_numpy(np.stack(labels).astype(np.int64))
+
+
+class Batches:
+    """Mixed synthetic / real clips of a given length.
+
+    settings: any trainer's Settings (height, width, seed, synthetic_videos, real_fraction).
+    """
+
+    def __init__(self, settings, real: RealVideo | None):
+        self.s = settings
+        self.rng = np.random.default_rng(settings.seed)
+        self.pool = SyntheticPool(settings.height, settings.width, demo_weights.SYNTHETIC_CLASSES,
+                                  count=settings.synthetic_videos, seed0=0)
+        self.real = real
+
+    def clips(self, n: int, length: int, real_ok: bool = True):
+        """n clips: lists of (images [length], labels [length], flows or None, valids or None)."""
+        out = []
+        n_real = int(round(n * self.s.real_fraction)) if (self.real is not None and real_ok) else 0
+        for i in range(n):
+            if i < n_real:
+                imgs, labs = self.real.clip(self.rng, length)
+                if self.rng.random() < 0.5:
+                    imgs, labs = [np.ascontiguousarray(a[:, ::-1]) for a in imgs], [np.ascontiguousarray(a[:, ::-1]) for a in labs]
+                out.append((imgs, labs, None, None))
+            else:
+                fr = self.pool.clip(self.rng, length)
+                out.append(([f.image for f in fr], [f.labels for f in fr], [f.flow for f in fr], [f.valid for f in fr]))
+        return out
+
+
+def schedule(opt, total: int):
+    """Linear warm-up over the first 5% of the steps, then cosine decay to 0."""
+    warm = max(1, total // 20)
+    return torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, total) / max(total, 1))))
+
+
+def person_weighted_ce(logits: torch.Tensor, labels: torch.Tensor, align_corners: bool) -> torch.Tensor:
+    """Cross-entropy of logits [B, C, h, w], resized bilinearly to the labels [B, H, W] (with the
+    method's align_corners), person pixels weighted PERSON_WEIGHT, IGNORE pixels left out."""
+    up = F.interpolate(logits, size=tuple(labels.shape[-2:]), mode="bilinear", align_corners=align_corners)
+    weight = torch.ones(up.shape[1])
+    weight[demo_weights.PERSON] = PERSON_WEIGHT
+    return F.cross_entropy(up, labels, weight=weight, ignore_index=IGNORE)
+
+
+def log_progress(stage: str, step: int, total: int, loss: float, t0: float, quiet: bool) -> None:
+    """A progress line every 50 steps and at the end (unless quiet)."""
+    if not quiet and (step % 50 == 0 or step == total):
+        print(f"  {stage} {step}/{total} loss {loss:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
