@@ -105,42 +105,34 @@ def test_static_background_and_class_inference():
 # --- trained methods beat copy ----------------------------------------------------------
 
 
-@needs_weights
-def test_trained_gsvnet_beats_copy_at_interval_5_on_held_out_synthetic_video(trained_gsvnet):
+def _export_trained(method: str, folder):
+    """The committed small-configuration checkpoint of a key-frame method, exported at the resolution it was trained at."""
+    if method == "stmg":
+        from exporters.stmg import export_stmg
+
+        return export_stmg(folder, demo_weights.stmg_config(), checkpoint=str(demo_weights.STMG_CHECKPOINT),
+                           verify_frames=4)
+    from exporters.mpvss import export_mpvss
+
+    return export_mpvss(folder, demo_weights.mpvss_config(), checkpoint=str(demo_weights.MPVSS_CHECKPOINT),
+                        verify_frames=2)
+
+
+@pytest.mark.parametrize("method", ["gsvnet", "stmg", "mpvss"])
+def test_trained_method_beats_copy_at_interval_5_on_held_out_synthetic_video(method, request, tmp_path):
     import runtime
 
-    pipe = runtime.load(trained_gsvnet, device="cpu", threads=1)
+    assert demo_weights.available(method), f"trained {method} weights are not committed"
+    bundle = request.getfixturevalue("trained_gsvnet") if method == "gsvnet" else _export_trained(method, tmp_path / method)
+    pipe = runtime.load(bundle, device="cpu", threads=1)
     seqs = synthetic_sequences(pipe.manifest.height, pipe.manifest.width, demo_weights.SYNTHETIC_CLASSES,
                                seeds=[HELD_OUT_SEED + 10, HELD_OUT_SEED + 11, HELD_OUT_SEED + 12], frames=15)
     row = evaluate(pipe, seqs, [5])["intervals"][0]
-    method, copy = row["method"], row["copy"]
-    assert method["by_position"][0] == copy["by_position"][0]  # the key frame itself is the same
-    assert method["mean"] > copy["mean"] + 0.01, (method, copy)
-    assert method["min"] > copy["min"], (method, copy)
-    assert method["by_position"][0] > 0.7  # the keyframe net learnt the synthetic classes
-
-
-@pytest.fixture(scope="module")
-def trained_stmg(tmp_path_factory):
-    from exporters.stmg import export_stmg
-
-    return export_stmg(tmp_path_factory.mktemp("trained") / "stmg", demo_weights.stmg_config(),
-                       checkpoint=str(demo_weights.STMG_CHECKPOINT), verify_frames=4)
-
-
-@pytest.mark.skipif(not demo_weights.available("stmg"), reason="trained STMG weights not committed")
-def test_trained_stmg_beats_copy_at_interval_5_on_held_out_synthetic_video(trained_stmg):
-    import runtime
-
-    pipe = runtime.load(trained_stmg, device="cpu", threads=1)
-    seqs = synthetic_sequences(pipe.manifest.height, pipe.manifest.width, demo_weights.SYNTHETIC_CLASSES,
-                               seeds=[HELD_OUT_SEED + 10, HELD_OUT_SEED + 11, HELD_OUT_SEED + 12], frames=15)
-    row = evaluate(pipe, seqs, [5])["intervals"][0]
-    method, copy = row["method"], row["copy"]
-    assert method["by_position"][0] == copy["by_position"][0]
-    assert method["mean"] > copy["mean"] + 0.01, (method, copy)
-    assert method["min"] > copy["min"], (method, copy)
-    assert method["by_position"][0] > 0.7
+    method_score, copy = row["method"], row["copy"]
+    assert method_score["by_position"][0] == copy["by_position"][0]  # the key frame itself is the same
+    assert method_score["mean"] > copy["mean"] + 0.01, (method_score, copy)
+    assert method_score["min"] > copy["min"], (method_score, copy)
+    assert method_score["by_position"][0] > 0.7  # the keyframe net learnt the synthetic classes
 
 
 @pytest.fixture(scope="module")
@@ -166,33 +158,6 @@ def test_trained_tdnet_round_robin_scores_by_path_beside_its_paths_alone(trained
     assert rr["frames_by_path"] == [4, 4, 4, 4]  # 2 clips x 8 scored frames, warm-up skipped
     assert rr["method"]["mean"] > 0.3, rr
     assert rr["method"]["mean"] >= rr["single_path"]["mean"] - 0.005, rr
-
-
-@pytest.fixture(scope="module")
-def trained_mpvss(tmp_path_factory):
-    """The committed MPVSS small-configuration checkpoint exported at the resolution it was trained at."""
-    from exporters.mpvss import export_mpvss
-
-    return export_mpvss(tmp_path_factory.mktemp("trained") / "mpvss", demo_weights.mpvss_config(),
-                        checkpoint=str(demo_weights.MPVSS_CHECKPOINT), verify_frames=2)
-
-
-@pytest.mark.skipif(not demo_weights.available("mpvss"), reason="trained MPVSS weights not committed")
-def test_trained_mpvss_beats_copy_at_interval_5_on_held_out_synthetic_video(trained_mpvss):
-    import runtime
-
-    pipe = runtime.load(trained_mpvss, device="cpu", threads=1)
-    seqs = synthetic_sequences(pipe.manifest.height, pipe.manifest.width, demo_weights.SYNTHETIC_CLASSES,
-                               seeds=[HELD_OUT_SEED + 10, HELD_OUT_SEED + 11, HELD_OUT_SEED + 12], frames=15)
-    row = evaluate(pipe, seqs, [5])["intervals"][0]
-    method, copy = row["method"], row["copy"]
-    assert method["by_position"][0] == copy["by_position"][0]
-    assert method["mean"] > copy["mean"] + 0.01, (method, copy)
-    assert method["min"] > copy["min"], (method, copy)
-    assert method["by_position"][0] > 0.7, (method, copy)
-
-
-# --- the CLI -------------------------------------------------------------------------
 
 
 @needs_weights
