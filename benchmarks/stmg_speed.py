@@ -166,8 +166,14 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--quiet-wait", type=float, default=0.0)
     parser.add_argument("--bundle-dir", default=os.path.join(tempfile.gettempdir(), "vss_edge_bench"))
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "stmg_cpu.md"))
+    parser.add_argument("--trained", action="store_true",
+                        help="the committed trained demo weights (vss_edge/data/weights: DDRNet-23-slim small "
+                             "configuration at its training size) instead of seeded random ones; --backbone, "
+                             "--height and --width are then ignored")
+    parser.add_argument("--out", default=None,
+                        help="default benchmarks/results/stmg_cpu.md (stmg_trained_cpu.md with --trained)")
     args = parser.parse_args(argv)
+    args.out = args.out or str(ROOT / "benchmarks" / "results" / ("stmg_trained_cpu.md" if args.trained else "stmg_cpu.md"))
     t_start = time.perf_counter()
 
     import onnx
@@ -177,8 +183,19 @@ def main(argv=None) -> int:
     from runtime.preprocess import to_graph_input
     from vss_edge.configs import STMGConfig
 
-    cfg = STMGConfig(height=args.height, width=args.width, backbone=args.backbone)
-    bundle = ensure_stmg(Path(args.bundle_dir), cfg)
+    if args.trained:
+        from exporters.stmg import export_stmg
+        from vss_edge import demo_weights
+
+        cfg = demo_weights.stmg_config()
+        bundle = Path(args.bundle_dir) / "stmg_trained_small"
+        log(f"exporting the trained STMG demo weights to {bundle}")
+        export_stmg(bundle, cfg, checkpoint=str(demo_weights.STMG_CHECKPOINT))
+        weights = f"the committed trained demo weights ({demo_weights.STMG_CHECKPOINT.name})"
+    else:
+        cfg = STMGConfig(height=args.height, width=args.width, backbone=args.backbone)
+        bundle = ensure_stmg(Path(args.bundle_dir), cfg)
+        weights = f"seeded random weights (seed {SEED})"
     manifest = runtime.load_manifest(bundle)
     per_block = gated_block_gflops(onnx.load(str(bundle / "partial.onnx")))
     k = len(per_block)
@@ -249,7 +266,7 @@ def main(argv=None) -> int:
               f"- {datetime.date.today().isoformat()}, code {code_version()}",
               f"- {cpu_model()}, {os.cpu_count()} cores, ONNX Runtime CPU EP, {args.threads} threads, "
               f"Python {platform.python_version()}",
-              f"- seeded random weights (seed {SEED}); {args.frames} frames of the sample clip per run "
+              f"- {weights}; {args.frames} frames of the sample clip per run "
               f"(2 warm-up), {args.repeat} repetitions",
               disturbance(total_monitor), ""]
     return publish(header, "\n".join(lines), args.out, time.perf_counter() - t_start)
