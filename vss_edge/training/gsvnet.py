@@ -38,23 +38,15 @@ from vss_edge.models.common import resize
 from vss_edge.models.gsvnet.graphs import GSVNet
 from vss_edge.models.gsvnet.propagation import warp
 from vss_edge.training.data import RealVideo
-from vss_edge.training.loop import Batches, log_progress, person_weighted_ce, schedule, to_tensors
+from vss_edge.training.loop import Batches, TrainingSettings, log_progress, person_weighted_ce, schedule, to_tensors
 
 
 @dataclass
-class Settings:
-    height: int = demo_weights.HEIGHT
-    width: int = demo_weights.WIDTH
+class Settings(TrainingSettings):
     keyframe_steps: int = 900
     flow_steps: int = 1500
     propagation_steps: int = 400
-    batch: int = 8
-    lr: float = 2e-3
     max_interval: int = 5
-    real_fraction: float = 0.5  # share of each batch from the real video (when there is one)
-    seed: int = 0
-    threads: int = 1
-    synthetic_videos: int = 64
 
 
 def keyframe_logits(model: GSVNet, image: torch.Tensor) -> torch.Tensor:

@@ -1,9 +1,10 @@
-"""What every trainer shares: batches of mixed synthetic / real clips, uint8 frames to
+"""What every trainer shares: common settings, batches of mixed synthetic / real clips, uint8 frames to
 tensors, the learning-rate schedule, the person-weighted cross-entropy and progress lines."""
 from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -13,6 +14,22 @@ from vss_edge import demo_weights
 from vss_edge.training.data import IGNORE, RealVideo, SyntheticPool
 
 PERSON_WEIGHT = 4.0  # people cover ~1.6% of the real frames: weigh their pixels up
+
+
+@dataclass
+class TrainingSettings:
+    """What every trainer's Settings has; a trainer adds its steps and loss weights (and may
+    change a default by declaring the field again). Each field is a --flag of
+    `python -m vss_edge.training METHOD`."""
+
+    height: int = demo_weights.HEIGHT
+    width: int = demo_weights.WIDTH
+    batch: int = 8
+    lr: float = 2e-3
+    real_fraction: float = 0.5  # share of each batch from the real video (when there is one)
+    seed: int = 0
+    threads: int = 1
+    synthetic_videos: int = 64
 
 
 def to_tensors(images, labels=None):

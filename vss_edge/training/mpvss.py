@@ -45,25 +45,19 @@ from vss_edge import demo_weights
 from vss_edge.models.mpvss.graphs import MPVSS
 from vss_edge.models.mpvss.motion import warp_masks
 from vss_edge.training.data import IGNORE, RealVideo
-from vss_edge.training.loop import Batches, log_progress, schedule, to_tensors
+from vss_edge.training.loop import Batches, TrainingSettings, log_progress, schedule, to_tensors
 
 CLASS_WEIGHT, MASK_WEIGHT, DICE_WEIGHT, EOS_COEF = 2.0, 5.0, 5.0, 0.1  # Mask2Former's
 AUX_FLOW_WEIGHT = 1.0
 
 
 @dataclass
-class Settings:
-    height: int = demo_weights.HEIGHT
-    width: int = demo_weights.WIDTH
+class Settings(TrainingSettings):
     keyframe_steps: int = 500
     flow_steps: int = 900
     batch: int = 4
     lr: float = 1e-3
     max_interval: int = 5
-    real_fraction: float = 0.5
-    seed: int = 0
-    threads: int = 1
-    synthetic_videos: int = 64
     aux_flow_weight: float = AUX_FLOW_WEIGHT
 
 

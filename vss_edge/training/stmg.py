@@ -36,24 +36,16 @@ from vss_edge import demo_weights
 from vss_edge.models.stmg.graphs import STMG
 from vss_edge.models.stmg.mask_generator import aggregate
 from vss_edge.training.data import RealVideo
-from vss_edge.training.loop import Batches, log_progress, person_weighted_ce, schedule, to_tensors
+from vss_edge.training.loop import Batches, TrainingSettings, log_progress, person_weighted_ce, schedule, to_tensors
 
 KEEP_PRIOR = 0.5  # the sparsity prior's keep probability per block
 TEMPERATURE = 0.5  # of the relaxed Bernoulli gates
 
 
 @dataclass
-class Settings:
-    height: int = demo_weights.HEIGHT
-    width: int = demo_weights.WIDTH
+class Settings(TrainingSettings):
     keyframe_steps: int = 900
     nonkey_steps: int = 400
-    batch: int = 8
-    lr: float = 2e-3
-    real_fraction: float = 0.5
-    seed: int = 0
-    threads: int = 1
-    synthetic_videos: int = 64
     sparsity_weight: float = 0.05
 
 

@@ -30,22 +30,15 @@ from vss_edge import demo_weights
 from vss_edge.models.common import Normalise
 from vss_edge.models.tdnet.model import TDNet
 from vss_edge.training.data import RealVideo
-from vss_edge.training.loop import Batches, log_progress, person_weighted_ce, schedule, to_tensors
+from vss_edge.training.loop import Batches, TrainingSettings, log_progress, person_weighted_ce, schedule, to_tensors
 
 GROUPED_WEIGHT = 0.5  # the paper's beta, here on the last path's own output against the labels
 
 
 @dataclass
-class Settings:
-    height: int = demo_weights.HEIGHT
-    width: int = demo_weights.WIDTH
+class Settings(TrainingSettings):
     steps: int = 800
     batch: int = 4
-    lr: float = 2e-3
-    real_fraction: float = 0.5
-    seed: int = 0
-    threads: int = 1
-    synthetic_videos: int = 64
     grouped_weight: float = GROUPED_WEIGHT
 
 
