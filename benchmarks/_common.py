@@ -171,6 +171,17 @@ def disturbance(monitor: CpuMonitor) -> str:
                if monitor.share("other") + monitor.share("steal") > 0.05 else ""))
 
 
+def report_header(title: str, threads: int, details: list[str], monitor: "CpuMonitor") -> list[str]:
+    """The report's first lines: title, date and code, machine and threads, `details` (one
+    "- " line each: weights, frames...), and how much other processes disturbed the run."""
+    import datetime
+
+    return [f"# {title}", "", f"- {datetime.date.today().isoformat()}, code {code_version()}",
+            f"- {cpu_model()}, {os.cpu_count()} cores, ONNX Runtime CPU EP, {threads} threads, "
+            f"Python {platform.python_version()}",
+            *[f"- {d}" for d in details], disturbance(monitor), ""]
+
+
 def publish(header: list[str], text: str, out, total_s: float) -> int:
     """Print header + text and write them atomically to `out`; returns 0 (the script's exit code)."""
     from vss_edge.video import write_text_atomic

@@ -35,10 +35,8 @@ noisy machine:
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -52,8 +50,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import (CpuMonitor, _load, clip_frames, code_version, cpu_model,  # noqa: E402
-                                disturbance, ensure_bundle, log, measure, publish)
+from benchmarks._common import (CpuMonitor, _load, clip_frames, ensure_bundle, log, measure,  # noqa: E402
+                                publish, report_header)
 
 SEED = 0
 GOAL = 2.2
@@ -291,13 +289,9 @@ def main(argv=None) -> int:
     lines += [f"- per frame at interval {n} (kernel time): {frame_ms:.0f} ms, of which GridSample {gs_ms:.1f} ms "
               f"({100 * gs_ms / frame_ms:.1f}%): MSDeformAttn's sampling on key frames, the mask warp on the others", ""]
 
-    header = [f"# MPVSS ({args.variant}) on the CPU, {size}", "",
-              f"- {datetime.date.today().isoformat()}, code {code_version()}",
-              f"- {cpu_model()}, {os.cpu_count()} cores, ONNX Runtime CPU EP, {args.threads} threads, "
-              f"Python {platform.python_version()}",
-              f"- seeded random weights (seed {SEED}); {args.frames} frames of the sample clip per run "
-              f"(after 2 warm-up frames and a reset), {args.repeat} repetitions; {args.classes} classes",
-              disturbance(total_monitor), ""]
+    header = report_header(f"MPVSS ({args.variant}) on the CPU, {size}", args.threads, [
+        f"seeded random weights (seed {SEED}); {args.frames} frames of the sample clip per run "
+        f"(after 2 warm-up frames and a reset), {args.repeat} repetitions; {args.classes} classes"], total_monitor)
     return publish(header, "\n".join(lines), args.out, time.perf_counter() - t_start)
 
 

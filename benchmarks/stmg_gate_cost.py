@@ -15,10 +15,8 @@ from __future__ import annotations
 
 import argparse
 import collections
-import datetime
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -31,7 +29,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import CpuMonitor, clip_frames, code_version, cpu_model, disturbance, log, measure, publish  # noqa: E402
+from benchmarks._common import CpuMonitor, clip_frames, measure, publish, report_header  # noqa: E402
 from benchmarks.stmg_speed import SEED, ensure_stmg  # noqa: E402
 
 
@@ -120,11 +118,8 @@ def main(argv=None) -> int:
         lines.append(f"| {op} | " + " | ".join(cells) + " |")
     lines += ["", "- `If` time includes the kernels of the branch taken (they are also listed under their own op: "
               "FusedConv = NCHW conv+activation inside a branch; Conv at top level runs NCHWc after the layout pass)", ""]
-    header = [f"# STMG ({cfg.backbone}) gate cost on the CPU, {cfg.height}x{cfg.width}", "",
-              f"- {datetime.date.today().isoformat()}, code {code_version()}",
-              f"- {cpu_model()}, {os.cpu_count()} cores, ONNX Runtime CPU EP, {args.threads} threads, "
-              f"Python {platform.python_version()}; seeded random weights (seed {SEED})",
-              disturbance(monitor), ""]
+    header = report_header(f"STMG ({cfg.backbone}) gate cost on the CPU, {cfg.height}x{cfg.width}", args.threads,
+                           [f"seeded random weights (seed {SEED})"], monitor)
     return publish(header, "\n".join(lines), args.out, time.perf_counter() - t_start)
 
 

@@ -33,9 +33,7 @@ noisy machine:
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -48,8 +46,8 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import (CpuMonitor, _f, _load, clip_frames, code_version, cpu_model,  # noqa: E402
-                                disturbance, ensure_bundle, log, measure, publish)
+from benchmarks._common import (CpuMonitor, _f, _load, clip_frames, ensure_bundle, log, measure,  # noqa: E402
+                                publish, report_header)
 
 SEED = 0
 GOAL = 1.5
@@ -262,13 +260,9 @@ def main(argv=None) -> int:
                      f"{100 * mask_share:.1f}% | {_f(ratio, '.3f')} | {_load(monitors[name])} |")
     lines += ["", f"- goal: STMG >= {GOAL}x the full DDRNet on every frame; {PAPER}", ""]
 
-    header = [f"# STMG ({cfg.backbone}) on the CPU, {cfg.height}x{cfg.width}", "",
-              f"- {datetime.date.today().isoformat()}, code {code_version()}",
-              f"- {cpu_model()}, {os.cpu_count()} cores, ONNX Runtime CPU EP, {args.threads} threads, "
-              f"Python {platform.python_version()}",
-              f"- {weights}; {args.frames} frames of the sample clip per run "
-              f"(2 warm-up), {args.repeat} repetitions",
-              disturbance(total_monitor), ""]
+    header = report_header(f"STMG ({cfg.backbone}) on the CPU, {cfg.height}x{cfg.width}", args.threads, [
+        f"{weights}; {args.frames} frames of the sample clip per run (2 warm-up), {args.repeat} repetitions"],
+        total_monitor)
     return publish(header, "\n".join(lines), args.out, time.perf_counter() - t_start)
 
 
