@@ -25,10 +25,8 @@ a bare SwiftNet state_dict and the GSVNet .tar, which `vss-edge export gsvnet
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,8 +35,8 @@ from vss_edge import demo_weights
 from vss_edge.models.common import resize
 from vss_edge.models.gsvnet.graphs import GSVNet
 from vss_edge.models.gsvnet.propagation import warp
-from vss_edge.training.data import RealVideo
-from vss_edge.training.loop import Batches, TrainingSettings, log_progress, person_weighted_ce, schedule, to_tensors
+from vss_edge.training.loop import (Batches, TrainingSettings, finish_run, log_progress, person_weighted_ce,
+                                     schedule, start_run, to_tensors)
 
 
 @dataclass
@@ -175,29 +173,15 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
     """Train all three stages and write out_dir/{gsvnet_small_swiftnet.pth, gsvnet_small.tar, gsvnet_small.json}."""
     from vss_edge.checkpoints import save_official_checkpoints
 
-    torch.set_num_threads(s.threads)
-    torch.manual_seed(s.seed)
-    out_dir = Path(out_dir)
-    t_start = time.perf_counter()
-    real = None
-    if video is not None:
-        real = RealVideo(video, s.height, s.width, demo_weights.PERSON, exclude=exclude)
-        if not quiet:
-            print(f"real video {video}: {len(real.frames)} frames (excluded {exclude}), person pixels "
-                  f"{(real.labels == demo_weights.PERSON).mean():.1%}", flush=True)
-    data = Batches(s, real)
+    run = start_run(out_dir, s, video, exclude, quiet)
+    data, report = run.data, run.report
     model = GSVNet(demo_weights.gsvnet_config(s.height, s.width))
-    report = {"settings": asdict(s), "video": None if video is None else str(video),
-              "excluded_frames": list(exclude) if exclude else None}
     report["keyframe"] = train_keyframe(model, data, s, quiet)
     report["flow"] = train_flow(model, data, s, quiet)
     report["propagation"] = train_propagation(model, data, s, quiet)
-    report["total_seconds"] = time.perf_counter() - t_start
-    report["torch_threads"] = s.threads
     model.eval()
-    key_path, gsv_path = out_dir / demo_weights.GSVNET_KEYFRAME.name, out_dir / demo_weights.GSVNET_PROPAGATION.name
+    key_path = run.out_dir / demo_weights.GSVNET_KEYFRAME.name
+    gsv_path = run.out_dir / demo_weights.GSVNET_PROPAGATION.name
     save_official_checkpoints(model, key_path, gsv_path,
                               args=argparse.Namespace(method="gsvnet", **asdict(s), classes=demo_weights.class_names()))
-    report["checkpoints"] = {p.name: p.stat().st_size for p in (key_path, gsv_path)}
-    (out_dir / "gsvnet_small.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return finish_run(run, "gsvnet_small.json", [key_path, gsv_path])

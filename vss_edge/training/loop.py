@@ -1,10 +1,13 @@
-"""What every trainer shares: common settings, batches of mixed synthetic / real clips, uint8 frames to
-tensors, the learning-rate schedule, the person-weighted cross-entropy and progress lines."""
+"""What every trainer shares: common settings, the run's set-up and report, batches of mixed
+synthetic / real clips, uint8 frames to tensors, the learning-rate schedule, the person-weighted
+cross-entropy and progress lines."""
 from __future__ import annotations
 
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -89,3 +92,43 @@ def log_progress(stage: str, step: int, total: int, loss: float, t0: float, quie
     """A progress line every 50 steps and at the end (unless quiet)."""
     if not quiet and (step % 50 == 0 or step == total):
         print(f"  {stage} {step}/{total} loss {loss:.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+
+@dataclass
+class Run:
+    """One training run: where it writes, its batches, its report so far, when it started."""
+
+    out_dir: Path
+    data: Batches
+    report: dict
+    started: float
+
+
+def start_run(out_dir, s: TrainingSettings, video=None, exclude=(100, 160), quiet: bool = False) -> Run:
+    """Seed torch, set its threads, create out_dir, load the real video's pseudo-labelled frames
+    (outside `exclude`) if `video` is given, and start the report with the settings."""
+    torch.set_num_threads(s.threads)
+    torch.manual_seed(s.seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    real = None
+    if video is not None:
+        real = RealVideo(video, s.height, s.width, demo_weights.PERSON, exclude=exclude)
+        if not quiet:
+            print(f"real video {video}: {len(real.frames)} frames (excluded {exclude}), person pixels "
+                  f"{(real.labels == demo_weights.PERSON).mean():.1%}", flush=True)
+    report = {"settings": asdict(s), "video": None if video is None else str(video),
+              "excluded_frames": list(exclude) if exclude else None, "torch_threads": s.threads}
+    return Run(out_dir, Batches(s, real), report, started)
+
+
+def finish_run(run: Run, report_name: str, checkpoints: list[Path]) -> dict:
+    """Add the total time and the checkpoints' sizes to the report, write it atomically as
+    out_dir/report_name (JSON) and return it."""
+    from vss_edge.video import write_text_atomic
+
+    run.report["total_seconds"] = time.perf_counter() - run.started
+    run.report["checkpoints"] = {p.name: p.stat().st_size for p in checkpoints}
+    write_text_atomic(run.out_dir / report_name, json.dumps(run.report, indent=2) + "\n")
+    return run.report

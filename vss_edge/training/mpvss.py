@@ -31,10 +31,8 @@ The checkpoint is the MPVSS layout `vss-edge export mpvss --checkpoint` reads (d
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -44,8 +42,9 @@ import torch.nn.functional as F
 from vss_edge import demo_weights
 from vss_edge.models.mpvss.graphs import MPVSS
 from vss_edge.models.mpvss.motion import warp_masks
-from vss_edge.training.data import IGNORE, RealVideo
-from vss_edge.training.loop import Batches, TrainingSettings, log_progress, schedule, to_tensors
+from vss_edge.training.data import IGNORE
+from vss_edge.training.loop import (Batches, TrainingSettings, finish_run, log_progress,
+                                     schedule, start_run, to_tensors)
 
 CLASS_WEIGHT, MASK_WEIGHT, DICE_WEIGHT, EOS_COEF = 2.0, 5.0, 5.0, 0.1  # Mask2Former's
 AUX_FLOW_WEIGHT = 1.0
@@ -230,23 +229,12 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
     """Train both stages and write out_dir/{mpvss_small.pth, mpvss_small.json}."""
     from vss_edge.checkpoints import save_mpvss_checkpoint
 
-    torch.set_num_threads(s.threads)
-    torch.manual_seed(s.seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    real = RealVideo(video, s.height, s.width, demo_weights.PERSON, exclude=exclude) if video is not None else None
-    data = Batches(s, real)
+    run = start_run(out_dir, s, video, exclude, quiet)
+    data, report = run.data, run.report
     model = MPVSS(demo_weights.mpvss_config(s.height, s.width))
-    report = {"settings": asdict(s), "video": None if video is None else str(video),
-              "excluded_frames": list(exclude) if exclude else None}
     report["keyframe"] = train_keyframe(model, data, s, quiet)
     report["flow"] = train_flow(model, data, s, quiet)
-    report["total_seconds"] = time.perf_counter() - t_start
-    report["torch_threads"] = s.threads
     model.eval()
-    path = out_dir / demo_weights.MPVSS_CHECKPOINT.name
+    path = run.out_dir / demo_weights.MPVSS_CHECKPOINT.name
     save_mpvss_checkpoint(model, path)
-    report["checkpoints"] = {path.name: path.stat().st_size}
-    (out_dir / "mpvss_small.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return finish_run(run, "mpvss_small.json", [path])

@@ -23,10 +23,8 @@ mask_generator.*; `vss_edge.checkpoints.save_stmg_checkpoint`).
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,8 +33,8 @@ import torch.nn.functional as F
 from vss_edge import demo_weights
 from vss_edge.models.stmg.graphs import STMG
 from vss_edge.models.stmg.mask_generator import aggregate
-from vss_edge.training.data import RealVideo
-from vss_edge.training.loop import Batches, TrainingSettings, log_progress, person_weighted_ce, schedule, to_tensors
+from vss_edge.training.loop import (Batches, TrainingSettings, finish_run, log_progress, person_weighted_ce,
+                                     schedule, start_run, to_tensors)
 
 KEEP_PRIOR = 0.5  # the sparsity prior's keep probability per block
 TEMPERATURE = 0.5  # of the relaxed Bernoulli gates
@@ -144,24 +142,12 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
     """Train both stages and write out_dir/{stmg_small.pth, stmg_small.json}."""
     from vss_edge.checkpoints import save_stmg_checkpoint
 
-    torch.set_num_threads(s.threads)
-    torch.manual_seed(s.seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    real = None
-    if video is not None:
-        real = RealVideo(video, s.height, s.width, demo_weights.PERSON, exclude=exclude)
-    data = Batches(s, real)
+    run = start_run(out_dir, s, video, exclude, quiet)
+    data, report = run.data, run.report
     model = STMG(demo_weights.stmg_config(s.height, s.width))
-    report = {"settings": asdict(s), "video": None if video is None else str(video),
-              "excluded_frames": list(exclude) if exclude else None}
     report["key"] = train_key(model, data, s, quiet)
     report["nonkey"] = train_nonkey(model, data, s, quiet)
-    report["total_seconds"] = time.perf_counter() - t_start
     model.eval()
-    path = out_dir / demo_weights.STMG_CHECKPOINT.name
+    path = run.out_dir / demo_weights.STMG_CHECKPOINT.name
     save_stmg_checkpoint(model, path)
-    report["checkpoints"] = {path.name: path.stat().st_size}
-    (out_dir / "stmg_small.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    return finish_run(run, "stmg_small.json", [path])

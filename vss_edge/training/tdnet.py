@@ -18,10 +18,8 @@ enc1..4, atn*, layer_norm1..4, head1..4) that `vss-edge export tdnet --checkpoin
 """
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -29,8 +27,8 @@ import torch
 from vss_edge import demo_weights
 from vss_edge.models.common import Normalise
 from vss_edge.models.tdnet.model import TDNet
-from vss_edge.training.data import RealVideo
-from vss_edge.training.loop import Batches, TrainingSettings, log_progress, person_weighted_ce, schedule, to_tensors
+from vss_edge.training.loop import (TrainingSettings, finish_run, log_progress, person_weighted_ce,
+                                     schedule, start_run, to_tensors)
 
 GROUPED_WEIGHT = 0.5  # the paper's beta, here on the last path's own output against the labels
 
@@ -65,13 +63,8 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
     """Train and write out_dir/{tdnet_small.pth, tdnet_small.json}."""
     from vss_edge.checkpoints import _save_atomic  # noqa: PLC2701 - the same atomic torch.save
 
-    torch.set_num_threads(s.threads)
-    torch.manual_seed(s.seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    t_start = time.perf_counter()
-    real = RealVideo(video, s.height, s.width, demo_weights.PERSON, exclude=exclude) if video is not None else None
-    data = Batches(s, real)
+    run = start_run(out_dir, s, video, exclude, quiet)
+    data = run.data
     cfg = demo_weights.tdnet_config(s.height, s.width)
     model = TDNet(cfg).train()
     normalise = Normalise(cfg.normalisation, channel_order="RGB")
@@ -94,12 +87,8 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
         losses.append(float(ce.detach()))
         log_progress("tdnet", step, s.steps, float(np.mean(losses[-50:])), t0, quiet)
     model.eval()
-    path = out_dir / demo_weights.TDNET_CHECKPOINT.name
+    path = run.out_dir / demo_weights.TDNET_CHECKPOINT.name
     _save_atomic(model.state_dict(), path)
-    report = {"settings": asdict(s), "video": None if video is None else str(video),
-              "excluded_frames": list(exclude) if exclude else None,
-              "tdnet": {"steps": s.steps, "seconds": time.perf_counter() - t0,
-                        "final_ce": float(np.mean(losses[-50:])) if losses else None},
-              "total_seconds": time.perf_counter() - t_start, "checkpoints": {path.name: path.stat().st_size}}
-    (out_dir / "tdnet_small.json").write_text(json.dumps(report, indent=2) + "\n")
-    return report
+    run.report["tdnet"] = {"steps": s.steps, "seconds": time.perf_counter() - t0,
+                           "final_ce": float(np.mean(losses[-50:])) if losses else None}
+    return finish_run(run, "tdnet_small.json", [path])
