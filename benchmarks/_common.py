@@ -50,8 +50,8 @@ def code_version() -> str:
 def bundle_problem(path: Path, cfg, method: str, seed: int) -> str | None:
     """None if path holds a valid `method` bundle exported from cfg with weights seeded by `seed`,
     else why not."""
-    from runtime.errors import BundleError
-    from runtime.manifest import load_manifest
+    from vss_edge.runtime.errors import BundleError
+    from vss_edge.runtime.manifest import load_manifest
 
     try:
         manifest = load_manifest(path)

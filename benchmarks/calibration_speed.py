@@ -39,11 +39,11 @@ def main() -> None:
     ap.add_argument("--out", default="benchmarks/results/calibration_cpu.md")
     args = ap.parse_args()
 
-    import runtime
-    from calibration.check import compare_pipelines, read_frames
-    from calibration.collect import FrameRange, collect_inputs
-    from calibration.quantize import calibrate_bundle, int8_speed_warning
-    from exporters.gsvnet import export_gsvnet
+    from vss_edge import runtime
+    from vss_edge.calibration.check import compare_pipelines, read_frames
+    from vss_edge.calibration.collect import FrameRange, collect_inputs
+    from vss_edge.calibration.quantize import calibrate_bundle, int8_speed_warning
+    from vss_edge.exporters.gsvnet import export_gsvnet
     from vss_edge.configs import GSVNetConfig
     from vss_edge.video import sample_clip_path, write_text_atomic
 

@@ -84,7 +84,7 @@ PAPER_PIXELS = 1024 * 2048
 
 
 def gsvnet_bundle(bundle_dir: Path, cfg) -> Path:
-    from exporters.gsvnet import export_gsvnet
+    from vss_edge.exporters.gsvnet import export_gsvnet
 
     path = bundle_dir / f"gsvnet_{cfg.height}x{cfg.width}_label{cfg.label_scale:g}"
     return ensure_bundle(path, cfg, "gsvnet", export_gsvnet, SEED)
@@ -95,7 +95,7 @@ def gsvnet_bundle(bundle_dir: Path, cfg) -> Path:
 
 def run_pipeline(manifest, sessions, interval: int, frames) -> tuple[list, float]:
     """FrameResults after warm-up for one pass over frames at a fixed interval; and its wall s."""
-    from runtime import FixedInterval, Pipeline
+    from vss_edge.runtime import FixedInterval, Pipeline
 
     pipe = Pipeline(manifest, sessions, FixedInterval(interval))  # shares the warm sessions
     results = []
@@ -263,11 +263,11 @@ def main(argv=None) -> int:
     import onnxruntime
     import torch
 
-    import runtime
-    from exporters.gsvnet import build_model
-    from runtime.preprocess import to_graph_input
-    from runtime.profiling import summarize
-    from runtime.session import open_sessions
+    from vss_edge import runtime
+    from vss_edge.exporters.gsvnet import build_model
+    from vss_edge.runtime.preprocess import to_graph_input
+    from vss_edge.runtime.profiling import summarize
+    from vss_edge.runtime.session import open_sessions
     from vss_edge.configs import GSVNetConfig
 
     torch.set_num_threads(args.threads)

@@ -60,7 +60,7 @@ PAPER = "paper (V100, R50, 480x853): Mask2Former 19.4 FPS -> MPVSS 33.93 FPS (1.
 
 
 def _export(path, cfg, seed):
-    from exporters.mpvss import export_mpvss
+    from vss_edge.exporters.mpvss import export_mpvss
 
     return export_mpvss(path, cfg, seed=seed, verify_frames=1, simplify=False)
 
@@ -72,7 +72,7 @@ def ensure_mpvss(bundle_dir: Path, cfg) -> Path:
 
 
 def gflops_rows(name: str, bundle: Path, interval: int) -> list[str]:
-    import runtime
+    from vss_edge import runtime
 
     g = {n: s.gflops for n, s in runtime.load_manifest(bundle).graphs.items()}
     key, nonkey = g["keyframe"], g["flow"] + g["propagation"]
@@ -83,7 +83,7 @@ def gflops_rows(name: str, bundle: Path, interval: int) -> list[str]:
 
 def run_pipelines(configs: dict, threads: int, frames: list, repeat: int, quiet_wait: float):
     """{name: [FrameResult]} over `repeat` interleaved runs of every configuration."""
-    import runtime
+    from vss_edge import runtime
 
     pipes = {name: runtime.load(bundle, device="cpu", threads=threads, interval=interval)
              for name, (bundle, interval) in configs.items()}
@@ -106,8 +106,8 @@ def run_pipelines(configs: dict, threads: int, frames: list, repeat: int, quiet_
 
 def graph_feeds(bundle: Path, frames: list) -> dict[str, dict]:
     """Real inputs of each graph: frame 0 the key frame, frame 2 propagated from it."""
-    import runtime
-    from runtime.preprocess import to_graph_input
+    from vss_edge import runtime
+    from vss_edge.runtime.preprocess import to_graph_input
 
     pipe = runtime.load(bundle, device="cpu")
     s, m = pipe.sessions, pipe.manifest

@@ -76,8 +76,8 @@ def main(argv=None) -> int:
 
     import onnx
 
-    from exporters.gating import ungate
-    from runtime.preprocess import to_graph_input
+    from vss_edge.exporters.gating import ungate
+    from vss_edge.runtime.preprocess import to_graph_input
     from vss_edge.configs import STMGConfig
 
     cfg = STMGConfig(height=args.height, width=args.width, backbone=args.backbone)

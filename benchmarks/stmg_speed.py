@@ -55,7 +55,7 @@ PAPER = "paper (RTX 2080 Ti, 1024x2048): DDRNet-39 22.1 FPS -> STMG 32.6 FPS (+4
 
 
 def ensure_stmg(bundle_dir: Path, cfg) -> Path:
-    from exporters.stmg import export_stmg
+    from vss_edge.exporters.stmg import export_stmg
 
     path = bundle_dir / f"stmg_{cfg.backbone}_{cfg.height}x{cfg.width}_label{cfg.label_scale:g}"
     return ensure_bundle(path, cfg, "stmg", export_stmg, SEED)
@@ -71,9 +71,9 @@ class DDRNetEveryFrame:
         pass
 
     def step(self, frame):
-        from runtime import FrameResult
-        from runtime.preprocess import labels_to_frame, to_graph_input
-        from runtime.session import timed
+        from vss_edge.runtime import FrameResult
+        from vss_edge.runtime.preprocess import labels_to_frame, to_graph_input
+        from vss_edge.runtime.session import timed
 
         start = time.perf_counter()
         m = self.pipe.manifest
@@ -84,7 +84,7 @@ class DDRNetEveryFrame:
 
 def block_latency(pipe, images, order, calls, repeat, quiet_wait, monitor):
     """{n dropped: [ms per partial call]}, plus mean ms of the mask, aggregation and keyframe graphs."""
-    from runtime.session import timed
+    from vss_edge.runtime.session import timed
 
     k = len(order)
     partial = {n: [] for n in range(k + 1)}
@@ -115,7 +115,7 @@ def block_latency(pipe, images, order, calls, repeat, quiet_wait, monitor):
 
 
 def run_configs(bundle, threads, frames, repeat, quiet_wait, k):
-    import runtime
+    from vss_edge import runtime
 
     half = np.arange(k) % 2 == 1  # drop every other block: about half of them, in every stage
     configs = {
@@ -176,13 +176,13 @@ def main(argv=None) -> int:
 
     import onnx
 
-    import runtime
-    from exporters.flops import gated_block_gflops
-    from runtime.preprocess import to_graph_input
+    from vss_edge import runtime
+    from vss_edge.exporters.flops import gated_block_gflops
+    from vss_edge.runtime.preprocess import to_graph_input
     from vss_edge.configs import STMGConfig
 
     if args.trained:
-        from exporters.stmg import export_stmg
+        from vss_edge.exporters.stmg import export_stmg
         from vss_edge import demo_weights
 
         cfg = demo_weights.stmg_config()

@@ -121,7 +121,7 @@ PAPER_MS = {"TD4-PSP18": 85, "PSPNet-18": 91, "TD2-PSP50": 178, "PSPNet-50": 238
 
 
 def ensure_tdnet(bundle_dir: Path, cfg) -> Path:
-    from exporters.tdnet import export_tdnet
+    from vss_edge.exporters.tdnet import export_tdnet
 
     path = bundle_dir / f"tdnet_{cfg.variant}_{cfg.height}x{cfg.width}_label{cfg.label_scale:g}"
     return ensure_bundle(path, cfg, "tdnet", export_tdnet, SEED)
@@ -157,8 +157,8 @@ def ensure_pspnet18(bundle_dir: Path, cfg) -> tuple[Path, float]:
     """The PSPNet-18 baseline graph at cfg's size (exported, or reused); (path, GFLOPs)."""
     import torch
 
-    from exporters.onnx_export import export_graph, real_frames, save_model
-    from runtime.manifest import sha256_file
+    from vss_edge.exporters.onnx_export import export_graph, real_frames, save_model
+    from vss_edge.runtime.manifest import sha256_file
     from vss_edge.video import write_text_atomic
 
     path = bundle_dir / f"pspnet18_{cfg.height}x{cfg.width}_label{cfg.label_scale:g}.onnx"
@@ -220,7 +220,7 @@ class SingleGraph:
     def __init__(self, path: Path, name: str, height: int, width: int, threads: int):
         import onnxruntime as ort
 
-        from runtime.session import _session_options
+        from vss_edge.runtime.session import _session_options
 
         opts = _session_options(threads, quiet=False, spin=False)  # as the runtime's path graphs
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
@@ -228,9 +228,9 @@ class SingleGraph:
         self.name, self.height, self.width, self.index = name, height, width, 0
 
     def step(self, frame):
-        from runtime import FrameResult
-        from runtime.preprocess import labels_to_frame, to_graph_input
-        from runtime.session import timed
+        from vss_edge.runtime import FrameResult
+        from vss_edge.runtime.preprocess import labels_to_frame, to_graph_input
+        from vss_edge.runtime.session import timed
 
         start = time.perf_counter()
         image = to_graph_input(frame, self.height, self.width)
@@ -320,7 +320,7 @@ def profile_path(graph_path: Path, feeds: dict, threads: int, runs: int, tmp: Pa
     import onnx
     import onnxruntime as ort
 
-    from runtime.session import _session_options
+    from vss_edge.runtime.session import _session_options
 
     opts = _session_options(threads, quiet=True, spin=False)
     opts.enable_profiling = True
@@ -505,10 +505,10 @@ def main(argv=None) -> int:
     import onnxruntime
     import torch
 
-    import runtime
-    from runtime import Pipeline, build_scheduler
-    from runtime.preprocess import to_graph_input
-    from runtime.session import open_sessions
+    from vss_edge import runtime
+    from vss_edge.runtime import Pipeline, build_scheduler
+    from vss_edge.runtime.preprocess import to_graph_input
+    from vss_edge.runtime.session import open_sessions
     from vss_edge.configs import TDNetConfig
 
     torch.set_num_threads(args.threads)  # the exports' verification only

@@ -13,16 +13,16 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from calibration.check import check_compatible, compare_pipelines
-from calibration.collect import FrameRange, check_disjoint
-from calibration.quantize import calibrate_bundle
-from runtime.errors import VssEdgeError
+from vss_edge.calibration.check import check_compatible, compare_pipelines
+from vss_edge.calibration.collect import FrameRange, check_disjoint
+from vss_edge.calibration.quantize import calibrate_bundle
+from vss_edge.runtime.errors import VssEdgeError
 
 
 def end_to_end_drop(reference, candidate, frames: list) -> float:
     """1 - mIoU agreement of candidate vs reference pipeline over frames."""
-    import runtime
-    from runtime.manifest import load_manifest
+    from vss_edge import runtime
+    from vss_edge.runtime.manifest import load_manifest
 
     check_compatible(load_manifest(reference), load_manifest(candidate))
     result = compare_pipelines(runtime.load(reference, device="cpu"), runtime.load(candidate, device="cpu"), frames)
@@ -36,7 +36,7 @@ def calibrate_within_budget(bundle, video, out, max_drop: float, precision: str 
     Returns (out, report) where report adds "budget": {max_drop, drop, sensitivity
     [{graph, drop_alone}], kept_float [{graph, reason}], steps [{kept_float, drop}]}.
     """
-    from calibration.check import read_frames
+    from vss_edge.calibration.check import read_frames
 
     if not 0.0 <= max_drop < 1.0:
         raise VssEdgeError(f"--max-drop must be in [0, 1), got {max_drop}")
@@ -54,7 +54,7 @@ def calibrate_within_budget(bundle, video, out, max_drop: float, precision: str 
         steps = [{"kept_float": [], "drop": drop}]
         sensitivity, kept = [], []
         if drop > max_drop:
-            from runtime.manifest import load_manifest
+            from vss_edge.runtime.manifest import load_manifest
 
             names = list(load_manifest(bundle).graphs)
             for g in names:

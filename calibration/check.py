@@ -33,8 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.collect import record_feeds
-from runtime.errors import VssEdgeError
+from vss_edge.calibration.collect import record_feeds
+from vss_edge.runtime.errors import VssEdgeError
 
 CONVENTIONS = {
     "sqnr_db": "10*log10(sum(ref^2)/sum((ref-cand)^2)); null in JSON = not finite: +inf when the output is "
@@ -452,8 +452,8 @@ def check_split(cand_manifest, video, start: int, stop: int | None) -> None:
     A graph's calibration record names its video (file name and sha256) and frames
     "A:B"; if that is this video and the ranges overlap, VssEdgeError.
     """
-    from calibration.collect import FrameRange
-    from runtime.manifest import sha256_file
+    from vss_edge.calibration.collect import FrameRange
+    from vss_edge.runtime.manifest import sha256_file
 
     path = Path(video)
     sha = sha256_file(path) if path.is_file() else None
@@ -480,8 +480,8 @@ def run_check(reference, candidate, video, labels_dir=None, start: int = 0, stop
     "candidate" (bundle info), "video", "frame_range", "conventions", "graphs" (compare_graphs),
     "end_to_end" (compare_pipelines). VssEdgeError for an incompatible candidate or bad input.
     """
-    import runtime
-    from runtime.manifest import load_manifest
+    from vss_edge import runtime
+    from vss_edge.runtime.manifest import load_manifest
 
     cand_manifest = load_manifest(candidate)
     check_compatible(load_manifest(reference), cand_manifest)

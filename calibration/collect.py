@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.errors import VssEdgeError
+from vss_edge.runtime.errors import VssEdgeError
 
 _RANGE = re.compile(r"^\s*(\d+)\s*:\s*(\d+)\s*$")
 
@@ -132,7 +132,7 @@ def collect_inputs(bundle: str | Path, video, frames: FrameRange | str, interval
     some graph of the bundle received no input (e.g. a range shorter than the key-frame
     interval never runs the non-key graphs).
     """
-    import runtime
+    from vss_edge import runtime
     from vss_edge.video import open_source
 
     frames = FrameRange.parse(frames)

@@ -18,8 +18,8 @@ import shutil
 from datetime import datetime, timezone
 from pathlib import Path
 
-from runtime.errors import VssEdgeError
-from runtime.manifest import MANIFEST_NAME, PRECISIONS, load_manifest, sha256_file, staged_bundle
+from vss_edge.runtime.errors import VssEdgeError
+from vss_edge.runtime.manifest import MANIFEST_NAME, PRECISIONS, load_manifest, sha256_file, staged_bundle
 
 
 # What an int8 graph's calibration record must say (source_manifest_sha256 is added here).

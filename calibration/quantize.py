@@ -44,7 +44,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from runtime.errors import VssEdgeError
+from vss_edge.runtime.errors import VssEdgeError
 
 METHODS = ("minmax", "entropy", "percentile")
 # Op types kept in float by default (as well as what ONNX Runtime cannot quantize anyway).
@@ -475,7 +475,7 @@ def convert_graph_fp16(model_path: str | Path, out_path: str | Path, op_block_li
 
 
 def _video_record(video) -> dict:
-    from runtime.manifest import sha256_file
+    from vss_edge.runtime.manifest import sha256_file
 
     path = Path(os.fspath(video)) if isinstance(video, (str, os.PathLike)) else None
     record = {"video": path.name if path is not None else str(video)}
@@ -498,9 +498,9 @@ def calibrate_bundle(bundle: str | Path, video, out: str | Path, precision: str 
     evaluation_frames: if given, must not overlap calibration_frames.
     The report: {precision, graphs: name -> {precision, record}, warnings, seconds}.
     """
-    from calibration.collect import FrameRange, check_disjoint, collect_inputs
-    from calibration.derived import write_derived_bundle
-    from runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file
+    from vss_edge.calibration.collect import FrameRange, check_disjoint, collect_inputs
+    from vss_edge.calibration.derived import write_derived_bundle
+    from vss_edge.runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file
 
     if precision not in ("int8", "fp16"):
         raise VssEdgeError(f"precision must be int8 or fp16, got {precision!r}")

@@ -15,7 +15,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from runtime.errors import VssEdgeError
+from vss_edge.runtime.errors import VssEdgeError
 
 
 def to_jsonable(value):

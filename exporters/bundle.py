@@ -9,8 +9,8 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from exporters.onnx_export import IR_VERSION, OPSET, ExportedGraph, save_model
-from runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, TensorSpec, sha256_file, staged_bundle
+from vss_edge.exporters.onnx_export import IR_VERSION, OPSET, ExportedGraph, save_model
+from vss_edge.runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, TensorSpec, sha256_file, staged_bundle
 
 
 def package_versions() -> dict:

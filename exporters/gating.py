@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-from exporters.onnx_export import ExportError
+from vss_edge.exporters.onnx_export import ExportError
 
 
 def _block_nodes(graph: onnx.GraphProto, scope: str) -> list[int]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import torch
 
-from exporters.bundle import write_bundle
-from exporters.onnx_export import export_graph, real_frames
-from runtime.manifest import TensorSpec, sha256_file
+from vss_edge.exporters.bundle import write_bundle
+from vss_edge.exporters.onnx_export import export_graph, real_frames
+from vss_edge.runtime.manifest import TensorSpec, sha256_file
 from vss_edge.configs import MPVSSConfig
 from vss_edge.models.mpvss.graphs import GRAPH_ROLES, OUTPUTS, MPVSS, graph_inputs, mpvss_graphs
 
@@ -26,7 +26,7 @@ def _lively_random_heads(model: MPVSS, seed: int) -> None:
     class head (std 6/sqrt(C)), scale the mask embedding to mask logits of std 5, and draw the
     fuse layer N(0, 4). Official weights replace all of this.
     """
-    from exporters.onnx_export import real_frames
+    from vss_edge.exporters.onnx_export import real_frames
 
     cfg = model.cfg
     c = cfg.arch["hidden_dim"]

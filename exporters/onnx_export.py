@@ -18,11 +18,11 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from exporters.flops import count_gflops
-from runtime.errors import VssEdgeError
-from runtime.manifest import TensorSpec
-from runtime.preprocess import to_graph_input
-from runtime.session import _ORT_DTYPES
+from vss_edge.exporters.flops import count_gflops
+from vss_edge.runtime.errors import VssEdgeError
+from vss_edge.runtime.manifest import TensorSpec
+from vss_edge.runtime.preprocess import to_graph_input
+from vss_edge.runtime.session import _ORT_DTYPES
 
 OPSET = 17  # GridSample needs >= 16, LayerNormalization 17
 # onnx may write an IR version newer than the installed (or the robot's) ONNX Runtime

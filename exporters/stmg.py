@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from exporters.bundle import write_bundle
-from exporters.gating import gate_blocks
-from exporters.onnx_export import export_graph, real_frames
-from runtime.manifest import TensorSpec, sha256_file
+from vss_edge.exporters.bundle import write_bundle
+from vss_edge.exporters.gating import gate_blocks
+from vss_edge.exporters.onnx_export import export_graph, real_frames
+from vss_edge.runtime.manifest import TensorSpec, sha256_file
 from vss_edge.configs import STMGConfig
 from vss_edge.models.stmg.graphs import GRAPH_ROLES, INPUTS, OUTPUTS, STMG, block_scopes, stmg_graphs
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 import torch
 
-from exporters.bundle import write_bundle
-from exporters.onnx_export import export_graph, real_frames
-from runtime.manifest import TensorSpec, sha256_file
+from vss_edge.exporters.bundle import write_bundle
+from vss_edge.exporters.onnx_export import export_graph, real_frames
+from vss_edge.runtime.manifest import TensorSpec, sha256_file
 from vss_edge.configs import TDNetConfig
 from vss_edge.models.tdnet.graphs import OUTPUTS, empty_state, input_names, path_graphs
 

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runtime.errors import BundleError, FrameError, SourceError, VssEdgeError
-from runtime.manifest import Manifest, load_manifest
-from runtime.pipeline import FrameResult, Pipeline
-from runtime.schedulers import (
+from vss_edge.runtime.errors import BundleError, FrameError, SourceError, VssEdgeError
+from vss_edge.runtime.manifest import Manifest, load_manifest
+from vss_edge.runtime.pipeline import FrameResult, Pipeline
+from vss_edge.runtime.schedulers import (
     DistortionAware,
     FixedInterval,
     FrameInfo,
@@ -14,7 +14,7 @@ from runtime.schedulers import (
     build_scheduler,
     choose_scheduler,
 )
-from runtime.session import open_sessions
+from vss_edge.runtime.session import check_threads, open_sessions
 
 
 def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None,
@@ -23,14 +23,16 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
     """Check a bundle (manifest, hashes, graph I/O) and return a ready Pipeline.
 
     device: 'auto' (CUDA when it really loads, else CPU), 'cuda' or 'cpu'.
-    threads: ONNX Runtime intra-op threads (default: ONNX Runtime's choice).
+    threads: ONNX Runtime intra-op threads, 1 .. the CPUs this process may use (default: ONNX
+    Runtime's choice); more raises VssEdgeError.
     scheduler: any object with reset() and is_key(FrameInfo) (or path(FrameInfo) for TDNet),
     or a scheduler name ('fixed_interval', 'distortion', 'round_robin'); default: the
     manifest's. interval: a fixed key-frame interval (selects fixed_interval).
     io_binding: use IO binding on the CPU too (always on for CUDA).
     """
+    check_threads(threads)
     manifest = load_manifest(bundle)
-    from runtime.programs import program_for
+    from vss_edge.runtime.programs import program_for
 
     program_for(manifest.method)  # unknown method: fail before opening sessions
     if scheduler is None or isinstance(scheduler, str):

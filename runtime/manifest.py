@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from runtime.errors import BundleError
+from vss_edge.runtime.errors import BundleError
 
 FORMAT = "vss-edge-bundle"
 FORMAT_VERSION = 1
@@ -243,7 +243,7 @@ def staged_bundle(out_dir: str | Path):
     never half written. VssEdgeError if out_dir exists and is not a bundle. On an
     exception nothing is published and the folder is removed.
     """
-    from runtime.errors import VssEdgeError
+    from vss_edge.runtime.errors import VssEdgeError
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).exists())):

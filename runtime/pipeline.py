@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime.errors import BundleError, VssEdgeError
-from runtime.manifest import Manifest
-from runtime.preprocess import labels_to_frame, to_graph_input
-from runtime.programs import program_for
-from runtime.schedulers import FrameInfo, Scheduler
-from runtime.session import GraphSession, timed
+from vss_edge.runtime.errors import BundleError, VssEdgeError
+from vss_edge.runtime.manifest import Manifest
+from vss_edge.runtime.preprocess import labels_to_frame, to_graph_input
+from vss_edge.runtime.programs import program_for
+from vss_edge.runtime.schedulers import FrameInfo, Scheduler
+from vss_edge.runtime.session import GraphSession, timed
 
 
 @dataclass

@@ -8,7 +8,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from runtime.errors import FrameError
+from vss_edge.runtime.errors import FrameError
 
 
 def check_frame(frame) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from runtime.errors import VssEdgeError
+from vss_edge.runtime.errors import VssEdgeError
 
 
 @dataclass(frozen=True)

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import ctypes
 import logging
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 
-from runtime.errors import BundleError, VssEdgeError
-from runtime.manifest import GraphSpec
+from vss_edge.runtime.errors import BundleError, VssEdgeError
+from vss_edge.runtime.manifest import GraphSpec
 
 log = logging.getLogger("vss_edge")
 
@@ -30,6 +31,30 @@ _ORT_DTYPES = {
     "tensor(int32)": "int32",
     "tensor(bool)": "bool",
 }
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask where the OS has one, e.g. in a container)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def check_threads(threads: int | None) -> None:
+    """VssEdgeError unless threads is None (ONNX Runtime's choice) or 1 .. usable_cpus().
+
+    More intra-op threads than CPUs only adds contention; a large number also reserves memory
+    per thread (100000 grew to 16 GB and stalled a 2-core machine), so it is refused here.
+    """
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise VssEdgeError(f"threads must be a positive integer, got {threads!r}")
+    cpus = usable_cpus()
+    if threads > cpus:
+        raise VssEdgeError(f"threads {threads} is more than the {cpus} CPU(s) this process may use; "
+                           f"choose 1 to {cpus}")
 
 
 def _cuda_driver_devices() -> int:
@@ -141,6 +166,7 @@ def open_sessions(manifest, device: str = "auto", threads: int | None = None,
     """Open every graph of a bundle on the chosen device ('auto', 'cuda' or 'cpu')."""
     if device not in ("auto", "cuda", "cpu"):
         raise VssEdgeError(f"device must be auto, cuda or cpu, got {device!r}")
+    check_threads(threads)
     reason = "requested" if device == "cpu" else cuda_unavailable_reason()
     if reason is None:
         if hasattr(ort, "preload_dlls"):

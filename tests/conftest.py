@@ -18,7 +18,7 @@ def sample_frames():
 @pytest.fixture(scope="session")
 def gsvnet_model():
     """A seeded GSVNet (SwiftNet keyframe net) at the small test resolution."""
-    from exporters.gsvnet import build_model
+    from vss_edge.exporters.gsvnet import build_model
     from vss_edge.configs import GSVNetConfig
 
     model, _ = build_model(GSVNetConfig(**SMALL), seed=0)
@@ -28,7 +28,7 @@ def gsvnet_model():
 @pytest.fixture(scope="session")
 def gsvnet_bundle(tmp_path_factory):
     """That model exported to a bundle (same seed => same weights as gsvnet_model)."""
-    from exporters.gsvnet import export_gsvnet
+    from vss_edge.exporters.gsvnet import export_gsvnet
     from vss_edge.configs import GSVNetConfig
 
     return export_gsvnet(tmp_path_factory.mktemp("bundles") / "gsvnet", GSVNetConfig(**SMALL), seed=0)
@@ -37,7 +37,7 @@ def gsvnet_bundle(tmp_path_factory):
 @pytest.fixture(scope="session")
 def stmg_model():
     """A seeded STMG (DDRNet-23-slim) at the small test resolution."""
-    from exporters.stmg import build_model
+    from vss_edge.exporters.stmg import build_model
     from vss_edge.configs import STMGConfig
 
     model, _ = build_model(STMGConfig(**SMALL), seed=0)
@@ -47,7 +47,7 @@ def stmg_model():
 @pytest.fixture(scope="session")
 def stmg_bundle(tmp_path_factory):
     """That model exported to a bundle (same seed => same weights as stmg_model)."""
-    from exporters.stmg import export_stmg
+    from vss_edge.exporters.stmg import export_stmg
     from vss_edge.configs import STMGConfig
 
     return export_stmg(tmp_path_factory.mktemp("bundles") / "stmg", STMGConfig(**SMALL), seed=0)

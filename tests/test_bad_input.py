@@ -12,9 +12,9 @@ import shutil
 import numpy as np
 import pytest
 
-import runtime
-from runtime import BundleError, FrameError
-from runtime.manifest import FORMAT_VERSION, sha256_file
+from vss_edge import runtime
+from vss_edge.runtime import BundleError, FrameError
+from vss_edge.runtime.manifest import FORMAT_VERSION, sha256_file
 
 
 @pytest.fixture

@@ -9,12 +9,12 @@ import cv2
 import numpy as np
 import pytest
 
-import runtime
-from calibration.check import (check_compatible, compare_graphs, compare_pipelines, output_metrics,
+from vss_edge import runtime
+from vss_edge.calibration.check import (check_compatible, compare_graphs, compare_pipelines, output_metrics,
                                record_feeds, run_check)
-from calibration.report import to_json, to_markdown, write_reports
-from runtime.errors import VssEdgeError
-from runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file
+from vss_edge.calibration.report import to_json, to_markdown, write_reports
+from vss_edge.runtime.errors import VssEdgeError
+from vss_edge.runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file
 
 N_FRAMES = 12  # interval 5: key frames 0, 5, 10; distances 0..4
 
@@ -152,7 +152,7 @@ def test_damaged_candidate_shows_a_drop(damaged_check):
 # ---------------------------------------------------------------- bad input
 
 def test_mismatched_resolution_is_a_clear_error(gsvnet_bundle, tmp_path):
-    from exporters.gsvnet import export_gsvnet
+    from vss_edge.exporters.gsvnet import export_gsvnet
     from vss_edge.configs import GSVNetConfig
 
     other = export_gsvnet(tmp_path / "small", GSVNetConfig(height=64, width=128), verify_frames=2)
@@ -250,5 +250,5 @@ def test_check_does_not_import_torch():
     import sys
 
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import calibration.check, calibration.report\n")
+            "import vss_edge.calibration.check, vss_edge.calibration.report\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -55,7 +55,7 @@ def test_calibrate_refuses_overlapping_frames(gsvnet_bundle, tmp_path, capsys):
 
 
 def test_check_refuses_another_method(gsvnet_bundle, tmp_path, capsys):
-    from exporters.tdnet import export_tdnet
+    from vss_edge.exporters.tdnet import export_tdnet
     from vss_edge.configs import TDNetConfig
 
     other = export_tdnet(tmp_path / "td", TDNetConfig(height=64, width=96))

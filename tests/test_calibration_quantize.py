@@ -10,18 +10,18 @@ import numpy as np
 import onnx
 import pytest
 
-import runtime
-from calibration.collect import FrameRange, check_disjoint, collect_inputs
-from calibration.derived import write_derived_bundle
-from calibration.quantize import (
+from vss_edge import runtime
+from vss_edge.calibration.collect import FrameRange, check_disjoint, collect_inputs
+from vss_edge.calibration.derived import write_derived_bundle
+from vss_edge.calibration.quantize import (
     FP16_CPU_WARNING,
     calibrate_bundle,
     cpu_int8_support,
     int8_speed_warning,
     quantize_graph_int8,
 )
-from runtime.errors import VssEdgeError
-from runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file
+from vss_edge.runtime.errors import VssEdgeError
+from vss_edge.runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file
 from vss_edge.video import sample_clip_path
 
 CALIBRATION = FrameRange(0, 20)

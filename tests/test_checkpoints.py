@@ -9,7 +9,7 @@ import cv2
 import pytest
 import torch
 
-from runtime.errors import CheckpointError
+from vss_edge.runtime.errors import CheckpointError
 from vss_edge.checkpoints import (
     load_gsvnet_checkpoint,
     load_keyframe_checkpoint,

@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import pytest
 
-import runtime
-from runtime.pipeline import Pipeline
+from vss_edge import runtime
+from vss_edge.runtime.pipeline import Pipeline
 from vss_edge.cli import main
 from vss_edge.video import sample_clip_path
 

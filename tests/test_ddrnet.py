@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from perturb import perturb
-from runtime.errors import CheckpointError
+from vss_edge.runtime.errors import CheckpointError
 from vss_edge.checkpoints import load_ddrnet_checkpoint, read_checkpoint, save_official_ddrnet_checkpoint
 from vss_edge.models.stmg.ddrnet import DDRNET_VARIANTS, BasicBlock, DDRNet, prunable_block_names
 

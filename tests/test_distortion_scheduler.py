@@ -6,9 +6,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-import runtime
-from runtime.errors import VssEdgeError
-from runtime.schedulers import DistortionAware, FixedInterval, FrameInfo, choose_scheduler
+from vss_edge import runtime
+from vss_edge.runtime.errors import VssEdgeError
+from vss_edge.runtime.schedulers import DistortionAware, FixedInterval, FrameInfo, choose_scheduler
 
 
 def algorithm_1(distortions: list[float], gamma_1: float = 2.0, gamma_2: float = 0.95) -> list[bool]:
@@ -99,7 +99,7 @@ def test_choosing_schedulers():
 
 
 def test_a_key_frame_scheduler_on_tdnet_is_refused():
-    from runtime.pipeline import Pipeline
+    from vss_edge.runtime.pipeline import Pipeline
 
     class FakeProgram:
         scheduler_needs = "path"

@@ -6,10 +6,10 @@ import onnxruntime as ort
 import pytest
 import torch
 
-import runtime
-from exporters.gsvnet import example_inputs
-from exporters.onnx_export import compare_outputs
-from runtime.schedulers import FixedInterval
+from vss_edge import runtime
+from vss_edge.exporters.gsvnet import example_inputs
+from vss_edge.exporters.onnx_export import compare_outputs
+from vss_edge.runtime.schedulers import FixedInterval
 from vss_edge.reference import GSVNetReference
 
 IO = {
@@ -26,7 +26,7 @@ def test_each_graph_matches_pytorch_on_real_frames(graph, gsvnet_model, gsvnet_b
 
     with open_source(sample_clip_path()) as src:
         frames = [f for i, f in enumerate(src) if 20 <= i < 26]
-    from runtime.preprocess import to_graph_input
+    from vss_edge.runtime.preprocess import to_graph_input
 
     cfg = gsvnet_model.cfg
     tensors = [torch.from_numpy(to_graph_input(f, cfg.height, cfg.width)) for f in frames]
@@ -102,7 +102,7 @@ def test_export_verifies_on_real_frames(gsvnet_bundle):
 
 
 def test_bisenet_keyframe_net_with_other_classes_and_label_scale(tmp_path, sample_frames):
-    from exporters.gsvnet import build_model, export_gsvnet
+    from vss_edge.exporters.gsvnet import build_model, export_gsvnet
     from vss_edge.configs import GSVNetConfig
 
     cfg = GSVNetConfig(height=64, width=128, keyframe_net="bisenet", num_classes=5, label_scale=0.5)

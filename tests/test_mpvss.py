@@ -12,12 +12,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-import runtime
-from exporters.mpvss import build_model, example_inputs, export_mpvss
-from exporters.onnx_export import compare_outputs
-from runtime.errors import BundleError, CheckpointError
-from runtime.preprocess import to_graph_input
-from runtime.schedulers import DistortionAware, FixedInterval
+from vss_edge import runtime
+from vss_edge.exporters.mpvss import build_model, example_inputs, export_mpvss
+from vss_edge.exporters.onnx_export import compare_outputs
+from vss_edge.runtime.errors import BundleError, CheckpointError
+from vss_edge.runtime.preprocess import to_graph_input
+from vss_edge.runtime.schedulers import DistortionAware, FixedInterval
 from vss_edge.configs import MPVSSConfig
 from vss_edge.models.mpvss.graphs import OUTPUTS, graph_inputs, mpvss_graphs
 from vss_edge.reference import MPVSSReference

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-import runtime
-from exporters.mpvss import export_mpvss
+from vss_edge import runtime
+from vss_edge.exporters.mpvss import export_mpvss
 from vss_edge.configs import MPVSSConfig
 
 

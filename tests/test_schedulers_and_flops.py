@@ -4,9 +4,9 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from exporters.flops import count_gflops
-from runtime.errors import VssEdgeError
-from runtime.schedulers import FixedInterval, FrameInfo, build_scheduler
+from vss_edge.exporters.flops import count_gflops
+from vss_edge.runtime.errors import VssEdgeError
+from vss_edge.runtime.schedulers import FixedInterval, FrameInfo, build_scheduler
 
 
 def test_fixed_interval_counts_from_the_last_key_frame():

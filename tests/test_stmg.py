@@ -10,11 +10,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-import runtime
-from exporters.onnx_export import compare_outputs
-from exporters.stmg import example_inputs
-from runtime.preprocess import to_graph_input
-from runtime.schedulers import DistortionAware, FixedInterval
+from vss_edge import runtime
+from vss_edge.exporters.onnx_export import compare_outputs
+from vss_edge.exporters.stmg import example_inputs
+from vss_edge.runtime.preprocess import to_graph_input
+from vss_edge.runtime.schedulers import DistortionAware, FixedInterval
 from vss_edge.models.stmg.graphs import INPUTS, OUTPUTS, stmg_graphs
 from vss_edge.reference import STMGReference
 
@@ -58,7 +58,7 @@ def test_partial_graph_gates_every_prunable_block(stmg_model, stmg_bundle):
 
 def test_ungated_graph_equals_the_gated_one_with_every_block_kept(stmg_bundle, sample_frames):
     """exporters.gating.ungate (the gate-cost benchmark's baseline) inlines the kept branches exactly."""
-    from exporters.gating import ungate
+    from vss_edge.exporters.gating import ungate
 
     gated = onnx.load(str(stmg_bundle / "partial.onnx"))
     plain = ungate(gated)
@@ -171,7 +171,7 @@ def test_cli_exports_from_an_official_ddrnet_checkpoint_and_runs_with_either_sch
 
 
 def test_stmg_checkpoint_round_trip(stmg_model, tmp_path):
-    from exporters.stmg import build_model
+    from vss_edge.exporters.stmg import build_model
     from vss_edge.checkpoints import load_stmg_checkpoint, save_stmg_checkpoint
 
     save_stmg_checkpoint(stmg_model, tmp_path / "stmg.pth")

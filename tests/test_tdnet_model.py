@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from runtime.errors import CheckpointError
+from vss_edge.runtime.errors import CheckpointError
 from vss_edge.checkpoints import load_tdnet_checkpoint, save_official_tdnet_checkpoint
 from vss_edge.configs import TDNetConfig
 from vss_edge.models.tdnet.model import TDNet, resize_layer_norms

@@ -8,11 +8,11 @@ import onnxruntime as ort
 import pytest
 import torch
 
-import runtime
-from exporters.onnx_export import compare_outputs, real_frames
-from exporters.tdnet import build_model, example_inputs, export_tdnet
-from runtime.errors import VssEdgeError
-from runtime.schedulers import FixedInterval, RoundRobin
+from vss_edge import runtime
+from vss_edge.exporters.onnx_export import compare_outputs, real_frames
+from vss_edge.exporters.tdnet import build_model, example_inputs, export_tdnet
+from vss_edge.runtime.errors import VssEdgeError
+from vss_edge.runtime.schedulers import FixedInterval, RoundRobin
 from vss_edge.configs import TDNetConfig
 from vss_edge.models.tdnet.graphs import OUTPUTS, input_names, path_graphs
 from vss_edge.reference import TDNetReference
@@ -110,7 +110,7 @@ def test_export_at_the_official_769x1537(tmp_path, sample_frames):
 def test_state_shape_mismatch_is_refused(td4, tmp_path):
     import shutil
 
-    from runtime.errors import BundleError
+    from vss_edge.runtime.errors import BundleError
 
     _, bundle = td4
     bad = tmp_path / "bad"

@@ -5,7 +5,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["vss_edge", "runtime", "runtime.pipeline", "vss_edge.video", "vss_edge.cli"])
+@pytest.mark.parametrize("module", ["vss_edge", "vss_edge.runtime", "vss_edge.runtime.pipeline", "vss_edge.video", "vss_edge.cli", "vss_edge.calibration.check"])
 def test_import_does_not_import_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
     subprocess.run([sys.executable, "-c", code], check=True)

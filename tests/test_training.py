@@ -27,7 +27,7 @@ def test_training_command_writes_checkpoints_the_exporter_loads(tmp_path):
     assert report["keyframe"]["steps"] == 2 and report["propagation"]["steps"] == 2
     assert report["excluded_frames"] == [0, 20]
 
-    from exporters.gsvnet import build_model
+    from vss_edge.exporters.gsvnet import build_model
 
     model, weights = build_model(demo_weights.gsvnet_config(64, 96), checkpoint=str(out / "gsvnet_small.tar"),
                                  keyframe_checkpoint=str(out / "gsvnet_small_swiftnet.pth"))
@@ -49,7 +49,7 @@ def test_stmg_training_command_writes_a_checkpoint_the_exporter_loads(tmp_path):
     report = json.loads((out / "stmg_small.json").read_text())
     assert report["nonkey"]["steps"] == 2 and 0 < report["nonkey"]["final_mean_keep_probability"] < 1
 
-    from exporters.stmg import build_model
+    from vss_edge.exporters.stmg import build_model
 
     build_model(demo_weights.stmg_config(64, 96), checkpoint=str(out / "stmg_small.pth"))
 
@@ -63,7 +63,7 @@ def test_tdnet_training_command_writes_a_checkpoint_the_exporter_loads(tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads((out / "tdnet_small.json").read_text())["tdnet"]["steps"] == 2
 
-    from exporters.tdnet import build_model
+    from vss_edge.exporters.tdnet import build_model
 
     build_model(demo_weights.tdnet_config(64, 96), checkpoint=str(out / "tdnet_small.pth"))
 
@@ -81,7 +81,7 @@ def test_mpvss_training_command_writes_a_checkpoint_the_exporter_loads(tmp_path,
     assert report["keyframe"]["steps"] == 2 and report["flow"]["steps"] == 2
     assert report["flow"]["final_aux_flow_l1"] is not None
 
-    from exporters.mpvss import build_model
+    from vss_edge.exporters.mpvss import build_model
 
     model, weights = build_model(demo_weights.mpvss_config(64, 96), checkpoint=str(out / "mpvss_small.pth"))
     assert weights["motion"]["file"] == "mpvss_small.pth"
@@ -168,7 +168,7 @@ def test_import_vss_edge_does_not_import_training():
 
 @pytest.mark.skipif(not demo_weights.available("tdnet"), reason="trained TDNet weights not committed")
 def test_committed_tdnet_checkpoint_is_small_and_loads():
-    from exporters.tdnet import build_model
+    from vss_edge.exporters.tdnet import build_model
 
     assert demo_weights.TDNET_CHECKPOINT.stat().st_size < 5e6
     build_model(demo_weights.tdnet_config(), checkpoint=str(demo_weights.TDNET_CHECKPOINT))
@@ -176,7 +176,7 @@ def test_committed_tdnet_checkpoint_is_small_and_loads():
 
 @pytest.mark.skipif(not demo_weights.available("mpvss"), reason="trained MPVSS weights not committed")
 def test_committed_mpvss_checkpoint_is_small_and_loads():
-    from exporters.mpvss import build_model
+    from vss_edge.exporters.mpvss import build_model
 
     assert demo_weights.MPVSS_CHECKPOINT.stat().st_size < 5e6
     build_model(demo_weights.mpvss_config(), checkpoint=str(demo_weights.MPVSS_CHECKPOINT))
@@ -184,7 +184,7 @@ def test_committed_mpvss_checkpoint_is_small_and_loads():
 
 @pytest.mark.skipif(not demo_weights.available("stmg"), reason="trained STMG weights not committed")
 def test_committed_stmg_checkpoint_is_small_and_loads():
-    from exporters.stmg import build_model
+    from vss_edge.exporters.stmg import build_model
 
     assert demo_weights.STMG_CHECKPOINT.stat().st_size < 5e6
     build_model(demo_weights.stmg_config(), checkpoint=str(demo_weights.STMG_CHECKPOINT))
@@ -192,7 +192,7 @@ def test_committed_stmg_checkpoint_is_small_and_loads():
 
 @pytest.mark.skipif(not demo_weights.available(), reason="trained demo weights not committed")
 def test_committed_checkpoints_are_small_and_load():
-    from exporters.gsvnet import build_model
+    from vss_edge.exporters.gsvnet import build_model
 
     for p in (demo_weights.GSVNET_KEYFRAME, demo_weights.GSVNET_PROPAGATION):
         assert p.stat().st_size < 5e6, p

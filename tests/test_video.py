@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.errors import SourceError, VssEdgeError
+from vss_edge.runtime.errors import SourceError, VssEdgeError
 from vss_edge.video import (
     AtomicVideoWriter,
     open_source,

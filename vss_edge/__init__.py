@@ -8,7 +8,7 @@ Importing vss_edge never imports torch; exporting does.
 """
 __version__ = "0.1.0"
 
-from runtime import FixedInterval, FrameInfo, FrameResult, Pipeline, Scheduler, VssEdgeError, load  # noqa: E402
+from vss_edge.runtime import FixedInterval, FrameInfo, FrameResult, Pipeline, Scheduler, VssEdgeError, load  # noqa: E402
 
 __all__ = ["load", "Pipeline", "FrameResult", "Scheduler", "FixedInterval", "FrameInfo", "VssEdgeError",
            "__version__"]

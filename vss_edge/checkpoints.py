@@ -43,8 +43,8 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn as nn
 
-from runtime.errors import CheckpointError
-from runtime.manifest import sha256_file
+from vss_edge.runtime.errors import CheckpointError
+from vss_edge.runtime.manifest import sha256_file
 
 if TYPE_CHECKING:
     from vss_edge.models.gsvnet.graphs import GSVNet

@@ -18,7 +18,7 @@ from pathlib import Path
 # FFmpeg logs straight to stderr (e.g. "moov atom not found"); our errors say it better.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-from runtime.errors import VssEdgeError  # noqa: E402
+from vss_edge.runtime.errors import VssEdgeError  # noqa: E402
 
 EXPORT_ONLY = ("torch", "onnx", "onnxsim")  # the `export` extra: exporting and calibrating need them
 
@@ -171,7 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
     p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
 
-    p = verbs.add_parser("demo", help="export a small GSVNet bundle if needed and run it on the sample clip")
+    p = verbs.add_parser("demo", help="export the trained GSVNet demo bundle if needed (without the export "
+                                      "extra: use the prebuilt one) and run it on the sample clip")
     p.add_argument("--out", default="out/demo", help="output directory (bundle/ and the run's outputs)")
     p.add_argument("--height", type=_positive_int, default=288)
     p.add_argument("--width", type=_positive_int, default=384)
@@ -220,19 +221,19 @@ def cmd_export(args) -> int:
         raise VssEdgeError(str(e)) from None
     options = dict(checkpoint=args.checkpoint, video=args.video, seed=args.seed, simplify=not args.no_simplify)
     if args.method == "gsvnet":
-        from exporters.gsvnet import export_gsvnet
+        from vss_edge.exporters.gsvnet import export_gsvnet
 
         out = export_gsvnet(args.out, cfg, keyframe_checkpoint=args.keyframe_checkpoint, **options)
     elif args.method == "stmg":
-        from exporters.stmg import export_stmg
+        from vss_edge.exporters.stmg import export_stmg
 
         out = export_stmg(args.out, cfg, ddrnet_checkpoint=args.ddrnet_checkpoint, **options)
     elif args.method == "mpvss":
-        from exporters.mpvss import export_mpvss
+        from vss_edge.exporters.mpvss import export_mpvss
 
         out = export_mpvss(args.out, cfg, mask2former_checkpoint=args.mask2former_checkpoint, **options)
     else:
-        from exporters.tdnet import export_tdnet
+        from vss_edge.exporters.tdnet import export_tdnet
 
         out = export_tdnet(args.out, cfg, **options)
     manifest = json.loads((out / "manifest.json").read_text())
@@ -256,7 +257,7 @@ def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | Non
     finished, then the error is raised with that said. Before the first frame both
     propagate. Any other exception (a bug) leaves a previous overlay.mp4 as it was.
     """
-    from runtime.profiling import summarize
+    from vss_edge.runtime.profiling import summarize
     from vss_edge.video import AtomicVideoWriter, overlay, write_image_atomic, write_text_atomic
 
     try:
@@ -304,7 +305,7 @@ def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | Non
 
 
 def _load(args):
-    import runtime
+    from vss_edge import runtime
 
     return runtime.load(args.bundle, device=args.device, threads=args.threads, scheduler=args.scheduler,
                         interval=args.interval)
@@ -322,7 +323,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_profile(args) -> int:
-    from runtime.profiling import summarize, to_markdown
+    from vss_edge.runtime.profiling import summarize, to_markdown
     from vss_edge.video import open_source, write_text_atomic
 
     if args.json and not Path(args.json).parent.is_dir():
@@ -346,15 +347,32 @@ def cmd_profile(args) -> int:
     return 0
 
 
-def cmd_demo(args) -> int:
-    import runtime
-    from runtime.manifest import load_manifest
-    from vss_edge.video import open_source, sample_clip_path
+def _can_export() -> bool:
+    """Whether the export extra (torch, onnx, onnxsim) is importable here."""
+    import importlib.util
 
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in EXPORT_ONLY)
+    except (ImportError, ValueError):  # a module set to None in sys.modules, a broken install
+        return False
+
+
+def _demo_bundle(args) -> Path:
+    """The bundle the demo runs: out/bundle, exported from the trained weights when the export
+    extra is installed (kept if it is already the demo's), else the prebuilt one shipped in the
+    package (288x384 only)."""
     from vss_edge import demo_weights
+    from vss_edge.runtime.manifest import load_manifest
 
-    out = Path(args.out)
-    bundle = out / "bundle"
+    if not _can_export():
+        if (args.height, args.width) != (demo_weights.HEIGHT, demo_weights.WIDTH):
+            raise VssEdgeError(f"a {args.height}x{args.width} demo bundle has to be exported, which needs the "
+                               f"export extra: pip install 'vss-edge[export]' (the shipped bundle is "
+                               f"{demo_weights.HEIGHT}x{demo_weights.WIDTH})")
+        print(f"using the prebuilt demo bundle shipped with vss-edge ({demo_weights.DEMO_BUNDLE}); "
+              "install vss-edge[export] to export it yourself", file=sys.stderr)
+        return demo_weights.DEMO_BUNDLE
+    bundle = Path(args.out) / "bundle"
     trained = demo_weights.available()
     try:
         m = load_manifest(bundle)
@@ -364,16 +382,22 @@ def cmd_demo(args) -> int:
         what = "trained (vss_edge/data/weights)" if trained else "random (no trained weights found)"
         print(f"exporting a {args.height}x{args.width} GSVNet bundle with {what} weights to {bundle} ...",
               file=sys.stderr)
-        from exporters.gsvnet import export_gsvnet
-        from vss_edge.configs import GSVNetConfig
-
         if trained:
-            export_gsvnet(bundle, demo_weights.gsvnet_config(args.height, args.width),
-                          checkpoint=str(demo_weights.GSVNET_PROPAGATION),
-                          keyframe_checkpoint=str(demo_weights.GSVNET_KEYFRAME))
+            demo_weights.export_gsvnet_demo(bundle, args.height, args.width)
         else:
+            from vss_edge.configs import GSVNetConfig
+            from vss_edge.exporters.gsvnet import export_gsvnet
+
             export_gsvnet(bundle, GSVNetConfig(height=args.height, width=args.width))
-    pipe = runtime.load(bundle)
+    return bundle
+
+
+def cmd_demo(args) -> int:
+    from vss_edge import runtime
+    from vss_edge.video import open_source, sample_clip_path
+
+    out = Path(args.out)
+    pipe = runtime.load(_demo_bundle(args))
     with open_source(sample_clip_path()) as source:
         s = run_source(pipe, source, out, save_labels=False, max_frames=None, quiet=args.quiet)
     print(f"demo: {s['frames_read']} frames of the sample clip ({s['key_frames']} key frames) -> "
@@ -382,22 +406,22 @@ def cmd_demo(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from calibration.collect import check_disjoint
+    from vss_edge.calibration.collect import check_disjoint
     from vss_edge.video import write_text_atomic
 
     check_disjoint(args.calibration_frames, args.evaluation_frames)
     options = dict(method=args.method, per_channel=not args.no_per_channel,
                    calibration_frames=args.calibration_frames)
     if args.max_drop is not None:
-        from calibration.budget import calibrate_within_budget
+        from vss_edge.calibration.budget import calibrate_within_budget
 
         out, report = calibrate_within_budget(args.bundle, args.video, args.out, args.max_drop, args.precision,
                                               evaluation_frames=args.evaluation_frames, **options)
     else:
-        from calibration.budget import end_to_end_drop
-        from calibration.check import read_frames
-        from calibration.collect import FrameRange
-        from calibration.quantize import calibrate_bundle
+        from vss_edge.calibration.budget import end_to_end_drop
+        from vss_edge.calibration.check import read_frames
+        from vss_edge.calibration.collect import FrameRange
+        from vss_edge.calibration.quantize import calibrate_bundle
 
         out, report = calibrate_bundle(args.bundle, args.video, args.out, args.precision,
                                        keep_float_graphs=args.keep_float,
@@ -422,9 +446,9 @@ def cmd_calibrate(args) -> int:
 
 
 def cmd_check(args) -> int:
-    from calibration.check import run_check
-    from calibration.collect import FrameRange
-    from calibration.report import to_markdown, write_reports
+    from vss_edge.calibration.check import run_check
+    from vss_edge.calibration.collect import FrameRange
+    from vss_edge.calibration.report import to_markdown, write_reports
 
     frames = FrameRange.parse(args.frames)
     result = run_check(args.reference, args.candidate, args.video, labels_dir=args.labels,
@@ -444,7 +468,7 @@ def cmd_eval(args) -> int:
         raise VssEdgeError(f"--json '{args.json}': folder '{Path(args.json).parent}' does not exist")
     start, stop = 0, None
     if args.frame_range:
-        from calibration.collect import FrameRange
+        from vss_edge.calibration.collect import FrameRange
 
         frames = FrameRange.parse(args.frame_range)
         start, stop = frames.start, frames.stop
@@ -466,6 +490,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
+        if getattr(args, "threads", None) is not None:  # before any source or bundle is opened
+            from vss_edge.runtime.session import check_threads
+
+            try:
+                check_threads(args.threads)
+            except VssEdgeError as e:
+                raise VssEdgeError(f"--{e}") from None
         return COMMANDS[args.verb](args)
     except VssEdgeError as e:
         print(f"vss-edge {args.verb}: error: {e}", file=sys.stderr)

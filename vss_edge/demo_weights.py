@@ -20,6 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "data" / "weights"
+# GSVNet at HEIGHT x WIDTH exported from the weights below, shipped so that `vss-edge demo` runs
+# on a runtime-only install (no torch). Remade by scripts/make_demo_bundle.py;
+# tests/test_packaging.py checks it gives the labels of a fresh export.
+DEMO_BUNDLE = Path(__file__).resolve().parent / "data" / "demo_bundle"
 GSVNET_KEYFRAME = WEIGHTS_DIR / "gsvnet_small_swiftnet.pth"
 GSVNET_PROPAGATION = WEIGHTS_DIR / "gsvnet_small.tar"
 STMG_CHECKPOINT = WEIGHTS_DIR / "stmg_small.pth"  # key.*, nonkey.*, mask_generator.*
@@ -83,6 +87,14 @@ def mpvss_config(height: int = HEIGHT, width: int = WIDTH, **overrides):
                        class_names=class_names(), palette=palette(), **overrides)
 
 
+def export_gsvnet_demo(out, height: int = HEIGHT, width: int = WIDTH, **options) -> Path:
+    """Export the trained GSVNet demo weights to a bundle at out (needs the export extra)."""
+    from vss_edge.exporters.gsvnet import export_gsvnet
+
+    return export_gsvnet(out, gsvnet_config(height, width), checkpoint=str(GSVNET_PROPAGATION),
+                         keyframe_checkpoint=str(GSVNET_KEYFRAME), **options)
+
+
 def available(method: str = "gsvnet") -> bool:
     """Whether the committed weights of `method` ('gsvnet', 'stmg', 'tdnet' or 'mpvss') are there."""
     files = {"gsvnet": (GSVNET_KEYFRAME, GSVNET_PROPAGATION), "stmg": (STMG_CHECKPOINT,),
@@ -92,7 +104,7 @@ def available(method: str = "gsvnet") -> bool:
 
 def exported_in(manifest) -> bool:
     """True if a bundle manifest records exactly these weight files (by sha256)."""
-    from runtime.manifest import sha256_file
+    from vss_edge.runtime.manifest import sha256_file
 
     ck = manifest.provenance.get("checkpoints", {})
     return (ck.get("keyframe", {}).get("sha256") == sha256_file(GSVNET_KEYFRAME)

@@ -39,8 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from calibration.check import CONVENTIONS, IGNORE, _load_label_map, confusion, miou
-from runtime.errors import VssEdgeError
+from vss_edge.calibration.check import CONVENTIONS, IGNORE, _load_label_map, confusion, miou
+from vss_edge.runtime.errors import VssEdgeError
 
 HELD_OUT_SEED = 1000  # training draws synthetic seeds below this; evaluation at or above it
 DEFAULT_SEEDS = (1000, 1001, 1002, 1003)
@@ -129,7 +129,7 @@ def synthetic_sequences(height: int, width: int, num_classes: int, seeds: Iterab
 
 def video_sequence(video, labels_dir, num_classes: int, start: int = 0, stop: int | None = None) -> LabelledSequence:
     """Frames start..stop-1 of a video (or image folder) with the label PNGs of labels_dir."""
-    from calibration.check import read_frames
+    from vss_edge.calibration.check import read_frames
 
     labels_dir = Path(labels_dir)
     if not labels_dir.is_dir():
@@ -165,7 +165,7 @@ def evaluate(pipe, sequences: Sequence[LabelledSequence], intervals: Sequence[in
     Returns {"intervals": [{"interval", "frames_scored", "method": {mean, min, by_position,
     overall}, "copy": {...}}], "keyframe_every_frame": mIoU at interval 1, "classes", "sequences"}.
     """
-    from runtime.schedulers import FixedInterval
+    from vss_edge.runtime.schedulers import FixedInterval
 
     if not sequences:
         raise VssEdgeError("nothing to evaluate: no sequences")
@@ -267,7 +267,7 @@ def evaluate_bundle(bundle, *, synthetic: bool = False, video=None, labels_dir=N
                     start: int = 0, stop: int | None = None, threads: int | None = None, device: str = "auto",
                     progress=None) -> dict:
     """Load a bundle and evaluate it on synthetic clips (synthetic=True) or on video + labels_dir."""
-    import runtime
+    from vss_edge import runtime
 
     if not synthetic and video is None and labels_dir is not None:
         raise VssEdgeError("--labels needs --video V")

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from runtime.preprocess import labels_to_frame, to_graph_input
-from runtime.schedulers import FrameInfo, Scheduler
+from vss_edge.runtime.preprocess import labels_to_frame, to_graph_input
+from vss_edge.runtime.schedulers import FrameInfo, Scheduler
 from vss_edge.models.gsvnet.graphs import GSVNet
 
 
@@ -145,7 +145,7 @@ class MPVSSReference:
     """
 
     def __init__(self, model, scheduler):
-        from runtime.signals import FrameDifference
+        from vss_edge.runtime.signals import FrameDifference
 
         self.model = model.eval()
         self.scheduler = scheduler

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from runtime.errors import SourceError, VssEdgeError
+from vss_edge.runtime.errors import SourceError, VssEdgeError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
 DEFAULT_FPS = 25.0  # image folders, and videos that report no frame rate

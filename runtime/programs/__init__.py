@@ -1,11 +1,11 @@
 """Per-method orchestration: which graphs run on key and non-key frames, and how state moves."""
 from __future__ import annotations
 
-from runtime.errors import BundleError
-from runtime.programs.gsvnet import GSVNetProgram
-from runtime.programs.mpvss import MPVSSProgram
-from runtime.programs.stmg import STMGProgram
-from runtime.programs.tdnet import TDNetProgram
+from vss_edge.runtime.errors import BundleError
+from vss_edge.runtime.programs.gsvnet import GSVNetProgram
+from vss_edge.runtime.programs.mpvss import MPVSSProgram
+from vss_edge.runtime.programs.stmg import STMGProgram
+from vss_edge.runtime.programs.tdnet import TDNetProgram
 
 PROGRAMS = {"gsvnet": GSVNetProgram, "tdnet": TDNetProgram, "stmg": STMGProgram, "mpvss": MPVSSProgram}
 

@@ -8,7 +8,7 @@ from frame to frame, as in the official code.
 """
 from __future__ import annotations
 
-from runtime.signals import FrameDifference
+from vss_edge.runtime.signals import FrameDifference
 
 
 class GSVNetProgram:

@@ -11,8 +11,8 @@ frame's labels.
 """
 from __future__ import annotations
 
-from runtime.errors import BundleError
-from runtime.signals import FrameDifference
+from vss_edge.runtime.errors import BundleError
+from vss_edge.runtime.signals import FrameDifference
 
 PROPAGATIONS = ("query_flow", "optical_flow", "copy")
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from runtime.errors import BundleError, VssEdgeError
+from vss_edge.runtime.errors import BundleError, VssEdgeError
 
 
 class STMGProgram:
