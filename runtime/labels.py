@@ -1,0 +1,163 @@
+"""Full-resolution labels from low-resolution scores, exact and cheap, on the host (torch-free).
+
+The faithful label tail of every method resizes its C score maps bilinearly to the frame's size
+and takes the argmax per pixel (GSVNet, TDNet: align_corners=True; STMG: False), which costs
+C x H x W multiply-adds and as many compares on every frame. Bilinear interpolation is a convex
+combination of the four source neighbours of a pixel, so where those four have the same class
+and each has it by a strict margin, every pixel between them has that class too (for scores that
+are linear in what is interpolated: logits). Only pixels of the cells whose corners disagree (a
+class boundary: a few percent of the image) need their interpolated scores; the others take the
+low-resolution argmax. The labels equal the faithful ones except where two classes tie to float
+rounding (tests/test_labels.py).
+
+MPVSS's semantic inference is not linear in what is interpolated (the masks pass a sigmoid before
+the class-weighted sum), so `MaskLabels` bounds it instead: inside a cell each query's sigmoid lies
+between its corner extremes, which bounds every class's score by the corner scores +- the spread;
+a cell whose top-left corner's margin beats twice that bound is one class, the rest is computed exactly.
+
+| class | input | output |
+|---|---|---|
+| `LogitLabels(src, dst, align_corners)` | float32 [1, C, h, w] logits | uint8 [H, W] argmax of the bilinearly resized logits |
+| `MaskLabels(src, padded, dst)` | class logits [1, N, K+1], mask logits [1, N, h4, w4] | uint8 [H, W]: argmax_k sum_q softmax(class)[q, k] sigmoid(resized mask_q), cropped |
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+class _Axis:
+    """Bilinear source indices and weights along one axis, as PyTorch and ONNX Runtime resize.
+
+    For output index d: source coordinate s = d * (n - 1) / (m - 1) (align_corners) or
+    (d + 0.5) * n / m - 0.5 clamped at 0 (half-pixel); lo = floor(s), hi = min(lo + 1, n - 1),
+    frac = s - lo; value = (1 - frac) * x[lo] + frac * x[hi].
+    """
+
+    def __init__(self, n_src: int, n_dst: int, align_corners: bool):
+        d = np.arange(n_dst, dtype=np.float64)
+        if align_corners:
+            s = d * ((n_src - 1) / (n_dst - 1)) if n_dst > 1 else np.zeros_like(d)
+        else:
+            s = np.maximum((d + 0.5) * (n_src / n_dst) - 0.5, 0.0)
+        lo = np.minimum(np.floor(s).astype(np.int64), n_src - 1)
+        self.lo = lo
+        self.hi = np.minimum(lo + 1, n_src - 1)
+        self.frac = (s - lo).astype(np.float32)
+
+
+def _cell_corners(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The four corners (y, x), (y, x+1), (y+1, x), (y+1, x+1) of every cell of a [..., h, w] map,
+    the last row and column repeated (a pixel there has hi == lo)."""
+    p = np.concatenate([x, x[..., -1:, :]], axis=-2)
+    p = np.concatenate([p, p[..., :, -1:]], axis=-1)
+    return p[..., :-1, :-1], p[..., :-1, 1:], p[..., 1:, :-1], p[..., 1:, 1:]
+
+
+class _Upsampler:
+    """Shared machinery: uniform cells -> labels by repetition, boundary cells -> exact scores.
+
+    A cell (y, x) of the source grid owns the output pixels whose `lo` indices are (y, x): a block
+    of count[y] rows x count[x] columns from start[y], start[x] (lo never decreases along an axis),
+    all interpolating the same four corners (y or hi[y]) x (x or hi[x]) with their own weights.
+    """
+
+    def __init__(self, src: tuple[int, int], dst: tuple[int, int], align_corners: bool,
+                 crop: tuple[int, int] | None = None):
+        self.rows = _Axis(src[0], dst[0], align_corners)
+        self.cols = _Axis(src[1], dst[1], align_corners)
+        if crop is not None:  # only the top-left crop of the resized map is wanted (MPVSS's padding)
+            for axis, keep in ((self.rows, crop[0]), (self.cols, crop[1])):
+                axis.lo, axis.hi, axis.frac = axis.lo[:keep], axis.hi[:keep], axis.frac[:keep]
+        for axis, n in ((self.rows, src[0]), (self.cols, src[1])):
+            axis.count = np.bincount(axis.lo, minlength=n)  # output pixels per source index
+            axis.start = np.cumsum(axis.count) - axis.count
+            axis.next = np.minimum(np.arange(n) + 1, n - 1)  # the cell's other corner
+            block = int(axis.count.max())
+            offset = axis.start[:, None] + np.arange(block)  # [n, block] output index per slot
+            axis.valid = np.arange(block) < axis.count[:, None]
+            axis.index = np.where(axis.valid, offset, 0)
+            axis.weight = np.where(axis.valid, axis.frac[np.minimum(offset, len(axis.frac) - 1)], 0)
+            axis.weight = axis.weight.astype(np.float32)[..., None]  # [n, block, 1]
+        self.boundary_share = 0.0  # share of output pixels computed exactly, for the last frame
+
+    def _assemble(self, cell_labels: np.ndarray, uniform: np.ndarray, exact) -> np.ndarray:
+        """Labels [H, W]: each uniform cell's label repeated over its block; the blocks of the
+        other cells from exact(interpolated [cells, rows, cols, C]) -> labels [cells, rows, cols]."""
+        labels = np.repeat(np.repeat(cell_labels, self.rows.count, axis=0), self.cols.count, axis=1)
+        cy, cx = np.nonzero(~uniform)
+        if cy.size:
+            block = exact(cy, cx)
+            valid = self.rows.valid[cy][:, :, None] & self.cols.valid[cx][:, None, :]
+            ys = np.broadcast_to(self.rows.index[cy][:, :, None], valid.shape)
+            xs = np.broadcast_to(self.cols.index[cx][:, None, :], valid.shape)
+            labels[ys[valid], xs[valid]] = block[valid]
+            self.boundary_share = int(valid.sum()) / labels.size
+        else:
+            self.boundary_share = 0.0
+        return labels
+
+    def _interpolate(self, maps_hwc: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
+        """maps [h, w, C] bilinearly interpolated over the blocks of cells (cy, cx) ->
+        float32 [cells, rows, cols, C] (slots beyond a block's size hold garbage)."""
+        y1, x1 = self.rows.next[cy], self.cols.next[cx]
+        wx = self.cols.weight[cx]  # [cells, cols, 1]
+        top = maps_hwc[cy, cx][:, None] + wx * (maps_hwc[cy, x1] - maps_hwc[cy, cx])[:, None]
+        bottom = maps_hwc[y1, cx][:, None] + wx * (maps_hwc[y1, x1] - maps_hwc[y1, cx])[:, None]
+        wy = self.rows.weight[cy][:, :, None]  # [cells, rows, 1, 1]
+        return top[:, None] + wy * (bottom - top)[:, None]
+
+
+class LogitLabels(_Upsampler):
+    """argmax over classes of logits [1, C, h, w] resized bilinearly to dst = (H, W) -> uint8 [H, W]."""
+
+    def __call__(self, logits: np.ndarray) -> np.ndarray:
+        scores = np.asarray(logits, dtype=np.float32)[0]  # [C, h, w]
+        top = scores.argmax(0)
+        best = np.take_along_axis(scores, top[None], 0)[0]
+        # strict: no other class reaches the best score (an exact tie goes to the exact path)
+        strict = (scores >= best[None]).sum(0) == 1
+        corners = _cell_corners(np.stack([top, strict]))
+        uniform = np.ones(top.shape, dtype=bool)
+        for c in corners:
+            uniform &= (c[0] == top) & (c[1] == 1)
+        hwc = np.ascontiguousarray(scores.transpose(1, 2, 0))
+        return self._assemble(top.astype(np.uint8), uniform,
+                              lambda cy, cx: self._interpolate(hwc, cy, cx).argmax(-1).astype(np.uint8))
+
+
+class MaskLabels(_Upsampler):
+    """MPVSS / Mask2Former semantic inference at full size.
+
+    src: the mask grid (h4, w4); padded: (Hp, Wp) the masks are resized to (bilinear,
+    align_corners=False); dst: (H, W) <= padded, the crop the labels keep.
+    """
+
+    def __init__(self, src: tuple[int, int], padded: tuple[int, int], dst: tuple[int, int]):
+        super().__init__(src, padded, align_corners=False, crop=dst)
+
+    def __call__(self, class_logits: np.ndarray, mask_logits: np.ndarray) -> np.ndarray:
+        c = np.asarray(class_logits, dtype=np.float32)[0]  # [N, K+1]
+        e = np.exp(c - c.max(-1, keepdims=True))
+        probs = (e / e.sum(-1, keepdims=True))[:, :-1]  # [N, K]
+        masks = np.asarray(mask_logits, dtype=np.float32)[0]  # [N, h, w]
+        n, h, w = masks.shape
+        sig = 1.0 / (1.0 + np.exp(-masks))
+        scores = (probs.T @ sig.reshape(n, h * w)).reshape(-1, h, w)  # [K, h, w], exact at the grid points
+        top = scores.argmax(0)
+        part = np.partition(scores, -2, axis=0)
+        margin = part[-1] - part[-2]  # 0 at a tie
+        # Inside a cell, sigmoid(mask_q) moves at most spread_q from any corner's value, so each
+        # class score moves at most sum_q p[q, k] spread_q <= sum_q max_k p[q, k] spread_q = bound.
+        sig_corners = _cell_corners(sig)
+        spread = np.maximum.reduce(sig_corners) - np.minimum.reduce(sig_corners)  # [N, h, w]
+        bound = np.tensordot(probs.max(1), spread, axes=1)  # [h, w]
+        # Any one corner then decides: its class wins everywhere in the cell when its margin over
+        # the runner-up exceeds twice the bound (the top-left corner is the cell's own grid point).
+        uniform = margin > 2 * bound
+        hwc = np.ascontiguousarray(masks.transpose(1, 2, 0))
+
+        def exact(cy, cx):
+            m = self._interpolate(hwc, cy, cx)  # [cells, rows, cols, N]
+            return ((1.0 / (1.0 + np.exp(-m))) @ probs).argmax(-1).astype(np.uint8)
+
+        return self._assemble(top.astype(np.uint8), uniform, exact)

@@ -1,0 +1,88 @@
+"""The host label path (vss_edge.runtime.labels) against the faithful resize + argmax in PyTorch,
+on scores the trained demo weights give on the real sample clip."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from vss_edge import demo_weights
+from vss_edge.runtime.labels import LogitLabels, MaskLabels
+from vss_edge.runtime.preprocess import to_graph_input
+
+FRAMES = range(0, 60, 6)  # 10 frames of the clip
+
+
+def _ties(scores: torch.Tensor, labels: np.ndarray, got: np.ndarray) -> bool:
+    """Whether at every differing pixel the two classes' faithful scores tie to float rounding."""
+    ys, xs = np.nonzero(labels != got)
+    s = scores[0].numpy()
+    a, b = s[labels[ys, xs], ys, xs], s[got[ys, xs], ys, xs]
+    return bool(np.all(np.abs(a - b) <= 1e-5 * np.maximum(1.0, np.abs(a))))
+
+
+@pytest.fixture(scope="module")
+def gsvnet_logits(sample_frames):
+    """The trained GSVNet keyframe net's 1/8 logits [1, 6, 36, 48] on real frames."""
+    from vss_edge.exporters.gsvnet import build_model
+
+    model, _ = build_model(demo_weights.gsvnet_config(), str(demo_weights.GSVNET_PROPAGATION),
+                           str(demo_weights.GSVNET_KEYFRAME))
+    graph = model.graphs()["keyframe"]
+    with torch.no_grad():
+        return [graph(torch.from_numpy(to_graph_input(sample_frames[i], 288, 384)))[0] for i in FRAMES]
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("size", [(288, 384), (576, 768), (301, 417), (36, 48), (20, 30)])
+def test_logit_labels_equal_resize_then_argmax(gsvnet_logits, align_corners, size):
+    """Up (x8, x16, a non-integer scale), identity and down: the same labels as resizing every
+    class map and taking the argmax (measured: 0 differing pixels of 1.1 M at x8)."""
+    labeller = LogitLabels(tuple(gsvnet_logits[0].shape[-2:]), size, align_corners)
+    shares = []
+    for logits in gsvnet_logits:
+        resized = F.interpolate(logits, size=size, mode="bilinear", align_corners=align_corners)
+        faithful = resized.argmax(1)[0].numpy().astype(np.uint8)
+        got = labeller(logits.numpy())
+        assert got.shape == size and got.dtype == np.uint8
+        assert np.mean(got == faithful) >= 0.9999 and _ties(resized, faithful, got)
+        shares.append(labeller.boundary_share)
+    if size[0] > 36:  # upsampling: only the boundary cells are computed (measured 4% at x8)
+        assert 0 < np.mean(shares) < 0.25
+
+
+def test_logit_labels_of_a_constant_map_and_of_exact_ties():
+    labeller = LogitLabels((4, 5), (16, 20), True)
+    flat = np.zeros((1, 3, 4, 5), np.float32)
+    flat[0, 2] = 1.0
+    assert (labeller(flat) == 2).all() and labeller.boundary_share == 0.0
+    tied = np.zeros((1, 3, 4, 5), np.float32)  # every class ties: the faithful argmax says 0
+    assert (labeller(tied) == 0).all() and labeller.boundary_share == 1.0
+
+
+@pytest.fixture(scope="module")
+def mpvss_outputs(sample_frames):
+    """The trained MPVSS (small) at 270x360 (padded to 288x384): class and 1/4 mask logits."""
+    from vss_edge.exporters.mpvss import build_model
+
+    model, _ = build_model(demo_weights.mpvss_config(270, 360), str(demo_weights.MPVSS_CHECKPOINT))
+    with torch.no_grad():
+        return model, [model.segment(torch.from_numpy(to_graph_input(sample_frames[i], 270, 360)))[:2]
+                       for i in FRAMES]
+
+
+def test_mask_labels_equal_the_official_semantic_inference(mpvss_outputs):
+    """Masks resized to the padded size, sigmoid, class-weighted sum, argmax, cropped (measured: 0
+    differing pixels)."""
+    from vss_edge.models.mpvss.mask2former import semantic_labels
+
+    model, outputs = mpvss_outputs
+    cfg = model.cfg
+    labeller = MaskLabels(tuple(outputs[0][1].shape[-2:]), cfg.label_padded_size, cfg.label_size)
+    for class_logits, mask_logits in outputs:
+        faithful = semantic_labels(class_logits, mask_logits, cfg.label_padded_size, cfg.label_size)[0].numpy()
+        got = labeller(class_logits.numpy(), mask_logits.numpy())
+        assert got.shape == (270, 360)
+        assert np.mean(got == faithful) >= 0.9999
+    assert 0 < labeller.boundary_share < 0.5
