@@ -8,7 +8,16 @@ Importing vss_edge never imports torch; exporting does.
 """
 __version__ = "0.1.0"
 
-from vss_edge.runtime import FixedInterval, FrameInfo, FrameResult, Pipeline, Scheduler, VssEdgeError, load  # noqa: E402
+try:
+    from vss_edge.runtime import FixedInterval, FrameInfo, FrameResult, Pipeline, Scheduler, VssEdgeError, load
+except ModuleNotFoundError as e:  # a source checkout imported without installing it
+    if e.name != "vss_edge.runtime":
+        raise
+    raise ModuleNotFoundError(
+        f"vss_edge is imported from {__path__[0]}, a source checkout that is not installed: the "
+        "repository's runtime/, exporters/ and calibration/ folders become vss_edge.runtime, "
+        "vss_edge.exporters and vss_edge.calibration only once installed (pip install -e .)",
+        name=e.name) from None
 
 __all__ = ["load", "Pipeline", "FrameResult", "Scheduler", "FixedInterval", "FrameInfo", "VssEdgeError",
            "__version__"]
