@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from vss_edge.runtime.errors import BundleError, FrameError, SourceError, VssEdgeError
+from vss_edge.runtime.errors import BundleError, FrameError, OutputError, SourceError, VssEdgeError
 from vss_edge.runtime.manifest import Manifest, load_manifest
 from vss_edge.runtime.pipeline import FrameResult, Pipeline
 from vss_edge.runtime.schedulers import (
@@ -42,4 +42,5 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
 
 
 __all__ = ["load", "Pipeline", "FrameResult", "Manifest", "load_manifest", "Scheduler", "FixedInterval",
-           "DistortionAware", "FrameInfo", "build_scheduler", "VssEdgeError", "BundleError", "FrameError", "SourceError"]
+           "DistortionAware", "FrameInfo", "build_scheduler", "VssEdgeError", "BundleError", "FrameError", "SourceError",
+           "OutputError"]

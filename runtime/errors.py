@@ -2,6 +2,13 @@
 
 Everything else (a bug in vss-edge) keeps its traceback.
 """
+import errno
+
+# OSError numbers that mean "this output cannot be written here" (the user's disk, mount or
+# permissions), not a bug: full disk or quota, read-only filesystem, no permission, I/O error,
+# file too large.
+OUTPUT_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+                           errno.EFBIG})
 
 
 class VssEdgeError(Exception):
@@ -18,6 +25,10 @@ class FrameError(VssEdgeError):
 
 class SourceError(VssEdgeError):
     """A video file, image folder or camera cannot be opened or read."""
+
+
+class OutputError(VssEdgeError):
+    """An output cannot be written or finished: disk full, read-only filesystem, no permission."""
 
 
 class CheckpointError(VssEdgeError):

@@ -11,7 +11,13 @@ A bundle is a directory. manifest.json (format_version 1) holds:
 
 `load_manifest` validates all of it and every file hash before anything runs, and
 raises BundleError naming the file and the mismatch. Graph inputs of dtype uint8 take
-the frame: they must be [1, height, width, 3].
+the frame: they must be [1, height, width, 3]. config.num_classes (when given) is the class
+count: classes.names and classes.palette have one entry per class, and graph outputs named
+'logits' ([1, C, h, w]) and 'class_logits' ([1, N, C + 1], MPVSS) agree with it.
+
+`check_program_fit` checks the graphs against what a method's program does with them (its
+`uses`: each graph's role, the inputs it feeds, the outputs it reads), so a bundle whose
+entries were swapped or edited is refused at load, not on the first frame.
 """
 from __future__ import annotations
 
@@ -54,6 +60,16 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
     gflops: float | None = None
     calibration: dict | None = None
+
+
+@dataclass(frozen=True)
+class GraphUse:
+    """What a program does with one graph: the role it runs it as, every input it feeds
+    (the frame is always fed as 'image'), and the outputs it reads."""
+
+    role: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -125,6 +141,52 @@ def _check_state(state: tuple[TensorSpec, ...], graphs: dict[str, GraphSpec], wh
                                   f"outputs it as {list(shape)} {dtype}")
 
 
+def _check_class_axes(graphs: dict[str, GraphSpec], num_classes: int, where: str) -> None:
+    """Graph outputs that carry the classes must have num_classes of them (MPVSS: + 1, 'no object')."""
+    for g in graphs.values():
+        for t in g.outputs:
+            if t.name == "logits" and len(t.shape) == 4:
+                axis, expected = 1, num_classes
+            elif t.name == "class_logits" and len(t.shape) == 3:
+                axis, expected = 2, num_classes + 1
+            else:
+                continue
+            if t.shape[axis] != expected:
+                raise BundleError(f"{where}: graph '{g.name}' output '{t.name}' {list(t.shape)} has {t.shape[axis]} "
+                                  f"on axis {axis}, but config.num_classes {num_classes} means {expected}")
+
+
+def check_program_fit(manifest: Manifest, program) -> None:
+    """BundleError unless every graph the program uses has the role, inputs and outputs it expects.
+
+    program.uses: graph name -> GraphUse. The inputs must be exactly the ones it feeds (ONNX
+    Runtime refuses a feed a graph lacks, and an input left unfed); the outputs must include
+    the ones it reads; the 'image' input must take the frame (uint8 [1, height, width, 3]).
+    """
+    where = f"bundle '{manifest.root}'"
+    for name, use in getattr(program, "uses", {}).items():
+        spec = manifest.graphs.get(name)
+        if spec is None:
+            continue  # a missing graph is reported by the pipeline, with the method's full list
+        what = f"{where}: graph '{name}' ({spec.file})"
+        if spec.role != use.role:
+            raise BundleError(f"{what} has role '{spec.role}', but method '{manifest.method}' runs '{name}' as "
+                              f"its {use.role} (manifest entries swapped or edited?)")
+        inputs = {t.name: t for t in spec.inputs}
+        if set(inputs) != set(use.inputs):
+            raise BundleError(f"{what} takes inputs {sorted(inputs)}, but method '{manifest.method}' feeds it "
+                              f"{sorted(use.inputs)} (manifest entries swapped or edited?)")
+        lacking = [o for o in use.outputs if o not in {t.name for t in spec.outputs}]
+        if lacking:
+            raise BundleError(f"{what} has outputs {[t.name for t in spec.outputs]}, but method "
+                              f"'{manifest.method}' reads {list(use.outputs)} from it: {lacking} missing")
+        frame = inputs.get("image")
+        expected = (1, manifest.height, manifest.width, 3)
+        if frame is not None and (frame.dtype, frame.shape) != ("uint8", expected):
+            raise BundleError(f"{what}: input 'image' is {list(frame.shape)} {frame.dtype}, but the frame is "
+                              f"fed as uint8 {list(expected)}")
+
+
 def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifest:
     """Read and validate BUNDLE/manifest.json; check every graph file and its sha256."""
     root = Path(bundle_dir)
@@ -160,6 +222,14 @@ def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
     palette = _require(classes, "palette", list, f"{where}: classes")
     if len(names) != len(palette) or not names:
         raise BundleError(f"{where}: classes.names ({len(names)}) and classes.palette ({len(palette)}) differ")
+    num_classes = config.get("num_classes")
+    if num_classes is not None:
+        if type(num_classes) is not int or not 1 <= num_classes <= 255:
+            raise BundleError(f"{where}: config.num_classes must be an integer in 1..255 (labels are uint8), "
+                              f"got {num_classes!r}")
+        if len(names) != num_classes:
+            raise BundleError(f"{where}: classes.names and classes.palette have {len(names)} entries, but the "
+                              f"bundle has {num_classes} classes (config.num_classes); one entry per class expected")
     for i, colour in enumerate(palette):
         if not (isinstance(colour, list) and len(colour) == 3
                 and all(type(c) is int and 0 <= c <= 255 for c in colour)):
@@ -210,6 +280,8 @@ def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
                     f"(expected {spec.sha256[:12]}…, got {actual[:12]}…); the file was changed or corrupted"
                 )
         graphs[name] = spec
+    if num_classes is not None:
+        _check_class_axes(graphs, num_classes, where)
     state = _tensor_specs(raw.get("state", []), f"{where}: state")
     _check_state(state, graphs, where)
     scheduler = _require(raw, "scheduler", dict, where)
@@ -243,24 +315,40 @@ def staged_bundle(out_dir: str | Path):
     never half written. VssEdgeError if out_dir exists and is not a bundle. On an
     exception nothing is published and the folder is removed.
     """
-    from vss_edge.runtime.errors import VssEdgeError
+    from vss_edge.runtime.errors import OUTPUT_ERRNOS, OutputError, VssEdgeError
 
     out = Path(out_dir)
     if out.exists() and (not out.is_dir() or (any(out.iterdir()) and not (out / MANIFEST_NAME).exists())):
         raise VssEdgeError(f"--out '{out}' exists and is not a vss-edge bundle; refusing to overwrite it")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
-    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is a normal folder
     try:
-        yield tmp
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is a normal folder
+    except OSError as e:
+        raise OutputError(f"cannot write bundle '{out}': {e.strerror or e}") from None
+    try:
+        try:
+            yield tmp
+        except OSError as e:  # the disk filled up, or a file in it could not be written
+            if e.errno not in OUTPUT_ERRNOS:
+                raise
+            raise OutputError(f"cannot write bundle '{out}': {e.strerror or e}"
+                              + (f" ('{Path(e.filename).name}')" if e.filename else "")) from None
         load_manifest(tmp)  # the runtime's reader must accept what was written
-        if out.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
-            os.replace(out, old / out.name)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        try:
+            if out.exists():
+                old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+                os.replace(out, old / out.name)
+                try:
+                    os.replace(tmp, out)
+                except OSError:
+                    os.replace(old / out.name, out)  # put the old bundle back
+                    raise
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, out)
+        except OSError as e:
+            raise OutputError(f"cannot publish bundle '{out}': {e.strerror or e}") from None
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

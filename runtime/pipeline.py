@@ -1,14 +1,16 @@
 """Pipeline: preprocess -> scheduler -> program -> postprocess, one call per frame (torch-free)."""
 from __future__ import annotations
 
+import dataclasses
 import time
+import types
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from vss_edge.runtime.errors import BundleError, VssEdgeError
-from vss_edge.runtime.manifest import Manifest
+from vss_edge.runtime.manifest import Manifest, check_program_fit
 from vss_edge.runtime.preprocess import labels_to_frame, to_graph_input
 from vss_edge.runtime.programs import program_for
 from vss_edge.runtime.schedulers import FrameInfo, Scheduler
@@ -36,8 +38,12 @@ class Pipeline:
 
     step(frame): frame is a BGR uint8 numpy array (H, W, 3) of any size (at least 8x8); it
     is resized to the bundle resolution if needed, and labels come back at the frame's size.
-    Anything else raises FrameError before any state changes.
-    Raises BundleError at construction if the bundle lacks a graph its method needs.
+    Anything else raises FrameError before any state changes. step is all-or-nothing: if
+    anything raises inside it (the scheduler, a graph, Ctrl-C), the program, the scheduler and
+    the frame counters are put back as they were before the call (see `_snapshot`), so the
+    same frame can be stepped again and the results equal a pipeline that never failed.
+    Raises BundleError at construction if the bundle lacks a graph its method needs, or a
+    graph's role, inputs or outputs are not what the method's program feeds and reads.
     """
 
     def __init__(self, manifest: Manifest, sessions: dict[str, GraphSession], scheduler: Scheduler):
@@ -49,6 +55,7 @@ class Pipeline:
         if missing:
             raise BundleError(f"bundle '{manifest.root}': method '{manifest.method}' needs graph(s) "
                               f"{', '.join(missing)}, which the manifest does not list")
+        check_program_fit(manifest, self.program)
         needs = self.program.scheduler_needs
         if not callable(getattr(scheduler, needs, None)) or not callable(getattr(scheduler, "reset", None)):
             raise VssEdgeError(f"scheduler {scheduler!r} does not fit method '{manifest.method}': "
@@ -76,6 +83,16 @@ class Pipeline:
     def step(self, frame: np.ndarray) -> FrameResult:
         start = time.perf_counter()
         image = to_graph_input(frame, self.manifest.height, self.manifest.width)
+        saved = _snapshot(self.program, self.scheduler, skip=(self,))
+        counters = self._index, self._since_key
+        try:
+            return self._step(frame, image, start)
+        except BaseException:
+            _restore(saved)
+            self._index, self._since_key = counters
+            raise
+
+    def _step(self, frame: np.ndarray, image: np.ndarray, start: float) -> FrameResult:
         timings: dict[str, float] = {}
 
         def run(name: str, feeds: dict, host_outputs: tuple[str, ...]) -> dict:
@@ -97,3 +114,49 @@ class Pipeline:
         """step() over an iterable of frames (a vss_edge.video source, a list...)."""
         for frame in frames:
             yield self.step(frame)
+
+
+# --- all-or-nothing steps --------------------------------------------------------------
+#
+# One mechanism for every method: before a step, copy the attribute dicts of the program and
+# the scheduler and of the objects they hold directly (the frame-difference signal...); if
+# the step raises, put them back. This is exact because programs and schedulers *replace*
+# their state values on each frame (self.state = {...}, self.history = self.history + [...],
+# self.threshold = ...) and never mutate them in place; a user scheduler that mutates a list
+# in place is restored only as far as its attributes go. Two levels deep, so a scheduler
+# holding a large object (a logger, the pipeline itself) costs nothing per frame.
+
+_SNAPSHOT_DEPTH = 2
+
+
+def _has_state(obj) -> bool:
+    """Whether obj is an instance whose attributes may change (not a class, module, function or frozen dataclass)."""
+    if isinstance(obj, (type, types.ModuleType, types.FunctionType, types.MethodType, types.BuiltinFunctionType)):
+        return False
+    if not isinstance(getattr(obj, "__dict__", None), dict):
+        return False
+    return not (dataclasses.is_dataclass(obj) and obj.__dataclass_params__.frozen)
+
+
+def _snapshot(*roots, skip=()) -> list[tuple[object, dict]]:
+    """(object, copy of its attribute dict) for the roots and the objects they hold, _SNAPSHOT_DEPTH deep."""
+    saved, seen = [], {id(o) for o in skip}
+    level = list(roots)
+    for _ in range(_SNAPSHOT_DEPTH):
+        below = []
+        for obj in level:
+            if id(obj) in seen or not _has_state(obj):
+                continue
+            seen.add(id(obj))
+            attrs = dict(vars(obj))
+            saved.append((obj, attrs))
+            below.extend(attrs.values())
+        level = below
+    return saved
+
+
+def _restore(saved: list[tuple[object, dict]]) -> None:
+    for obj, attrs in saved:
+        current = vars(obj)
+        current.clear()
+        current.update(attrs)

@@ -233,3 +233,81 @@ def test_frames_of_any_size_give_labels_at_frame_size(pipe, sample_frames, size)
         assert result.is_key == (i == 0)
         assert result.labels.shape == (h, w) and result.labels.dtype == np.uint8
         assert int(result.labels.max()) < len(pipe.class_names)
+
+
+# --- graphs that do not fit what the method's program feeds them ---------------------------
+
+
+@pytest.mark.parametrize("a, b", [("flow", "propagation"), ("keyframe", "flow")])
+def test_swapped_graph_entries_are_refused_at_load(bundle_copy, a, b):
+    """Each entry still matches its own file (hash, session I/O): before, the first frame died in ONNX Runtime."""
+    def swap(m):
+        m["graphs"][a], m["graphs"][b] = m["graphs"][b], m["graphs"][a]
+
+    edit_manifest(bundle_copy, swap)
+    msg = load_error(bundle_copy)
+    assert f"graph '{a}' ({b}.onnx)" in msg and "role" in msg and "swapped" in msg
+
+
+def test_graph_role_edited(bundle_copy):
+    edit_manifest(bundle_copy, lambda m: m["graphs"]["flow"].update(role="keyframe_net"))
+    msg = load_error(bundle_copy)
+    assert "graph 'flow'" in msg and "'keyframe_net'" in msg and "flow_net" in msg
+
+
+def _rename_in_graph(bundle, graph: str, old: str, new: str, kind: str) -> None:
+    """Rename a graph input or output in the .onnx file and in the manifest, and re-hash: every
+    check on the file itself passes."""
+    import onnx
+
+    path = bundle / f"{graph}.onnx"
+    model = onnx.load(path)
+    for value in (model.graph.input if kind == "inputs" else model.graph.output):
+        if value.name == old:
+            value.name = new
+    for node in model.graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    onnx.save(model, path)
+
+    def change(m):
+        for t in m["graphs"][graph][kind]:
+            if t["name"] == old:
+                t["name"] = new
+
+    edit_manifest(bundle, change)
+    rehash(bundle, graph)
+
+
+def test_graph_input_the_program_feeds_is_renamed(bundle_copy):
+    _rename_in_graph(bundle_copy, "flow", "prev_image_small", "previous_small", "inputs")
+    msg = load_error(bundle_copy)
+    assert "graph 'flow' (flow.onnx)" in msg and "previous_small" in msg and "prev_image_small" in msg
+
+
+def test_graph_output_the_program_reads_is_renamed(bundle_copy):
+    _rename_in_graph(bundle_copy, "propagation", "logits", "refined", "outputs")
+    msg = load_error(bundle_copy)
+    assert "graph 'propagation'" in msg and "['logits'] missing" in msg
+
+
+def test_palette_and_names_shorter_than_the_classes(bundle_copy):
+    """Names and palette agree with each other but not with the 19 classes: before, the overlay died."""
+    def shorten(m):
+        m["classes"]["names"].pop()
+        m["classes"]["palette"].pop()
+
+    edit_manifest(bundle_copy, shorten)
+    msg = load_error(bundle_copy)
+    assert "18 entries" in msg and "19 classes" in msg and "config.num_classes" in msg
+
+
+def test_class_count_edited_to_match_a_short_palette(bundle_copy):
+    def shorten(m):
+        m["classes"]["names"].pop()
+        m["classes"]["palette"].pop()
+        m["config"]["num_classes"] = 18
+
+    edit_manifest(bundle_copy, shorten)
+    msg = load_error(bundle_copy)
+    assert "output 'logits'" in msg and "19" in msg and "num_classes 18" in msg

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 
 from vss_edge import runtime
@@ -328,3 +329,93 @@ def test_source_failing_part_way_keeps_the_frames_before_it(gsvnet_bundle, sampl
     assert summary["frames_read"] == summary["frames_written"] == 4
     assert "004.png" in summary["error"]
     assert temp_files(out) == []
+
+
+# --- first frame, early end, re-used --out, odd sizes, speed ---------------------------------
+
+
+def test_run_1x1_source_is_refused_before_any_output(gsvnet_bundle, tmp_path, capsys):
+    """Before: 'cannot open a video writer ... is the folder writable?' (the writer opened first)."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), np.zeros((1, 1, 3), np.uint8))
+    out = tmp_path / "out"
+    user_error(capsys, ["run", str(gsvnet_bundle), str(folder), "--out", str(out)], "tiny", "too small", "1x1",
+               "8x8")
+    assert not out.exists()
+
+
+def test_run_warns_when_a_stream_ends_before_its_header_says(gsvnet_bundle, sample_frames, tmp_path, capsys):
+    path = tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (256, 128))
+    for i in range(40):
+        writer.write(cv2.resize(sample_frames[i], (256, 128)))
+    writer.release()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 4])  # the header still says 40 frames
+    out = tmp_path / "out"
+    assert main(["-q", "run", str(gsvnet_bundle), str(path), "--out", str(out), "--threads", "1"]) == 0
+    s = read_summary(out)
+    assert 0 < s["frames_read"] < 20
+    assert s["warnings"] == [f"'{path}' ended after {s['frames_read']} frames, but its header says 40 "
+                             f"(a truncated or damaged file?)"]
+    assert f"warning: '{path}' ended after" in capsys.readouterr().err
+    assert main(["-q", "run", str(gsvnet_bundle), CLIP, "--out", str(out), "--max-frames", "3",
+                 "--threads", "1"]) == 0
+    assert read_summary(out)["warnings"] == []  # stopping by --max-frames is no early end
+
+
+def test_rerun_into_the_same_out_leaves_only_this_runs_labels(gsvnet_bundle, tmp_path):
+    out = tmp_path / "out"
+    run = ["-q", "run", str(gsvnet_bundle), CLIP, "--out", str(out), "--threads", "1"]
+    assert main(run + ["--save-labels", "--max-frames", "9"]) == 0
+    (out / "labels" / "notes.txt").write_text("not a label: kept")
+    assert main(run + ["--save-labels", "--max-frames", "4"]) == 0
+    s = read_summary(out)
+    assert sorted(p.name for p in (out / "labels").glob("*.png")) == [f"{i:06d}.png" for i in range(4)]
+    assert s["labels_written"] == 4 and s["stale_files_removed"] == 5
+    assert main(run + ["--max-frames", "2"]) == 0  # no --save-labels: the old labels go too
+    assert sorted(p.name for p in (out / "labels").iterdir()) == ["notes.txt"]
+    assert read_summary(out)["labels_written"] == 0 and "labels" not in read_summary(out)["outputs"]
+
+
+def test_odd_sized_source_keeps_its_size(gsvnet_bundle, sample_frames, tmp_path):
+    """MPEG-4 through FFmpeg drops the last odd row/column: an odd source gets overlay.avi (Motion JPEG)."""
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(folder / f"{i:03d}.png"), cv2.resize(sample_frames[i], (101, 75)))
+    out = tmp_path / "out"
+    assert main(["-q", "run", str(gsvnet_bundle), CLIP, "--out", str(out), "--max-frames", "2", "--threads", "1"]) == 0
+    assert main(["-q", "run", str(gsvnet_bundle), str(folder), "--out", str(out), "--save-labels",
+                 "--threads", "1"]) == 0
+    s = read_summary(out)
+    assert s["outputs"]["video"] == str(out / "overlay.avi")
+    assert not (out / "overlay.mp4").exists()  # the earlier run's video, in the other format, went
+    cap = cv2.VideoCapture(str(out / "overlay.avi"))
+    assert (cap.get(cv2.CAP_PROP_FRAME_WIDTH), cap.get(cv2.CAP_PROP_FRAME_HEIGHT)) == (101, 75)
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape == (75, 101, 3)
+    assert count_frames(out / "overlay.avi") == s["frames_written"] == 5
+    assert cv2.imread(str(out / "labels" / "000004.png"), cv2.IMREAD_UNCHANGED).shape == (75, 101)
+
+
+def test_run_reports_pipeline_fps_and_end_to_end_throughput(full_run, gsvnet_bundle, tmp_path, capsys):
+    _, out = full_run
+    s = read_summary(out)
+    assert 0 < s["throughput_fps"] < s["fps"]  # reading, drawing and writing cost time too
+    assert main(["-q", "run", str(gsvnet_bundle), CLIP, "--out", str(tmp_path), "--max-frames", "3",
+                 "--threads", "1"]) == 0
+    line = capsys.readouterr().out
+    assert "FPS in the pipeline" in line and "FPS end to end" in line
+
+
+def test_profile_reports_end_to_end_throughput(gsvnet_bundle, tmp_path, capsys):
+    report = tmp_path / "p.json"
+    assert main(["-q", "profile", str(gsvnet_bundle), CLIP, "--json", str(report), "--max-frames", "6",
+                 "--threads", "1"]) == 0
+    s = json.loads(report.read_text())
+    assert s["frames"] == 4 and 0 < s["throughput_fps"] <= s["fps"] * 1.05
+    assert "FPS end to end" in capsys.readouterr().out

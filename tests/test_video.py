@@ -9,11 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
-from vss_edge.runtime.errors import SourceError, VssEdgeError
+from vss_edge.runtime.errors import OutputError, SourceError, VssEdgeError
 from vss_edge.video import (
     AtomicVideoWriter,
+    is_temporary,
     open_source,
     overlay,
+    remove_stale_temporaries,
     sample_clip_path,
     write_image_atomic,
     write_text_atomic,
@@ -230,3 +232,83 @@ def test_overlay_rejects_out_of_range_labels():
         overlay(frame, labels, np.zeros((3, 3), np.uint8))
     with pytest.raises(ValueError, match="shape"):
         overlay(frame, labels[:3], np.zeros((4, 3), np.uint8))
+
+
+# --- verified, odd-sized and interrupted outputs ---------------------------------------------
+
+
+def test_mp4_refuses_an_odd_size_that_avi_keeps(tmp_path):
+    frames = [np.full((75, 101, 3), 40 * i, np.uint8) for i in range(3)]
+    with pytest.raises(VssEdgeError, match=r"101x75.*even width and height.*\.avi"):
+        AtomicVideoWriter(tmp_path / "out.mp4", 10.0, (101, 75))
+    with AtomicVideoWriter(tmp_path / "out.avi", 10.0, (101, 75)) as w:
+        for f in frames:
+            w.write(f)
+    assert w.verified and w.frames_written == 3
+    with open_source(tmp_path / "out.avi") as src:
+        assert src.size == (101, 75) and len(list(src)) == 3
+
+
+def test_finished_video_is_checked_before_it_takes_its_name(tmp_path, monkeypatch):
+    """A file that does not decode back to every frame written never replaces the old one."""
+    import vss_edge.video as video
+
+    out = tmp_path / "out.mp4"
+    out.write_bytes(b"previous result")
+    monkeypatch.setattr(video, "FULL_DECODE_PIXELS", 0)  # the long-video check: index count + last frame
+    frames = _first_frames(3)
+    with AtomicVideoWriter(out, 10.0, (768, 576)) as w:
+        for f in frames:
+            w.write(f)
+    assert w.verified and _decoded_frame_count(out) == 3
+    out.write_bytes(b"previous result")
+
+    class Damaging:  # the encoder's file loses its end when it is closed (a failing disk, say)
+        def __init__(self, writer):
+            self.writer = writer
+
+        def write(self, frame):
+            return self.writer.write(frame)
+
+        def release(self):
+            self.writer.release()
+            tmp = next(p for p in tmp_path.iterdir() if p.name.startswith(".out."))
+            tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
+
+    for pixels in (0, 10 ** 12):  # both checks: the long-video one and decoding every frame
+        monkeypatch.setattr(video, "FULL_DECODE_PIXELS", pixels)
+        with pytest.raises(OutputError, match=r"cannot finish video .*out\.mp4.*(not decode|decodes to|indexes)"):
+            with AtomicVideoWriter(out, 10.0, (768, 576)) as w:
+                for f in frames:
+                    w.write(f)
+                w._writer = Damaging(w._writer)
+        assert out.read_bytes() == b"previous result"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.mp4"]
+
+
+def test_source_that_ends_before_its_header_count(tmp_path):
+    path = tmp_path / "cut.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (160, 120))
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        writer.write(rng.integers(0, 256, (120, 160, 3), dtype=np.uint8))
+    writer.release()
+    with open_source(path) as src:
+        assert len(list(src)) == 100 and src.ended_early is None and src.frames_read == 100
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 10])
+    with open_source(path) as src:
+        n = len(list(src))
+        assert src.frame_count == 100 and 0 < n < 50 and src.frames_read == n
+        assert src.ended_early == f"'{path}' ended after {n} frames, but its header says 100 " \
+                                  f"(a truncated or damaged file?)"
+
+
+def test_stale_temporaries_are_ours_only(tmp_path):
+    ours = [".overlay.0123abcd.tmp.mp4", ".summary.deadbeef.tmp.json", ".000012.00ff00ff.tmp.png"]
+    others = ["overlay.mp4", ".overlay.mp4", ".overlay.xyz.tmp.mp4", "notes.tmp", ".0123abcd.tmp"]
+    for name in ours + others:
+        (tmp_path / name).write_bytes(b"x")
+    assert all(is_temporary(tmp_path / n) for n in ours) and not any(is_temporary(tmp_path / n) for n in others)
+    assert remove_stale_temporaries(tmp_path) == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(others)

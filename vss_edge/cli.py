@@ -1,24 +1,31 @@
 """`vss-edge` command line: export | run | profile | calibrate | check | eval | demo.
 
-User errors (VssEdgeError: bad bundle, bad video, bad checkpoint...) print one line
-and exit 2; Ctrl-C exits 130 (run keeps the frames done); bugs keep their traceback.
-Each verb prints a human summary and writes JSON (the bundle's manifest,
-DIR/summary.json, --json F).
+User errors (VssEdgeError: bad bundle, bad video, bad checkpoint, an output that cannot be
+written...) print one line and exit 2; Ctrl-C exits 130 and SIGTERM 143 (run keeps the frames
+done); bugs keep their traceback. Each verb prints a human summary and writes JSON (the
+bundle's manifest, DIR/summary.json, --json F).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import re
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
 # FFmpeg logs straight to stderr (e.g. "moov atom not found"); our errors say it better.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+# OpenCV's own warnings ("Failed to write frame", once a frame on a full disk): errors only.
+os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from vss_edge.runtime.errors import VssEdgeError  # noqa: E402
+from vss_edge.runtime.errors import OUTPUT_ERRNOS, OutputError, SourceError, VssEdgeError  # noqa: E402
+
 
 EXPORT_ONLY = ("torch", "onnx", "onnxsim")  # the `export` extra: exporting and calibrating need them
 
@@ -179,6 +186,54 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM as an exception (a KeyboardInterrupt, so it stops what Ctrl-C stops).
+
+    signum: the signal; the process exits with 128 + signum (130 for SIGINT, 143 for SIGTERM).
+    """
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def _signum(interrupt: BaseException) -> int:
+    return getattr(interrupt, "signum", signal.SIGINT)
+
+
+class StopSignals:
+    """While active, SIGINT and SIGTERM raise Interrupted, or with record_only are only recorded
+    (the caller looks at ``received`` where stopping is safe). ``received``: the first signal, or
+    None. Only the main thread can install handlers; elsewhere this does nothing."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, record_only: bool = False):
+        self.record_only = record_only
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._previous.items():
+            if self.record_only and self.received is not None and isinstance(getattr(handler, "__self__", None),
+                                                                               StopSignals):
+                continue  # stopping already: later signals stay recorded until the enclosing one restores
+            signal.signal(sig, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received is None:
+            self.received = signum
+        if not self.record_only:
+            raise Interrupted(signum)
+
+
 class Progress:
     """One stderr line updated in place (on a terminal) or every 50 frames (in a log)."""
 
@@ -249,58 +304,173 @@ def cmd_export(args) -> int:
     return 0
 
 
+_LABEL_NAME = re.compile(r"(\d{6,})\.png")
+
+
+def _video_name(size: tuple[int, int]) -> str:
+    """overlay.mp4, or overlay.avi (Motion JPEG) for an odd width or height, which MPEG-4 through
+    FFmpeg cannot keep (OpenCV would drop the last column or row)."""
+    return "overlay.avi" if size[0] % 2 or size[1] % 2 else "overlay.mp4"
+
+
+def _remove_stale_labels(labels_dir: Path, keep: int) -> int:
+    """Delete label PNGs (NNNNNN.png) of an earlier run numbered `keep` or more; how many went."""
+    removed = 0
+    try:
+        entries = list(labels_dir.iterdir())
+    except OSError:
+        return 0
+    for path in entries:
+        m = _LABEL_NAME.fullmatch(path.name)
+        if m and int(m.group(1)) >= keep and path.is_file():
+            with contextlib.suppress(OSError):
+                path.unlink()
+                removed += 1
+    if keep == 0:
+        with contextlib.suppress(OSError):
+            labels_dir.rmdir()  # only if nothing else is in it
+    return removed
+
+
 def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | None, quiet: bool) -> dict:
     """Segment every frame of source into out/overlay.mp4 (+ labels/); returns the summary.
 
-    Ctrl-C stops early and keeps the frames done (summary 'interrupted': true); so does a
-    user error part-way (an unreadable frame...): the video of the frames before it is
-    finished, then the error is raised with that said. Before the first frame both
-    propagate. Any other exception (a bug) leaves a previous overlay.mp4 as it was.
-    """
-    from vss_edge.runtime.profiling import summarize
-    from vss_edge.video import AtomicVideoWriter, overlay, write_image_atomic, write_text_atomic
+    The first frame is segmented before anything is written, so a frame the bundle cannot take
+    (1x1...) is a one-line error with no output. Ctrl-C and SIGTERM are only recorded while it
+    runs and looked at between frames, so one frame's outputs (its label PNG, its video frame,
+    its count) are a unit no signal cuts in two: the run stops after the frames done, which are
+    kept (summary 'interrupted': true), and the video and summary are finished whatever other
+    signals arrive. The video is verified before it takes its name. The folder is made
+    consistent with this run: label PNGs of an earlier, longer run (or of one with
+    --save-labels, when this one has none) are removed, and so are the temporary files of
+    killed runs; two runs cannot share one --out.
 
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        if save_labels:
-            (out / "labels").mkdir(exist_ok=True)
-    except OSError as e:
-        raise VssEdgeError(f"cannot create output folder '{out}': {e.strerror or e}") from None
+    A user error part-way (an unreadable frame...) finishes the video of the frames before it,
+    then is raised with that said. An output that cannot be written (disk full, read-only)
+    stops the run: no video replaces the previous one, the summary says what happened (when it
+    can be written), and OutputError is raised with the first cause. Any other exception (a
+    bug) leaves a previous video as it was.
+    """
+    from vss_edge.runtime.errors import FrameError
+    from vss_edge.runtime.profiling import RunStats
+    from vss_edge.video import (
+        AtomicVideoWriter,
+        locked_folder,
+        overlay,
+        remove_stale_temporaries,
+        write_image_atomic,
+        write_text_atomic,
+    )
+
+    labels_dir = out / "labels"
+    video = out / _video_name(source.size)
     palette = pipe.palette
-    results, interrupted, error = [], False, None
-    total = min(filter(None, (source.frame_count, max_frames)), default=None)
-    progress = Progress(total, not quiet)
-    with AtomicVideoWriter(out / "overlay.mp4", source.fps, source.size) as writer:
+    with StopSignals(record_only=True) as stop:
+        stats = RunStats(pipe.manifest)
+        frames = iter(source)
+        first = next(frames)
         try:
-            for frame in source:
-                result = pipe.step(frame)
-                writer.write(overlay(frame, result.labels, palette))
-                results.append(result)  # right after the write: frames_read == frames_written
-                if save_labels:
-                    write_image_atomic(out / "labels" / f"{result.index:06d}.png", result.labels)
-                result.labels = None  # keep only the timings in memory
-                progress.update(len(results))
-                if max_frames and len(results) >= max_frames:
-                    break
-        except KeyboardInterrupt:
-            if not results:
-                raise  # nothing to keep: no video (main exits 130)
-            interrupted = True  # keep what was done: the video is finished below
-        except VssEdgeError as e:
-            if not results:
+            result = pipe.step(first)
+        except FrameError as e:
+            raise SourceError(f"source '{source.name}': {e}") from None
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            if save_labels:
+                labels_dir.mkdir(exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"cannot create output folder '{out}': {e.strerror or e}") from None
+        with locked_folder(out):
+            removed = remove_stale_temporaries(out) + remove_stale_temporaries(labels_dir)
+            writer = AtomicVideoWriter(video, source.fps, source.size).__enter__()
+            committed, error, output_error, signum = 0, None, None, None
+            total = min(filter(None, (source.frame_count, max_frames)), default=None)
+            progress = Progress(total, not quiet)
+            try:
+                frame = first
+                while True:
+                    drawn = overlay(frame, result.labels, palette)
+                    png = labels_dir / f"{result.index:06d}.png"  # this frame's outputs: all, or none
+                    if save_labels:
+                        write_image_atomic(png, result.labels)
+                    try:
+                        writer.write(drawn)
+                    except BaseException:
+                        if save_labels:
+                            png.unlink(missing_ok=True)
+                        raise
+                    stats.add(result)
+                    committed += 1
+                    progress.update(committed)
+                    if stop.received is not None:
+                        signum = stop.received
+                        break
+                    if max_frames and committed >= max_frames:
+                        break
+                    frame = next(frames, None)
+                    if frame is None:
+                        break
+                    result = pipe.step(frame)
+            except KeyboardInterrupt as e:  # raised by code (the handlers only record)
+                signum = _signum(e)
+            except OutputError as e:
+                output_error = e
+            except VssEdgeError as e:
+                error = e
+            except BaseException:
+                writer.discard()  # a bug: the previous video stays as it was
                 raise
-            error = e
-        finally:
-            progress.close()
-    summary = summarize(results, pipe.manifest)
-    summary.update(source=source.name, frames_read=len(results), frames_written=writer.frames_written,
-                   interrupted=interrupted, device=pipe.device, scheduler=repr(pipe.scheduler), outputs={"video": str(out / "overlay.mp4")},
-                   error=None if error is None else str(error))
-    if save_labels:
-        summary["outputs"]["labels"] = str(out / "labels")
-    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+            finally:
+                progress.close()
+            if output_error is None:
+                try:
+                    writer.finish()
+                except OutputError as e:
+                    output_error = e
+            else:
+                writer.discard()
+            warnings = []
+            if source.ended_early and signum is None and error is None and output_error is None \
+                    and not (max_frames and committed >= max_frames):
+                warnings.append(source.ended_early)
+            for warning in warnings:
+                print(f"vss-edge run: warning: {warning}", file=sys.stderr)
+            stale = _remove_stale_labels(labels_dir, committed if save_labels else 0)
+            if output_error is None:
+                other = out / ("overlay.avi" if video.suffix == ".mp4" else "overlay.mp4")
+                if other.is_file():  # an earlier run's overlay in the other format
+                    stale += 1
+                    with contextlib.suppress(OSError):
+                        other.unlink()
+            summary_error = None
+            while True:  # twice at most: a signal during the write is in the summary too
+                received = stop.received if signum is None else signum
+                summary = stats.summary()
+                summary.update(
+                    source=source.name, frames_read=committed,
+                    frames_written=writer.frames_written if writer.verified else 0,
+                    labels_written=committed if save_labels else 0,
+                    interrupted=received is not None,
+                    signal=None if received is None else signal.Signals(received).name,
+                    device=pipe.device, scheduler=repr(pipe.scheduler),
+                    outputs={"video": str(video) if writer.verified else None},
+                    warnings=warnings, stale_files_removed=stale + removed,
+                    error=None if error is None and output_error is None else str(output_error or error))
+                if save_labels:
+                    summary["outputs"]["labels"] = str(labels_dir)
+                try:
+                    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
+                except OutputError as e:
+                    summary_error = e
+                    break
+                if (stop.received if signum is None else signum) == received:
+                    break
+    if output_error is not None:  # the first cause first; then what is left in --out
+        said = f"; and {summary_error}" if summary_error else f"; see {out / 'summary.json'}"
+        raise OutputError(f"{output_error}; {video.name} was left as it was ({committed} frames were done){said}")
     if error is not None:
-        raise type(error)(f"{error} (the {len(results)} frames before it are in {out / 'overlay.mp4'})")
+        raise type(error)(f"{error} (the {committed} frames before it are in {video})")
+    if summary_error is not None:
+        raise OutputError(f"{summary_error} (the {committed} frames are in {video})")
     return summary
 
 
@@ -317,29 +487,33 @@ def cmd_run(args) -> int:
     with open_source(args.source) as source:  # before the bundle: a bad source gives its error alone
         pipe = _load(args)
         s = run_source(pipe, source, Path(args.out), args.save_labels, args.max_frames, args.quiet)
-    print(f"{s['frames_read']} frames ({s['key_frames']} key) -> {s['outputs']['video']}, "
-          f"{s['fps']:.2f} FPS on {s['device']}" + (" (interrupted)" if s["interrupted"] else ""))
-    return 130 if s["interrupted"] else 0
+    print(f"{s['frames_read']} frames ({s['key_frames']} key) -> {s['outputs']['video']}: {_speed(s)} on "
+          f"{s['device']}" + (" (interrupted)" if s["interrupted"] else ""))
+    return 128 + signal.Signals[s["signal"]] if s["interrupted"] else 0
+
+
+def _speed(s: dict) -> str:
+    """'P FPS in the pipeline, T FPS end to end' (end to end: reading, drawing and writing too)."""
+    through = s.get("throughput_fps")
+    return f"{s['fps']:.2f} FPS in the pipeline" + (f", {through:.2f} FPS end to end" if through else "")
 
 
 def cmd_profile(args) -> int:
-    from vss_edge.runtime.profiling import summarize, to_markdown
-    from vss_edge.video import open_source, write_text_atomic
+    from vss_edge.runtime.profiling import RunStats, to_markdown
+    from vss_edge.video import check_writable_folder, open_source, write_text_atomic
 
-    if args.json and not Path(args.json).parent.is_dir():
-        raise VssEdgeError(f"--json '{args.json}': folder '{Path(args.json).parent}' does not exist")
-    results = []
+    if args.json:  # before running: a read-only or missing folder fails now, not after the video
+        check_writable_folder(Path(args.json).parent, f"--json '{args.json}'")
     with open_source(args.source) as source:
         pipe = _load(args)
+        stats = RunStats(pipe.manifest, warmup=args.warmup)  # bounded memory: a camera may run for days
         for frame in source:
-            result = pipe.step(frame)
-            result.labels = None
-            results.append(result)
-            if args.max_frames and len(results) >= args.max_frames:
+            stats.add(pipe.step(frame))
+            if args.max_frames and stats.seen >= args.max_frames:
                 break
-    if len(results) <= args.warmup:
-        raise VssEdgeError(f"only {len(results)} frames read; need more than --warmup {args.warmup}")
-    summary = summarize(results, pipe.manifest, warmup=args.warmup)
+    if stats.seen <= args.warmup:
+        raise VssEdgeError(f"only {stats.seen} frames read; need more than --warmup {args.warmup}")
+    summary = stats.summary()
     summary.update(device=pipe.device, scheduler=repr(pipe.scheduler))
     print(to_markdown(summary), end="")
     if args.json:
@@ -401,8 +575,8 @@ def cmd_demo(args) -> int:
     with open_source(sample_clip_path()) as source:
         s = run_source(pipe, source, out, save_labels=False, max_frames=None, quiet=args.quiet)
     print(f"demo: {s['frames_read']} frames of the sample clip ({s['key_frames']} key frames) -> "
-          f"{s['outputs']['video']}, {s['fps']:.2f} FPS on {s['device']}; summary in {out / 'summary.json'}")
-    return 0
+          f"{s['outputs']['video']}, {_speed(s)} on {s['device']}; summary in {out / 'summary.json'}")
+    return 128 + signal.Signals[s["signal"]] if s["interrupted"] else 0
 
 
 def cmd_calibrate(args) -> int:
@@ -463,9 +637,11 @@ def cmd_eval(args) -> int:
     from vss_edge.evaluation import evaluate_bundle, parse_intervals, parse_seeds, to_markdown
     from vss_edge.video import write_text_atomic
 
+    from vss_edge.video import check_writable_folder
+
     intervals = parse_intervals(args.intervals)
-    if args.json and not Path(args.json).parent.is_dir():
-        raise VssEdgeError(f"--json '{args.json}': folder '{Path(args.json).parent}' does not exist")
+    if args.json:
+        check_writable_folder(Path(args.json).parent, f"--json '{args.json}'")
     start, stop = 0, None
     if args.frame_range:
         from vss_edge.calibration.collect import FrameRange
@@ -487,19 +663,39 @@ COMMANDS = {"export": cmd_export, "run": cmd_run, "profile": cmd_profile, "calib
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `vss-edge` program. With argv None (the console script, `python -m vss_edge`) it is the
+    process's last act: a stop signal that arrives once the verb is done is ignored, so the exit
+    status stays the one chosen (143, not a kill by SIGTERM while the interpreter shuts down)."""
+    if argv is None and threading.current_thread() is threading.main_thread():
+        for sig in StopSignals.SIGNALS:  # what the verb's handlers give back when they are done
+            signal.signal(sig, signal.SIG_IGN)
+    return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
-        if getattr(args, "threads", None) is not None:  # before any source or bundle is opened
-            from vss_edge.runtime.session import check_threads
+        with StopSignals():  # SIGTERM (systemd, docker, ROS) stops a verb as Ctrl-C does
+            if getattr(args, "threads", None) is not None:  # before any source or bundle is opened
+                from vss_edge.runtime.session import check_threads
 
-            try:
-                check_threads(args.threads)
-            except VssEdgeError as e:
-                raise VssEdgeError(f"--{e}") from None
-        return COMMANDS[args.verb](args)
+                try:
+                    check_threads(args.threads)
+                except VssEdgeError as e:
+                    raise VssEdgeError(f"--{e}") from None
+            return COMMANDS[args.verb](args)
     except VssEdgeError as e:
         print(f"vss-edge {args.verb}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a write we did not wrap: still the user's disk, mount or permissions
+        if e.errno not in OUTPUT_ERRNOS:
+            raise
+        import errno
+
+        what = "write" if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG) else "access"
+        where = f" '{e.filename}'" if e.filename else ""
+        print(f"vss-edge {args.verb}: error: cannot {what}{where}: {e.strerror or e}", file=sys.stderr)
         return 2
     except ModuleNotFoundError as e:
         if e.name not in EXPORT_ONLY:
@@ -507,9 +703,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"vss-edge {args.verb}: error: this needs {e.name}, which the runtime-only install leaves out: "
               f"pip install 'vss-edge[export]'", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"vss-edge {args.verb}: interrupted", file=sys.stderr)
-        return 130
+        return 128 + _signum(e)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ from frame to frame, as in the official code.
 """
 from __future__ import annotations
 
+from vss_edge.runtime.manifest import GraphUse
 from vss_edge.runtime.signals import FrameDifference
 
 
@@ -16,6 +17,11 @@ class GSVNetProgram:
     step(image, decision, run)."""
 
     graphs = ("keyframe", "flow", "propagation")
+    uses = {  # what step() feeds each graph and reads back (checked at load: manifest.check_program_fit)
+        "keyframe": GraphUse("keyframe_net", ("image",), ("logits", "labels", "image_small")),
+        "flow": GraphUse("flow_net", ("image", "prev_image_small"), ("flow", "image_small")),
+        "propagation": GraphUse("propagation_head", ("prev_logits", "image_small", "flow"), ("logits", "labels")),
+    }
     scheduler_needs = "is_key"  # a key-frame scheduler
 
     def __init__(self, manifest):

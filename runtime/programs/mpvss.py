@@ -12,6 +12,7 @@ frame's labels.
 from __future__ import annotations
 
 from vss_edge.runtime.errors import BundleError
+from vss_edge.runtime.manifest import GraphUse
 from vss_edge.runtime.signals import FrameDifference
 
 PROPAGATIONS = ("query_flow", "optical_flow", "copy")
@@ -32,6 +33,16 @@ class MPVSSProgram:
             raise BundleError(f"bundle '{manifest.root}': MPVSS ({self.propagation}) state lacks {sorted(missing)}")
         flow = manifest.graphs.get("flow")
         self.flow_reads_queries = flow is not None and any(t.name == "key_queries" for t in flow.inputs)
+        key_outputs = ("labels",) if self.propagation == "copy" else ("labels", "class_logits", "mask_logits",
+                                                                       "queries", "key_image")
+        self.uses = {  # what step() feeds each graph and reads back (checked at load)
+            "keyframe": GraphUse("keyframe_net", ("image",), key_outputs),
+            "flow": GraphUse("flow_net", ("image", "key_image") + (("key_queries",) if self.propagation == "query_flow"
+                                                                   else ()), ("flow",)),
+            "propagation": GraphUse("propagation_head", ("key_mask_logits", "key_class_logits", "flow"), ("labels",)),
+        }
+        if self.propagation == "copy":
+            del self.uses["flow"], self.uses["propagation"]
         self.frame_difference = FrameDifference()
         self.key: dict | None = None
 

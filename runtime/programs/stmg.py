@@ -13,10 +13,18 @@ from __future__ import annotations
 import numpy as np
 
 from vss_edge.runtime.errors import BundleError, VssEdgeError
+from vss_edge.runtime.manifest import GraphUse
 
 
 class STMGProgram:
     graphs = ("keyframe", "mask", "partial", "aggregation")
+    uses = {  # what signals() and step() feed each graph and read back (checked at load)
+        "keyframe": GraphUse("keyframe_net", ("image",), ("labels", "features")),
+        "mask": GraphUse("mask_generator", ("image", "prev_encoding"), ("encoding", "spatial_mask", "keep", "distortion")),
+        "partial": GraphUse("partial_net", ("image", "keep"), ("features",)),
+        "aggregation": GraphUse("propagation_head", ("current_features", "prev_features", "spatial_mask"),
+                                ("labels", "features")),
+    }
     scheduler_needs = "is_key"
 
     def __init__(self, manifest):

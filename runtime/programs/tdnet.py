@@ -13,6 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from vss_edge.runtime.errors import BundleError, VssEdgeError
+from vss_edge.runtime.manifest import GraphUse
 
 class TDNetProgram:
     scheduler_needs = "path"
@@ -28,6 +29,8 @@ class TDNetProgram:
             raise BundleError(f"bundle '{manifest.root}': TDNet state lacks {sorted(missing)}")
         self.empty = {n: np.zeros(state[n].shape, dtype=np.float32) for n in ("q", "k", "v")}
         self.length = sum(t.name.startswith("k") for t in manifest.graphs[self.graphs[0]].inputs)
+        stored = ["k0", "v0"] + [f"{n}{i}" for i in range(1, self.length) for n in ("q", "k", "v")]
+        self.uses = {g: GraphUse("path_net", ("image", "history", *stored), ("labels", "q", "k", "v")) for g in self.graphs}
         self.flags = {True: np.ones((1,), np.float32), False: np.zeros((1,), np.float32)}
         self.history: list[dict] = []
 
