@@ -110,8 +110,15 @@ def test_code_imports_our_modules_only_through_vss_edge():
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     """The distribution as `pip install .` builds it (no extras)."""
+    import shutil
+
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(REPO)],
+    # A copy of the tree: building in place would leave build/ in the checkout, whose stale files
+    # a later build would package.
+    source = out / "source"
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "out", "*.egg-info",
+                                                                 "__pycache__", ".pytest_cache"))
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
                    check=True, capture_output=True)
     (found,) = out.glob("vss_edge-*.whl")
     return found
