@@ -1,17 +1,11 @@
-"""Per-method orchestration: which graphs run on key and non-key frames, and how state moves."""
+"""Per-method orchestration: which graphs run on key and non-key frames, and how state moves.
+
+Each method's program is one module here, registered by name (programs.base.register_program);
+importing this package registers the four built-in ones.
+"""
 from __future__ import annotations
 
-from vss_edge.runtime.errors import BundleError
-from vss_edge.runtime.programs.gsvnet import GSVNetProgram
-from vss_edge.runtime.programs.mpvss import MPVSSProgram
-from vss_edge.runtime.programs.stmg import STMGProgram
-from vss_edge.runtime.programs.tdnet import TDNetProgram
+from vss_edge.runtime.programs import gsvnet, mpvss, stmg, tdnet  # noqa: F401  (registers them)
+from vss_edge.runtime.programs.base import PROGRAMS, Program, program_for, register_program
 
-PROGRAMS = {"gsvnet": GSVNetProgram, "tdnet": TDNetProgram, "stmg": STMGProgram, "mpvss": MPVSSProgram}
-
-
-def program_for(method: str):
-    """The Program class for a bundle's method; BundleError if this runtime has none."""
-    if method not in PROGRAMS:
-        raise BundleError(f"no runtime program for method '{method}' (known: {', '.join(PROGRAMS)})")
-    return PROGRAMS[method]
+__all__ = ["PROGRAMS", "Program", "program_for", "register_program"]

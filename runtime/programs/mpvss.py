@@ -13,15 +13,17 @@ from __future__ import annotations
 
 from vss_edge.runtime.errors import BundleError
 from vss_edge.runtime.manifest import GraphUse
-from vss_edge.runtime.signals import FrameDifference
+from vss_edge.runtime.programs.base import Program, register_program
 
 PROPAGATIONS = ("query_flow", "optical_flow", "copy")
 
 
-class MPVSSProgram:
-    scheduler_needs = "is_key"
+@register_program("mpvss")
+class MPVSSProgram(Program):
+    """MPVSS has no distortion of its own: the runtime's frame difference stands in (the base's)."""
 
     def __init__(self, manifest):
+        super().__init__(manifest)
         self.propagation = manifest.config.get("propagation", "query_flow")
         if self.propagation not in PROPAGATIONS:
             raise BundleError(f"bundle '{manifest.root}': MPVSS propagation must be one of "
@@ -43,23 +45,14 @@ class MPVSSProgram:
         }
         if self.propagation == "copy":
             del self.uses["flow"], self.uses["propagation"]
-        self.frame_difference = FrameDifference()
         self.key: dict | None = None
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         self.key = None
-        self.frame_difference.reset()
 
     @property
     def has_state(self) -> bool:
         return self.key is not None
-
-    def signals(self, image, needed: tuple[str, ...], run) -> dict:
-        """MPVSS has no distortion of its own: the runtime's frame difference stands in (runtime.signals)."""
-        return {"distortion": self.frame_difference(image)} if "distortion" in needed else {}
-
-    def decide(self, scheduler, info) -> bool:
-        return not self.has_state or bool(scheduler.is_key(info))
 
     def step(self, image, is_key: bool, run):
         """Process one uint8 [1,H,W,3] frame; returns uint8 labels [1,Hl,Wl] on the host."""

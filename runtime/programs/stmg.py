@@ -14,9 +14,13 @@ import numpy as np
 
 from vss_edge.runtime.errors import BundleError, VssEdgeError
 from vss_edge.runtime.manifest import GraphUse
+from vss_edge.runtime.programs.base import Program, register_program
 
 
-class STMGProgram:
+@register_program("stmg")
+class STMGProgram(Program):
+    """The mask generator runs on every frame, in signals(): its distortion is the scheduler's signal."""
+
     graphs = ("keyframe", "mask", "partial", "aggregation")
     uses = {  # what signals() and step() feed each graph and read back (checked at load)
         "keyframe": GraphUse("keyframe_net", ("image",), ("labels", "features")),
@@ -25,9 +29,9 @@ class STMGProgram:
         "aggregation": GraphUse("propagation_head", ("current_features", "prev_features", "spatial_mask"),
                                 ("labels", "features")),
     }
-    scheduler_needs = "is_key"
 
     def __init__(self, manifest):
+        super().__init__(manifest)
         state = {t.name: t for t in manifest.state}
         missing = {"encoding", "features"} - set(state)
         if missing:
@@ -38,9 +42,9 @@ class STMGProgram:
         self.num_blocks = int(keep.shape[0]) if keep is not None else 0
         self.keep_override: np.ndarray | None = None  # bool [K]: force which blocks run (ablations, tests)
         self.last_keep: np.ndarray | None = None  # bool [K] used on the last non-key frame
-        self.reset()
+        self.reset_state()
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         self.encoding = None
         self.features = None
         self.masks: dict | None = None
@@ -66,9 +70,6 @@ class STMGProgram:
         self.encoding = out["encoding"]
         self.masks = out
         return {"distortion": float(np.asarray(out["distortion"]).reshape(-1)[0])}
-
-    def decide(self, scheduler, info) -> bool:
-        return not self.has_state or bool(scheduler.is_key(info))
 
     def step(self, image, is_key: bool, run):
         """Process one uint8 [1,H,W,3] frame (after signals()); returns uint8 labels [1,H,W]."""

@@ -14,11 +14,17 @@ import numpy as np
 
 from vss_edge.runtime.errors import BundleError, VssEdgeError
 from vss_edge.runtime.manifest import GraphUse
+from vss_edge.runtime.programs.base import Program, register_program
 
-class TDNetProgram:
+
+@register_program("tdnet")
+class TDNetProgram(Program):
+    """No key frames: the scheduler picks a path per frame, and there is no scheduler signal."""
+
     scheduler_needs = "path"
 
     def __init__(self, manifest):
+        super().__init__(manifest)
         paths = sorted(n for n, g in manifest.graphs.items() if g.role == "path_net")
         self.graphs = tuple(f"path{i}" for i in range(len(paths)))
         if not paths or sorted(self.graphs) != paths:
@@ -34,7 +40,7 @@ class TDNetProgram:
         self.flags = {True: np.ones((1,), np.float32), False: np.zeros((1,), np.float32)}
         self.history: list[dict] = []
 
-    def reset(self) -> None:
+    def reset_state(self) -> None:
         self.history = []
 
     @property
