@@ -51,12 +51,14 @@ def example_inputs(model, frames: list[torch.Tensor]) -> dict[str, list[tuple]]:
 
 
 def export_tdnet(out_dir: str | Path, cfg: TDNetConfig, checkpoint: str | None = None, video: str | None = None,
-                 seed: int = 0, simplify: bool = True) -> Path:
-    """Build, export, verify every path on real frames (warm-up and full) and write the bundle."""
+                 verify_frames: int = 0, seed: int = 0, simplify: bool = True) -> Path:
+    """Build, export, verify every path on real frames (warm-up and full) and write the bundle.
+
+    verify_frames: at least queue length + paths frames are used (every path then runs once with
+    a full queue); more when asked."""
     model, weights = build_model(cfg, checkpoint, seed)
     n = cfg.num_paths
-    # Enough frames that every path runs with a full queue at least once.
-    frames = real_frames(cfg.height, cfg.width, video, cfg.queue_length + n)
+    frames = real_frames(cfg.height, cfg.width, video, max(verify_frames, cfg.queue_length + n))
     examples = example_inputs(model, frames)
     inputs = input_names(cfg.queue_length)
     exported = [(export_graph(name, module, examples[name], inputs, OUTPUTS, simplify), "path_net")

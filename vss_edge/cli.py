@@ -24,32 +24,19 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 # OpenCV's own warnings ("Failed to write frame", once a frame on a full disk): errors only.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
+from vss_edge.methods import METHODS, method_spec  # noqa: E402
+from vss_edge.methods.options import non_negative_int, positive_int  # noqa: E402
 from vss_edge.runtime.errors import OUTPUT_ERRNOS, OutputError, SourceError, VssEdgeError  # noqa: E402
+from vss_edge.runtime.schedulers import SCHEDULERS  # noqa: E402
 
 
 EXPORT_ONLY = ("torch", "onnx", "onnxsim")  # the `export` extra: exporting and calibrating need them
 
-def _int_at_least(minimum: int, what: str):
-    """argparse type: an integer >= minimum."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a {what} integer, got {value}")
-        return value
-
-    return parse
-
-
-_positive_int = _int_at_least(1, "positive")
-_non_negative_int = _int_at_least(0, "non-negative")
+_positive_int, _non_negative_int = positive_int, non_negative_int
 
 
 def _add_runtime_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--scheduler", choices=("fixed_interval", "distortion", "round_robin"),
+    p.add_argument("--scheduler", choices=tuple(SCHEDULERS),
                    help="key-frame scheduler (default: the bundle's; distortion = STMG's Algorithm 1, "
                         "on GSVNet a frame difference stands in for STMG's mask)")
     p.add_argument("--interval", type=_positive_int, help="fixed key-frame interval (selects fixed_interval)")
@@ -59,17 +46,21 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-frames", type=_positive_int, help="stop after this many frames (cameras run until Ctrl-C)")
 
 
-def _add_export_options(p: argparse.ArgumentParser, height: int, width: int, checkpoint: str) -> None:
+def _add_export_options(p: argparse.ArgumentParser, spec) -> None:
+    """The flags every method's export takes, then its checkpoint slots, then its own."""
     p.add_argument("--out", required=True, help="bundle directory to write")
-    p.add_argument("--height", type=_positive_int, default=height, help=f"input height (default {height})")
-    p.add_argument("--width", type=_positive_int, default=width, help=f"input width (default {width})")
-    p.add_argument("--classes", type=_positive_int, default=19, help="number of classes (19: Cityscapes names)")
+    p.add_argument("--height", type=_positive_int, default=spec.height, help=f"input height (default {spec.height})")
+    p.add_argument("--width", type=_positive_int, default=spec.width, help=f"input width (default {spec.width})")
+    p.add_argument("--classes", type=_positive_int, default=spec.classes,
+                   help=f"number of classes (default {spec.classes}; 19: Cityscapes names)")
     p.add_argument("--label-scale", type=float, default=1.0,
                    help="compute labels at this fraction of the input size (1: full, as the paper; 0.25: faster)")
-    p.add_argument("--checkpoint", help=checkpoint)
+    for slot, text in spec.checkpoints.items():
+        p.add_argument("--" + slot.replace("_", "-"), dest=slot, help=text)
     p.add_argument("--video", help="real video whose first frames verify the graphs (default: the sample clip)")
     p.add_argument("--seed", type=int, default=0, help="seed for weights without a checkpoint")
     p.add_argument("--no-simplify", action="store_true", help="skip onnxsim")
+    spec.add_options(p)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,47 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     export = verbs.add_parser("export", help="export a method to a bundle of static ONNX graphs")
     methods = export.add_subparsers(dest="method", required=True, metavar="METHOD")
-    p = methods.add_parser("gsvnet", help="GSVNet: keyframe net, flow net, propagation head")
-    _add_export_options(p, height=512, width=1024, checkpoint="official GSVNet checkpoint (.tar with "
-                        "state_dict and state_dict_of)")
-    p.add_argument("--keyframe-net", choices=("swiftnet", "bisenet"), default="swiftnet")
-    p.add_argument("--keyframe-scale", type=float, default=0.75, help="keyframe net input scale (paper: 0.75)")
-    p.add_argument("--default-interval", type=_positive_int, default=5, help="key-frame interval stored in the bundle")
-    p.add_argument("--keyframe-checkpoint", help="official keyframe net weights (SwiftNet / BiSeNet)")
-    p.add_argument("--keyframe-width", type=_positive_int, default=64,
-                   help="SwiftNet base width (official 64; the trained demo weights: 16)")
-    p = methods.add_parser("tdnet", help="TDNet: one graph per sub-network path, run round robin")
-    _add_export_options(p, height=769, width=1537, checkpoint="official TDNet state_dict (td4_psp18 / td2_psp50)")
-    p.add_argument("--variant", choices=("td4_psp18", "td2_psp50"), default="td4_psp18")
-    p.add_argument("--backbone-width", type=_positive_int, default=64,
-                   help="ResNet base width of every path (official 64; the trained demo weights: 8)")
-    p = methods.add_parser("stmg", help="STMG on DDRNet: keyframe net, mask generator, gated partial net, aggregation")
-    _add_export_options(p, height=1024, width=2048, checkpoint="STMG state_dict (key.*, nonkey.*, mask_generator.*)")
-    p.add_argument("--backbone", choices=("ddrnet23_slim", "ddrnet39"), default="ddrnet23_slim")
-    p.add_argument("--ddrnet-checkpoint", help="official DDRNet weights, for both the key and the non-key backbone")
-    p.add_argument("--distortion-bias", action="store_true", help="Eq. 12's distortion bias in the pruning head")
-    p.add_argument("--ddrnet-planes", type=_positive_int,
-                   help="DDRNet stem width (default: the backbone's official one; the trained demo weights: 8)")
-    p.add_argument("--encoder-channels", type=_positive_int, default=64,
-                   help="mask generator encoder width (default 64; the trained demo weights: 16)")
-    p.add_argument("--keep-threshold", type=float, default=0.5, help="a block runs iff its keep probability exceeds this")
-    p.add_argument("--default-interval", type=_positive_int, default=5,
-                   help="key-frame interval when --scheduler fixed_interval is chosen at run time")
-    p = methods.add_parser("mpvss", help="MPVSS: Mask2Former keyframe net, query-based flow, mask propagation")
-    _add_export_options(p, height=480, width=853, checkpoint="MPVSS checkpoint (detectron2 .pth {'model': ...}: "
-                        "backbone.*, motion.*, sem_seg_head.*)")
-    p.set_defaults(classes=124)  # VSPW
-    p.add_argument("--variant", choices=("r50", "small"), default="r50", help="r50: official; small: for tests")
-    p.add_argument("--backbone-width", type=_positive_int, default=64,
-                   help="ResNet base width (default 64, official; the trained demo weights: 8)")
-    p.add_argument("--motion-width", type=_positive_int, default=None,
-                   help="motion encoder's first width (default: the variant's, r50 64, small 16; the trained "
-                        "demo weights: 8)")
-    p.add_argument("--propagation", choices=("query_flow", "optical_flow", "copy"), default="query_flow",
-                   help="query_flow: MPVSS; optical_flow / copy: the paper's baselines (one pixel-wise flow; no warp)")
-    p.add_argument("--mask2former-checkpoint", help="official Mask2Former R50 semantic weights (.pkl or .pth) "
-                                                    "for the key-frame segmentor")
-    p.add_argument("--default-interval", type=_positive_int, default=5, help="key-frame interval stored in the bundle")
+    for spec in METHODS.values():  # every registered method (vss_edge.methods)
+        _add_export_options(methods.add_parser(spec.name, help=spec.summary), spec)
 
     p = verbs.add_parser("run", help="segment a video, image folder or camera; write an overlay video")
     p.add_argument("bundle")
@@ -255,42 +207,14 @@ class Progress:
 
 
 def cmd_export(args) -> int:
-    from vss_edge import configs
-
+    spec = method_spec(args.method)
     common = dict(height=args.height, width=args.width, num_classes=args.classes, label_scale=args.label_scale)
     try:
-        if args.method == "gsvnet":
-            cfg = configs.GSVNetConfig(keyframe_net=args.keyframe_net, keyframe_scale=args.keyframe_scale,
-                                       keyframe_width=args.keyframe_width, interval=args.default_interval, **common)
-        elif args.method == "stmg":
-            cfg = configs.STMGConfig(backbone=args.backbone, distortion_bias=args.distortion_bias,
-                                     ddrnet_planes=args.ddrnet_planes, encoder_channels=args.encoder_channels,
-                                     keep_threshold=args.keep_threshold, interval=args.default_interval, **common)
-        elif args.method == "mpvss":
-            cfg = configs.MPVSSConfig(variant=args.variant, propagation=args.propagation,
-                                      backbone_width=args.backbone_width, motion_width=args.motion_width or 0,
-                                      interval=args.default_interval, **common)
-        else:
-            cfg = configs.TDNetConfig(variant=args.variant, backbone_width=args.backbone_width, **common)
+        cfg = spec.make_config(args, common)
     except (ValueError, TypeError) as e:
         raise VssEdgeError(str(e)) from None
-    options = dict(checkpoint=args.checkpoint, video=args.video, seed=args.seed, simplify=not args.no_simplify)
-    if args.method == "gsvnet":
-        from vss_edge.exporters.gsvnet import export_gsvnet
-
-        out = export_gsvnet(args.out, cfg, keyframe_checkpoint=args.keyframe_checkpoint, **options)
-    elif args.method == "stmg":
-        from vss_edge.exporters.stmg import export_stmg
-
-        out = export_stmg(args.out, cfg, ddrnet_checkpoint=args.ddrnet_checkpoint, **options)
-    elif args.method == "mpvss":
-        from vss_edge.exporters.mpvss import export_mpvss
-
-        out = export_mpvss(args.out, cfg, mask2former_checkpoint=args.mask2former_checkpoint, **options)
-    else:
-        from vss_edge.exporters.tdnet import export_tdnet
-
-        out = export_tdnet(args.out, cfg, **options)
+    checkpoints = {slot: getattr(args, slot) for slot in spec.checkpoints}
+    out = spec.export(args.out, cfg, video=args.video, seed=args.seed, simplify=not args.no_simplify, **checkpoints)
     manifest = json.loads((out / "manifest.json").read_text())
     print(f"wrote bundle {out} ({manifest['method']}, {cfg.height}x{cfg.width}, {cfg.num_classes} classes)")
     print("| graph | role | GFLOPs | onnxsim | worst error vs PyTorch |")

@@ -288,7 +288,8 @@ MPVSS_VARIANTS = {
 }
 # propagation: the paper's query-based flow, or its two baselines (Table 3a): one pixel-wise
 # optical flow (a FlowNetS) for every mask, or copying the key frame's result.
-MPVSS_PROPAGATIONS = ("query_flow", "optical_flow", "copy")
+# The names are the runtime program's (it runs all three): one list, on the lower floor.
+from vss_edge.runtime.programs.mpvss import PROPAGATIONS as MPVSS_PROPAGATIONS  # noqa: E402
 
 
 @dataclass
