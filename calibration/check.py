@@ -263,11 +263,8 @@ def _ratio(cand, ref):
 
 def _group_of(pipe, result, since_key: int) -> int:
     """Key-frame methods: frames since the last key frame (0 on a key frame). Others: the path
-    index of the graph that ran (TDNet: 'path2' -> 2)."""
-    if pipe.program.scheduler_needs == "is_key":
-        return since_key
-    ran = [g for g in result.timings_ms if g.startswith("path") and g[4:].isdigit()]
-    return int(ran[0][4:]) if len(ran) == 1 else -1
+    index that ran (TDNet)."""
+    return since_key if result.path is None else result.path
 
 
 def _load_label_map(labels_dir: Path, index: int, num_classes: int) -> np.ndarray | None:

@@ -98,16 +98,12 @@ def record_feeds(pipe, frames, limit_per_graph: int | None = None) -> dict[str, 
     limit_per_graph per graph (None: all). The pipeline's sessions are restored after.
     """
     recorded: dict[str, list[dict[str, np.ndarray]]] = {name: [] for name in pipe.sessions}
-    original = dict(pipe.sessions)
     pipe.reset()
     try:
-        for name, session in original.items():
-            pipe.sessions[name] = _RecordingSession(session, recorded[name], limit_per_graph)
-        for frame in frames:
-            pipe.step(frame)
+        with pipe.wrapped_sessions(lambda name, s: _RecordingSession(s, recorded[name], limit_per_graph)):
+            for frame in frames:
+                pipe.step(frame)
     finally:
-        pipe.sessions.clear()
-        pipe.sessions.update(original)
         pipe.reset()
     return recorded
 

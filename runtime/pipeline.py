@@ -1,6 +1,7 @@
 """Pipeline: preprocess -> scheduler -> program -> postprocess, one call per frame (torch-free)."""
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 import types
@@ -24,6 +25,7 @@ class FrameResult:
     labels: uint8 [h, w] class indices at the input frame's size.
     timings_ms: graph name -> milliseconds spent in ONNX Runtime for this frame.
     total_ms: wall time of the whole step (preprocess, graphs, postprocess).
+    path: the sub-network path that ran, for path methods (TDNet); None for key-frame methods.
     """
 
     index: int
@@ -31,6 +33,7 @@ class FrameResult:
     is_key: bool
     timings_ms: dict[str, float] = field(default_factory=dict)
     total_ms: float = 0.0
+    path: int | None = None
 
 
 class Pipeline:
@@ -104,11 +107,27 @@ class Pipeline:
         info = FrameInfo(self._index, self._since_key, signals)
         decision = self.program.decide(self.scheduler, info)
         is_key = decision is True
+        path = None if isinstance(decision, bool) else int(decision)
         labels = labels_to_frame(self.program.step(image, decision, run), frame.shape)
-        result = FrameResult(self._index, labels, is_key, timings, (time.perf_counter() - start) * 1000.0)
+        result = FrameResult(self._index, labels, is_key, timings, (time.perf_counter() - start) * 1000.0, path)
         self._index += 1
         self._since_key = 1 if is_key else self._since_key + 1
         return result
+
+    @contextlib.contextmanager
+    def wrapped_sessions(self, wrap):
+        """Within the block, every graph runs through wrap(name, session): an object with the
+        session's contract, run(feeds, host_outputs) -> outputs (Polygraphy-style composition:
+        record the feeds, time a graph, compare with another backend). The sessions are put
+        back when the block ends, however it ends."""
+        original = dict(self.sessions)
+        try:
+            for name, session in original.items():
+                self.sessions[name] = wrap(name, session)
+            yield self
+        finally:
+            self.sessions.clear()
+            self.sessions.update(original)
 
     def run(self, frames: Iterable[np.ndarray]) -> Iterator[FrameResult]:
         """step() over an iterable of frames (a vss_edge.video source, a list...)."""

@@ -240,8 +240,7 @@ def evaluate_round_robin(pipe, sequences: Sequence[LabelledSequence], progress=N
                     if who == "single_path":
                         pipe.program.reset()  # forget the stored frames: this path alone
                     r = pipe.step(frame)
-                    ran = [g for g in r.timings_ms if g.startswith("path") and g[4:].isdigit()]
-                    labels.append((int(ran[0][4:]) if len(ran) == 1 else r.index % n, r.labels))
+                    labels.append((r.path, r.labels))
                 outputs[who] = labels
             for t, gt in enumerate(seq.labels):
                 if gt is None or t < warmup:
