@@ -19,7 +19,7 @@ from vss_edge.runtime.session import check_threads, open_sessions
 
 def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None,
          scheduler: Scheduler | str | None = None, interval: int | None = None,
-         io_binding: bool = False) -> Pipeline:
+         io_binding: bool = False, thread_pool: str = "per_session") -> Pipeline:
     """Check a bundle (manifest, hashes, graph I/O) and return a ready Pipeline.
 
     device: 'auto' (CUDA when it really loads, else CPU), 'cuda' or 'cpu'.
@@ -29,6 +29,8 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
     or a scheduler name ('fixed_interval', 'distortion', 'round_robin'); default: the
     manifest's. interval: a fixed key-frame interval (selects fixed_interval).
     io_binding: use IO binding on the CPU too (always on for CUDA).
+    thread_pool: 'per_session' or 'shared' (one ONNX Runtime pool for every graph of every
+    bundle in the process; runtime.session.shared_pool_threads).
     """
     check_threads(threads)
     manifest = load_manifest(bundle)
@@ -37,7 +39,8 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
     program_for(manifest.method)  # unknown method: fail before opening sessions
     if scheduler is None or isinstance(scheduler, str):
         scheduler = choose_scheduler(manifest.scheduler, scheduler, interval)
-    sessions = open_sessions(manifest, device=device, threads=threads, io_binding=io_binding)
+    sessions = open_sessions(manifest, device=device, threads=threads, io_binding=io_binding,
+                             thread_pool=thread_pool)
     return Pipeline(manifest, sessions, scheduler)
 
 

@@ -78,15 +78,44 @@ def cuda_unavailable_reason() -> str | None:
     return None
 
 
+THREAD_POOLS = ("shared", "per_session")
+_shared_pool_threads: int | None = None  # intra-op threads of the process-wide pool, once made
+
+
+def shared_pool_threads(threads: int | None) -> int | None:
+    """Make ONNX Runtime's process-wide intra-op pool of `threads` (None: the usable CPUs) if
+    there is none yet, and return its size; None where this onnxruntime cannot make one.
+
+    The pool is global by ONNX Runtime's design: made once, never resized, and once it exists
+    ONNX Runtime refuses any session with a pool of its own ("use_per_session_threads must be
+    false when using a global thread pool"), in this process, ours or not. So the first
+    load(thread_pool='shared') in a process decides for the whole process: every later session
+    we open shares the pool, at its size; opt in only where the process's other ONNX Runtime
+    users set use_per_session_threads=False too.
+    """
+    global _shared_pool_threads
+    if _shared_pool_threads is None:
+        if not hasattr(ort, "set_global_thread_pool_sizes"):
+            return None
+        try:
+            ort.set_global_thread_pool_sizes(threads or usable_cpus(), 1)
+        except Exception:  # made already by other code in this process: its size is unknown
+            return None
+        _shared_pool_threads = threads or usable_cpus()
+    return _shared_pool_threads
+
+
 def _session_options(threads: int | None, quiet: bool, spin: bool = True,
-                     layout_opt: bool = True) -> ort.SessionOptions:
+                     layout_opt: bool = True, shared_pool: bool = False) -> ort.SessionOptions:
     opts = ort.SessionOptions()
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if layout_opt
                                      else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
-    if threads:
+    if shared_pool:  # threads and spinning are the global pool's
+        opts.use_per_session_threads = False
+    elif threads:
         opts.intra_op_num_threads = int(threads)
         opts.inter_op_num_threads = 1
-    if not spin:
+    if not spin and not shared_pool:
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if quiet:
         opts.log_severity_level = 4  # a failed CUDA probe must not spray errors
@@ -97,9 +126,10 @@ class GraphSession:
     """An ONNX Runtime session for one bundle graph, checked against its manifest entry."""
 
     def __init__(self, path: Path, spec: GraphSpec, providers: list, threads: int | None = None,
-                 io_binding: bool = False, quiet: bool = False):
+                 io_binding: bool = False, quiet: bool = False, shared_pool: bool = False):
         self.spec = spec
         self.name = spec.name
+        self.shared_pool = shared_pool
         try:
             self.session = ort.InferenceSession(
                 str(path), sess_options=_session_options(
@@ -107,7 +137,7 @@ class GraphSession:
                     # INT8 QDQ: at ENABLE_ALL the NHWC layout pass for QLinear ops pushes the input
                     # transpose past the in-graph normalisation, whose broadcast over a 3-wide
                     # innermost axis then runs ~10x slower (flow graph 3.6 -> 13.8 ms on a 2-core CPU).
-                    layout_opt=spec.precision != "int8"),
+                    layout_opt=spec.precision != "int8", shared_pool=shared_pool),
                 providers=providers
             )
         except Exception as e:  # onnxruntime raises several unrelated types for bad files
@@ -162,10 +192,17 @@ class GraphSession:
 
 
 def open_sessions(manifest, device: str = "auto", threads: int | None = None,
-                  io_binding: bool = False) -> dict[str, GraphSession]:
-    """Open every graph of a bundle on the chosen device ('auto', 'cuda' or 'cpu')."""
+                  io_binding: bool = False, thread_pool: str = "per_session") -> dict[str, GraphSession]:
+    """Open every graph of a bundle on the chosen device ('auto', 'cuda' or 'cpu').
+
+    thread_pool (CPU): 'per_session' (each graph its own intra-op pool; the small graphs'
+    pools do not spin) or 'shared' (ONNX Runtime's process-wide pool, see shared_pool_threads;
+    where it cannot be had at this size, per-session pools, said in the log line).
+    """
     if device not in ("auto", "cuda", "cpu"):
         raise VssEdgeError(f"device must be auto, cuda or cpu, got {device!r}")
+    if thread_pool not in THREAD_POOLS:
+        raise VssEdgeError(f"thread_pool must be one of {', '.join(THREAD_POOLS)}, got {thread_pool!r}")
     check_threads(threads)
     reason = "requested" if device == "cpu" else cuda_unavailable_reason()
     if reason is None:
@@ -186,11 +223,24 @@ def open_sessions(manifest, device: str = "auto", threads: int | None = None,
             return sessions
     if device == "cuda":
         raise VssEdgeError(f"--device cuda: {reason}")
+    pool, shared = "per-session thread pools", False
+    if thread_pool == "shared" or _shared_pool_threads is not None:  # once made, every session must use it
+        size = shared_pool_threads(threads)
+        shared = size is not None
+        if not shared:
+            pool = "per-session thread pools (this onnxruntime cannot make a process-wide one)"
+        else:
+            pool = f"the process-wide pool of {size} threads"
+            if threads not in (None, size):
+                pool += f" (made earlier in this process; threads={threads} does not resize it)"
+
     sessions = {
-        name: GraphSession(manifest.graph_path(name), spec, ["CPUExecutionProvider"], threads, io_binding)
+        name: GraphSession(manifest.graph_path(name), spec, ["CPUExecutionProvider"], threads, io_binding,
+                           shared_pool=shared)
         for name, spec in manifest.graphs.items()
     }  # opened before logging: a bad bundle gives its error alone
-    log.info("vss-edge: running on CPUExecutionProvider (%s)", "CPU requested" if device == "cpu" else f"CUDA: {reason}")
+    log.info("vss-edge: running on CPUExecutionProvider (%s; %s)",
+             "CPU requested" if device == "cpu" else f"CUDA: {reason}", pool)
     return sessions
 
 

@@ -28,6 +28,7 @@ from vss_edge.methods import METHODS, method_spec  # noqa: E402
 from vss_edge.methods.options import non_negative_int, positive_int  # noqa: E402
 from vss_edge.runtime.errors import OUTPUT_ERRNOS, OutputError, SourceError, VssEdgeError  # noqa: E402
 from vss_edge.runtime.schedulers import SCHEDULERS  # noqa: E402
+from vss_edge.runtime.session import THREAD_POOLS  # noqa: E402
 
 
 EXPORT_ONLY = ("torch", "onnx", "onnxsim")  # the `export` extra: exporting and calibrating need them
@@ -43,6 +44,9 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
                    help="execution provider: CUDA when it really loads (auto), or forced")
     p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
+    p.add_argument("--thread-pool", choices=THREAD_POOLS, default="per_session",
+                   help="per_session: each graph its own pool; shared: one process-wide ONNX Runtime pool for "
+                        "every graph (no wake-ups between a frame's graphs)")
     p.add_argument("--max-frames", type=_positive_int, help="stop after this many frames (cameras run until Ctrl-C)")
 
 
@@ -402,7 +406,7 @@ def _load(args):
     from vss_edge import runtime
 
     return runtime.load(args.bundle, device=args.device, threads=args.threads, scheduler=args.scheduler,
-                        interval=args.interval)
+                        interval=args.interval, thread_pool=args.thread_pool)
 
 
 def cmd_run(args) -> int:
