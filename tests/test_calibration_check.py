@@ -149,6 +149,33 @@ def test_damaged_candidate_shows_a_drop(damaged_check):
     assert all(f["miou"] == 1.0 for f in e2e["per_frame"] if f["is_key"])
 
 
+def test_identical_means_bit_identical(gsvnet_bundle, frames, tmp_path):
+    """`identical` (what turns a null SQNR into 'inf' in the reports) is exact equality: a candidate
+    whose propagation head differs by one part in 10^4 in one weight is not identical, though its
+    outputs differ by far less than any tolerance would allow (measured max |error| 7.4e-6, SQNR 102 dB)."""
+    import onnx
+    from onnx import numpy_helper
+
+    nudged = tmp_path / "nudged"
+    shutil.copytree(gsvnet_bundle, nudged)
+    path = nudged / "propagation.onnx"
+    model = onnx.load(str(path))
+    inits = {t.name: t for t in model.graph.initializer}
+    conv = next(n for n in model.graph.node if n.op_type == "Conv" and n.input[1] in inits)
+    w = numpy_helper.to_array(inits[conv.input[1]])
+    inits[conv.input[1]].CopyFrom(numpy_helper.from_array((w * (1 + 1e-4)).astype(w.dtype), conv.input[1]))
+    onnx.save(model, str(path))
+    manifest = json.loads((nudged / MANIFEST_NAME).read_text())
+    manifest["graphs"]["propagation"]["sha256"] = sha256_file(path)
+    (nudged / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2))
+    ref = _load(gsvnet_bundle)
+    graphs = compare_graphs(ref, _load(nudged), record_feeds(ref, frames[:7]))
+    logits = graphs["propagation"]["outputs"]["logits"]
+    assert 0.0 < logits["max_abs"] < 1e-4, logits
+    assert logits["identical"] is False and math.isfinite(logits["sqnr_db_min"]) and logits["sqnr_db_min"] > 80
+    assert graphs["keyframe"]["outputs"]["logits"]["identical"] is True
+
+
 # ---------------------------------------------------------------- bad input
 
 def test_mismatched_resolution_is_a_clear_error(gsvnet_bundle, tmp_path):

@@ -112,7 +112,7 @@ def test_int8_bundle_runs_unchanged_and_records_its_calibration(gsvnet_bundle, i
     with capsys.disabled():
         print(f"\nint8 (minmax) vs fp32 label agreement on frames {EVALUATION}: {agreement:.4f}; quantized nodes "
               + ", ".join(f"{n}={report['graphs'][n]['record']['quantized_nodes']}" for n in manifest.graphs))
-    assert agreement > 0.5  # random weights: only a loose bound
+    assert agreement >= 0.96  # measured 0.9711 (minmax, per-channel, this 2-core AVX2 CPU without VNNI)
 
 
 def test_int8_keeps_warps_and_discrete_values_in_float(int8_bundle):
@@ -142,21 +142,68 @@ def test_int8_keeps_warps_and_discrete_values_in_float(int8_bundle):
             assert all(producer[i].op_type != "DequantizeLinear" for i in node.input if i in producer)
 
 
-def test_entropy_and_percentile_give_runnable_graphs(gsvnet_bundle, recorded, tmp_path):
+def _cosine_and_sqnr(reference: np.ndarray, candidate: np.ndarray) -> tuple[float, float]:
+    r, c = reference.astype(np.float64).ravel(), candidate.astype(np.float64).ravel()
+    cosine = float(r @ c / (np.linalg.norm(r) * np.linalg.norm(c)))
+    return cosine, float(10 * np.log10(np.sum(r ** 2) / np.sum((r - c) ** 2)))
+
+
+def _activation_scales(path) -> dict[str, float]:
+    """The scale of each QuantizeLinear of a QDQ graph, by the tensor it quantises."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    return {n.input[0]: float(np.asarray(inits[n.input[1]]).ravel()[0]) for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and n.input[1] in inits}
+
+
+@pytest.fixture(scope="module")
+def flow_by_method(gsvnet_bundle, recorded, tmp_path_factory):
+    """The flow graph quantised with each calibration method on the same 4 recorded inputs."""
+    source = load_manifest(gsvnet_bundle).graph_path("flow")
+    out, records = tmp_path_factory.mktemp("methods"), {}
+    for method in ("minmax", "entropy", "percentile"):
+        records[method] = quantize_graph_int8(source, out / f"flow.{method}.onnx", recorded["flow"], method=method,
+                                              max_samples=4)
+    return source, out, records
+
+
+def test_entropy_and_percentile_give_graphs_close_to_fp32(flow_by_method, recorded):
+    """Each method's graph against the FP32 one on a recorded input. Measured (all three
+    methods alike): flow cosine 0.9847, SQNR 14.9 dB (the random net's flow is tiny: 0.014 px);
+    image_small SQNR 47.3 dB."""
     import onnxruntime as ort
 
-    source = load_manifest(gsvnet_bundle).graph_path("flow")
+    source, out, records = flow_by_method
     feeds = recorded["flow"][-1]
     expected = ort.InferenceSession(str(source), providers=["CPUExecutionProvider"]).run(None, feeds)
-    for method in ("entropy", "percentile"):
-        path = tmp_path / f"flow.{method}.onnx"
-        record = quantize_graph_int8(source, path, recorded["flow"], method=method, max_samples=4)
+    for method, record in records.items():
         assert record["method"] == method and record["samples"] == 4 and record["quantized_nodes"] > 0
-        got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)
-        for e, g in zip(expected, got):
-            assert g.shape == e.shape and g.dtype == e.dtype and np.isfinite(g).all()
+        got = ort.InferenceSession(str(out / f"flow.{method}.onnx"), providers=["CPUExecutionProvider"]).run(None, feeds)
+        (flow_cos, flow_db), (_, small_db) = (_cosine_and_sqnr(e, g) for e, g in zip(expected, got))
+        assert flow_cos >= 0.98 and flow_db >= 13.0, (method, flow_cos, flow_db)
+        assert small_db >= 45.0, (method, small_db)
     with pytest.raises(VssEdgeError, match="minmax, entropy, percentile"):
-        quantize_graph_int8(source, tmp_path / "x.onnx", recorded["flow"], method="kl")
+        quantize_graph_int8(source, out / "x.onnx", recorded["flow"], method="kl")
+
+
+def test_percentile_calibrates_other_ranges_than_minmax(flow_by_method):
+    """The method is really applied: percentile (99.999th) clips every activation range a little
+    (measured: all 23 scales differ from minmax's, e.g. 0.021547 vs 0.021562)."""
+    _, out, _ = flow_by_method
+    minmax, percentile = _activation_scales(out / "flow.minmax.onnx"), _activation_scales(out / "flow.percentile.onnx")
+    assert minmax.keys() == percentile.keys() and len(minmax) > 10
+    assert all(percentile[t] != minmax[t] for t in minmax)
+
+
+@pytest.mark.xfail(strict=True, reason="onnxruntime 1.31's quantize_static cannot pass num_bins to the entropy "
+                   "calibrator: 128 histogram bins = 128 quantized bins leaves one candidate threshold, the "
+                   "full range, so 'entropy' gives exactly minmax's scales (measured: 23 of 23 equal)")
+def test_entropy_calibrates_other_ranges_than_minmax(flow_by_method):
+    _, out, _ = flow_by_method
+    minmax, entropy = _activation_scales(out / "flow.minmax.onnx"), _activation_scales(out / "flow.entropy.onnx")
+    assert any(entropy[t] != minmax[t] for t in minmax)
 
 
 def test_keep_float_graphs_stay_fp32(gsvnet_bundle, tmp_path):
@@ -191,7 +238,7 @@ def test_fp16_bundle_runs_on_the_cpu_with_the_same_io(gsvnet_bundle, tmp_path, s
     agreement = float(np.mean([(a == b).mean() for a, b in zip(reference, half)]))
     with capsys.disabled():
         print(f"\nfp16 vs fp32 label agreement on frames {EVALUATION}: {agreement:.4f}")
-    assert agreement > 0.9
+    assert agreement >= 0.998  # measured 0.9991
 
 
 # --- CPU flags, derived-bundle safety, torch-free ----------------------------------------------

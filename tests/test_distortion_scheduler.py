@@ -98,11 +98,10 @@ def test_choosing_schedulers():
         choose_scheduler(gsv, "sometimes")
 
 
-def test_a_key_frame_scheduler_on_tdnet_is_refused():
-    from vss_edge.runtime.pipeline import Pipeline
-
-    class FakeProgram:
-        scheduler_needs = "path"
-
-    assert not callable(getattr(DistortionAware(), FakeProgram.scheduler_needs, None))
-    assert Pipeline  # the pipeline refuses such pairs with a message naming path(frame_info)
+def test_a_key_frame_scheduler_on_tdnet_is_refused(tdnet_small):
+    """TDNet has no key frames: the distortion scheduler (an object or its name) has no path(),
+    and loading the pair fails with a message naming what is missing."""
+    _, bundle = tdnet_small
+    for scheduler in (DistortionAware(), "distortion"):
+        with pytest.raises(VssEdgeError, match=r"does not fit method 'tdnet': it needs reset\(\) and path\(frame_info\)"):
+            runtime.load(bundle, device="cpu", scheduler=scheduler)

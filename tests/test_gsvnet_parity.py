@@ -1,5 +1,12 @@
-"""ONNX vs PyTorch on real video: per graph, and the whole pipeline frame by frame."""
+"""ONNX vs PyTorch on real video: per graph, and the whole pipeline frame by frame.
+
+Weights that make GSVNet do something: `gsvnet_moving` (conftest) moves every propagated map
+3 pixels at 1/8 (flows of (12, -8) in GSVNet's units), the trained demo weights segment people,
+and the BiSeNet test's classifier is centred so that all five classes appear. Pipeline labels
+must equal the reference's exactly (measured: equal on every frame of every test here)."""
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import onnxruntime as ort
@@ -8,7 +15,8 @@ import torch
 
 from vss_edge import runtime
 from vss_edge.exporters.gsvnet import example_inputs
-from vss_edge.exporters.onnx_export import compare_outputs
+from oracle import assert_labels_equal_but_ties, assert_outputs_match, recording_label_grids
+from vss_edge.runtime.preprocess import labels_to_frame
 from vss_edge.runtime.schedulers import FixedInterval
 from vss_edge.reference import GSVNetReference
 
@@ -19,46 +27,94 @@ IO = {
 }
 
 
-@pytest.mark.parametrize("graph", ["keyframe", "flow", "propagation"])
-def test_each_graph_matches_pytorch_on_real_frames(graph, gsvnet_model, gsvnet_bundle):
-    # Frames 20.. of the clip: not the frames the exporter verified on.
-    from vss_edge.video import open_source, sample_clip_path
+# Float error bars per output, relative to its magnitude (max |torch|), about 10x the worst
+# measured over the examples below (in comments); the exporter's own bar is 1e-3.
+GRAPH_REL = {
+    "keyframe": {"logits": 3e-5, "image_small": 1e-4},  # measured 3.2e-6, 1.3e-5 (the bilinear resize)
+    "flow": {"flow": 2e-6, "image_small": 1e-4},  # 1.6e-7, 1.3e-5
+    "propagation": {"logits": 4e-6},  # 4.0e-7
+}
 
-    with open_source(sample_clip_path()) as src:
-        frames = [f for i, f in enumerate(src) if 20 <= i < 26]
+
+@pytest.mark.parametrize("graph", ["keyframe", "flow", "propagation"])
+def test_each_graph_matches_pytorch_on_real_frames(graph, gsvnet_moving, sample_frames):
+    """Frames 20..25 of the clip (not the frames the exporter verified on), compared with
+    tests/oracle.py's comparator, not the exporter's: labels exactly (measured: no tie in these
+    examples), floats to GRAPH_REL."""
     from vss_edge.runtime.preprocess import to_graph_input
 
-    cfg = gsvnet_model.cfg
-    tensors = [torch.from_numpy(to_graph_input(f, cfg.height, cfg.width)) for f in frames]
-    examples = example_inputs(gsvnet_model, tensors)[graph]
-    module = gsvnet_model.graphs()[graph]
-    session = ort.InferenceSession(str(gsvnet_bundle / f"{graph}.onnx"), providers=["CPUExecutionProvider"])
+    model, bundle = gsvnet_moving
+    cfg = model.cfg
+    tensors = [torch.from_numpy(to_graph_input(f, cfg.height, cfg.width)) for f in sample_frames[20:26]]
+    examples = example_inputs(model, tensors)[graph]
+    module = model.graphs()[graph]
+    session = ort.InferenceSession(str(bundle / f"{graph}.onnx"), providers=["CPUExecutionProvider"])
     inputs, outputs = IO[graph]
-    for ex in examples:
+    for i, ex in enumerate(examples):
         with torch.no_grad():
             expected = [t.numpy() for t in module(*ex)]
         got = session.run(outputs, {n: t.numpy() for n, t in zip(inputs, ex)})
         for name, g, e in zip(outputs, got, expected):
-            err, ok = compare_outputs(g, e)
-            assert ok, f"{graph}.{name}: error {err}"
+            assert_outputs_match(f"{graph}.{name} example {i}", g, e, GRAPH_REL[graph].get(name, 0.0))
+    if graph == "flow":  # the hand-set flows really are several pixels, in the set direction
+        flow = expected[0]
+        assert abs(flow[0, 0].mean() - 12.0) < 1.0 and abs(flow[0, 1].mean() + 8.0) < 1.0, flow.mean((2, 3))
 
 
-def test_pipeline_labels_equal_reference_on_40_frames(gsvnet_model, gsvnet_bundle, sample_frames):
-    pipe = runtime.load(gsvnet_bundle, device="cpu", interval=5)
-    reference = GSVNetReference(gsvnet_model, FixedInterval(5))
-    frames = sample_frames[:40]
-    keys = []
-    for i, frame in enumerate(frames):
-        result = pipe.step(frame)
-        ref_labels, ref_key = reference.step(frame)
-        assert result.is_key == ref_key
-        assert result.labels.shape == frame.shape[:2] and result.labels.dtype == np.uint8
-        agreement = float(np.mean(result.labels == ref_labels))
-        assert agreement >= 0.999, f"frame {i}: only {agreement:.4%} of pixels agree"
-        keys.append(result.is_key)
-    assert keys[:6] == [True, False, False, False, False, True]
+# A label may differ from the reference only where the reference's two best resized logits are
+# within TIE of each other (there the graphs' float rounding, ~4e-7 of the logits, picks either
+# class). Measured: 3 tied label pixels in the 40 frames of the moving GSVNet (frames 16, 22, 34;
+# margins 0, 3.7e-8, 1.9e-9), none on the trained weights or the BiSeNet.
+TIE = 1e-4
+
+
+def _assert_parity(bundle, model, frames, interval):
+    """The ONNX pipeline and the PyTorch reference frame by frame: the same key decisions and the
+    same labels at the bundle's label resolution, pixel for pixel but for ties."""
+    import torch.nn.functional as F
+
+    pipe = runtime.load(bundle, device="cpu", interval=interval)
+    reference = GSVNetReference(model, FixedInterval(interval))
+    logits = {}
+    for name in ("keyframe", "propagation"):  # keep the reference's logits: ties are read off them
+        def recorded(*args, graph=reference.graphs[name]):
+            out = graph(*args)
+            logits["last"] = out[0]
+            return out
+        reference.graphs[name] = recorded
+    results, ties, grids = [], 0, {}
+    with pipe.wrapped_sessions(recording_label_grids(grids)):
+        for i, frame in enumerate(frames):
+            result = pipe.step(frame)
+            ref_labels, ref_key = reference.step(frame)
+            assert result.is_key == ref_key
+            assert result.labels.shape == frame.shape[:2] and result.labels.dtype == np.uint8
+            scores = F.interpolate(logits["last"], size=model.cfg.label_size, mode="bilinear", align_corners=True)
+            expected = scores.argmax(1)[0].numpy().astype(np.uint8)
+            assert np.array_equal(labels_to_frame(expected, frame.shape), ref_labels)
+            n, margin = assert_labels_equal_but_ties(f"frame {i}", grids["labels"], expected, scores[0].numpy(), TIE)
+            ties += n
+            if os.environ.get("VSS_MEASURE") and n:
+                print(f"MEASURE tie frame {i}: {n} pixels, margin {margin:.3g}")
+            results.append(result)
+    assert ties <= 0.001 * len(frames) * expected.size, f"{ties} tied pixels: more than 0.1%"
+    return results
+
+
+def test_pipeline_labels_equal_reference_on_40_frames(gsvnet_moving, sample_frames):
+    model, bundle = gsvnet_moving
+    results = _assert_parity(bundle, model, sample_frames[:40], interval=5)
+    assert [r.is_key for r in results[:6]] == [True, False, False, False, False, True]
     # The labels are not trivially constant: several classes appear.
-    assert len(np.unique(result.labels)) > 1
+    assert len(np.unique(results[-1].labels)) > 1
+
+
+def test_trained_pipeline_labels_equal_reference(trained_gsvnet, trained_gsvnet_model, sample_frames):
+    """The committed weights at 288x384 (the demo's bundle): people segmented, real flows."""
+    results = _assert_parity(trained_gsvnet, trained_gsvnet_model, sample_frames[30:46], interval=4)
+    from vss_edge.demo_weights import PERSON
+
+    assert all(np.count_nonzero(r.labels == PERSON) > 1000 for r in results)  # people on every frame
 
 
 def test_io_binding_path_gives_the_same_labels(gsvnet_bundle, sample_frames):
@@ -102,16 +158,28 @@ def test_export_verifies_on_real_frames(gsvnet_bundle):
 
 
 def test_bisenet_keyframe_net_with_other_classes_and_label_scale(tmp_path, sample_frames):
+    """BiSeNet keyframe net, 5 classes, labels at half size. A random BiSeNet gives one class on
+    every pixel of the clip (its logits vary by 0.001 over the image, their means by 0.08), so the
+    classifier is centred by hand: each class's logit minus its mean over 4 frames, divided by its
+    std; then all five classes appear on every frame and a wrong label anywhere shows."""
+    from vss_edge.checkpoints import save_official_checkpoints
     from vss_edge.exporters.gsvnet import build_model, export_gsvnet
     from vss_edge.configs import GSVNetConfig
+    from vss_edge.runtime.preprocess import to_graph_input
 
     cfg = GSVNetConfig(height=64, width=128, keyframe_net="bisenet", num_classes=5, label_scale=0.5)
     model, _ = build_model(cfg, seed=1)
-    bundle = export_gsvnet(tmp_path / "bisenet", cfg, seed=1)
-    pipe = runtime.load(bundle, device="cpu", interval=3)
-    reference = GSVNetReference(model, FixedInterval(3))
-    for i, frame in enumerate(sample_frames[:12]):
-        result = pipe.step(frame)
-        ref_labels, _ = reference.step(frame)
+    head = model.segnet.heads[2].conv_1x1
+    keyframe = model.graphs()["keyframe"]
+    with torch.no_grad():
+        logits = torch.cat([keyframe(torch.from_numpy(to_graph_input(f, 64, 128)))[0] for f in sample_frames[:4]])
+        mean, std = logits.mean(dim=(0, 2, 3)), logits.std(dim=(0, 2, 3))
+        head.weight.div_(std.view(-1, 1, 1, 1))
+        head.bias.sub_(mean).div_(std)
+    save_official_checkpoints(model, tmp_path / "bisenet.pth", tmp_path / "gsvnet.tar")
+    bundle = export_gsvnet(tmp_path / "bisenet", cfg, checkpoint=str(tmp_path / "gsvnet.tar"),
+                           keyframe_checkpoint=str(tmp_path / "bisenet.pth"), seed=1, simplify=False)
+    results = _assert_parity(bundle, model, sample_frames[:12], interval=3)
+    for result in results:
         assert result.labels.max() < 5
-        assert float(np.mean(result.labels == ref_labels)) >= 0.999, f"frame {i}"
+        assert len(np.unique(result.labels)) == 5  # measured: every class on every frame (>= 10368 pixels)

@@ -5,6 +5,7 @@ multiple of 32, so the static padding is exercised."""
 from __future__ import annotations
 
 import json
+import os
 import pickle
 
 import numpy as np
@@ -14,9 +15,9 @@ import torch
 
 from vss_edge import runtime
 from vss_edge.exporters.mpvss import build_model, example_inputs, export_mpvss
-from vss_edge.exporters.onnx_export import compare_outputs
+from oracle import assert_labels_equal_but_ties, assert_outputs_match, recording_label_grids
 from vss_edge.runtime.errors import BundleError, CheckpointError
-from vss_edge.runtime.preprocess import to_graph_input
+from vss_edge.runtime.preprocess import labels_to_frame, to_graph_input
 from vss_edge.runtime.schedulers import DistortionAware, FixedInterval
 from vss_edge.configs import MPVSSConfig
 from vss_edge.models.mpvss.graphs import OUTPUTS, graph_inputs, mpvss_graphs
@@ -44,6 +45,33 @@ def _tensors(cfg, frames):
     return [torch.from_numpy(to_graph_input(f, cfg.height, cfg.width)) for f in frames]
 
 
+# Float bars per output relative to its magnitude, ~10x the worst measured (comment) over both
+# propagations on frames 20..23 (the exporter's own bar is 1e-3).
+GRAPH_REL = {
+    "keyframe": {"class_logits": 8e-6, "mask_logits": 2e-5, "queries": 8e-6, "key_image": 1e-6},  # 7.5e-7,
+    "flow": {"flow": 1e-5},  # 8.2e-7                                       1.6e-6, 7.1e-7, 1.0e-7
+    "propagation": {"mask_logits": 4e-5},  # 3.7e-6
+}
+# A label may differ from the reference only where the reference's two best class scores
+# (softmax(classes) . sigmoid(masks), in [0, 1]) are within TIE: there the graphs' float rounding
+# (~1e-6) picks either class. Measured: per graph, one tied label pixel in the keyframe graph's
+# examples (both propagations); in the parity tests below, one (frame 18 of the optical-flow
+# baseline, margin 1.1e-6). A real error differs where the margins are 1e-2 and more.
+TIE = 1e-4
+
+
+def semantic_scores(cfg, class_logits, mask_logits) -> np.ndarray:
+    """The class scores [K, h, w] whose argmax semantic_labels returns (the same operations)."""
+    masks = mask_logits
+    if tuple(mask_logits.shape[-2:]) != tuple(cfg.label_padded_size):
+        masks = torch.nn.functional.interpolate(mask_logits, size=cfg.label_padded_size, mode="bilinear",
+                                                align_corners=False)
+    probs = torch.softmax(class_logits, dim=-1)[..., :-1]
+    semseg = torch.bmm(probs.transpose(1, 2), masks.sigmoid().flatten(2)).view(1, -1, *masks.shape[-2:])
+    h, w = cfg.label_size
+    return semseg[0, :, :h, :w].numpy()
+
+
 @pytest.mark.parametrize("propagation", ["query_flow", "optical_flow"])
 @pytest.mark.parametrize("graph", ["keyframe", "flow", "propagation"])
 def test_each_graph_matches_pytorch_on_real_frames(graph, propagation, models, bundles, sample_frames):
@@ -52,28 +80,54 @@ def test_each_graph_matches_pytorch_on_real_frames(graph, propagation, models, b
     module = mpvss_graphs(model)[graph]
     session = ort.InferenceSession(str(bundles[propagation] / f"{graph}.onnx"), providers=["CPUExecutionProvider"])
     assert examples
-    for ex in examples:
+    for i, ex in enumerate(examples):
         with torch.no_grad():
             expected = module(*ex)
             expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
         got = session.run(OUTPUTS[graph], {n: t.numpy() for n, t in zip(graph_inputs(propagation)[graph], ex)})
+        expected_by_name = dict(zip(OUTPUTS[graph], expected))
         for name, g, e in zip(OUTPUTS[graph], got, expected):
-            err, ok = compare_outputs(g, e)
-            assert ok, f"{graph}.{name}: error {err}"
+            where = f"{graph}.{name} ({propagation}) example {i}"
+            if name == "labels":  # exactly, but for ties of the PyTorch scores
+                class_logits = expected_by_name["class_logits"] if graph == "keyframe" else ex[1].numpy()
+                scores = semantic_scores(model.cfg, torch.from_numpy(class_logits),
+                                         torch.from_numpy(expected_by_name["mask_logits"]))
+                assert np.array_equal(scores.argmax(0), e[0])
+                assert_labels_equal_but_ties(where, g[0], e[0], scores, TIE)
+            else:
+                assert_outputs_match(where, g, e, GRAPH_REL[graph].get(name, 0.0))
 
 
 def _parity(bundle, model, frames, reference_scheduler=None, **load):
+    """Pipeline vs reference, frame by frame: key decisions equal, label grids equal but for ties."""
     pipe = runtime.load(bundle, device="cpu", **load)
     reference = MPVSSReference(model, reference_scheduler or FixedInterval(model.cfg.interval))
-    keys = []
-    for i, frame in enumerate(frames):
-        result = pipe.step(frame)
-        labels, is_key = reference.step(frame)
-        assert result.is_key == is_key, f"frame {i}: key decision differs"
-        assert result.labels.shape == frame.shape[:2]
-        agreement = float(np.mean(result.labels == labels))
-        assert agreement >= 0.999, f"frame {i}: labels agree on {agreement:.4%}"
-        keys.append(is_key)
+    scores, grids = {}, {}
+    labels_of = model.labels
+
+    def recording_labels(class_logits, mask_logits):  # keep the reference's class scores, for the ties
+        scores["last"] = semantic_scores(model.cfg, class_logits, mask_logits)
+        return labels_of(class_logits, mask_logits)
+
+    model.labels = recording_labels
+    keys, ties = [], 0
+    try:
+        with pipe.wrapped_sessions(recording_label_grids(grids)):
+            for i, frame in enumerate(frames):
+                result = pipe.step(frame)
+                labels, is_key = reference.step(frame)
+                assert result.is_key == is_key, f"frame {i}: key decision differs"
+                assert result.labels.shape == frame.shape[:2]
+                expected = scores["last"].argmax(0).astype(np.uint8)
+                assert np.array_equal(labels_to_frame(expected, frame.shape), labels)
+                n, margin = assert_labels_equal_but_ties(f"frame {i}", grids["labels"], expected, scores["last"], TIE)
+                if os.environ.get("VSS_MEASURE") and n:
+                    print(f"MEASURE tie frame {i}: {n} pixels, margin {margin:.3g}")
+                ties += n
+                keys.append(is_key)
+    finally:
+        del model.labels  # back to the class's method
+    assert ties <= 0.001 * len(frames) * expected.size, f"{ties} tied pixels: more than 0.1%"
     return keys
 
 
@@ -81,6 +135,28 @@ def _parity(bundle, model, frames, reference_scheduler=None, **load):
 def test_pipeline_matches_reference_at_interval_5(propagation, bundles, models, sample_frames):
     keys = _parity(bundles[propagation], models[propagation], sample_frames[FRAMES])
     assert keys == [i % 5 == 0 for i in range(len(keys))]
+
+
+def test_the_bundles_mask_warp_is_the_official_one(bundles):
+    """The exported propagation graph's warped mask_logits against the hand-computed warp
+    (tests/oracle.py, MPVSS's convention: each query's flow, given at 1/8, resized to the 1/4 masks
+    and doubled; grid normalised by W and H; border padding), one direction per query."""
+    from oracle import mpvss_expected
+
+    manifest = runtime.load_manifest(bundles["query_flow"])
+    shapes = {t.name: t.shape for t in manifest.graphs["propagation"].inputs}
+    _, n, h4, w4 = shapes["key_mask_logits"]
+    _, _, h8, w8 = shapes["flow"]
+    rng = np.random.default_rng(6)
+    masks = rng.normal(size=(1, n, h4, w4)).astype(np.float32)
+    uv = [(float(np.cos(a)) * 2.5, float(np.sin(a)) * 2.5) for a in np.linspace(0, 2 * np.pi, n, endpoint=False)]
+    flow = np.empty((n, 2, h8, w8), np.float32)
+    for q, (u, v) in enumerate(uv):
+        flow[q, 0], flow[q, 1] = u, v
+    session = ort.InferenceSession(str(bundles["query_flow"] / "propagation.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(["mask_logits"], {"key_mask_logits": masks, "flow": flow,
+                                           "key_class_logits": rng.normal(size=shapes["key_class_logits"]).astype(np.float32)})
+    np.testing.assert_allclose(got, mpvss_expected(masks, uv, w4 / w8), rtol=0, atol=1e-4)  # measured 2e-6
 
 
 def test_propagated_labels_move_with_the_flow(bundles, sample_frames):
