@@ -28,7 +28,20 @@ def cpu_model() -> str:
     name = fields.get("model name", "unknown")
     if fields.get("cpu family"):
         name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    return name
+    return f"{name}; INT8-relevant: {cpu_int8_flags()}"
+
+
+def cpu_int8_flags() -> str:
+    """The CPU's INT8-relevant instruction sets, e.g. 'AVX2 yes, AVX-512F yes, VNNI no' (goals are per CPU kind)."""
+    from vss_edge.calibration.cpu import cpu_int8_support
+
+    info = cpu_int8_support()
+    if not info["known"]:
+        return "unknown (no /proc/cpuinfo flags)"
+    vnni = [n for n, k in (("AVX-512 VNNI", "avx512_vnni"), ("AVX-VNNI", "avx_vnni"), ("AMX-INT8", "amx_int8"),
+                           ("Arm dot product", "arm_dotprod")) if info[k]]
+    return (f"AVX2 {'yes' if info['avx2'] else 'no'}, AVX-512F {'yes' if info['avx512f'] else 'no'}, "
+            f"VNNI {'yes (' + ', '.join(vnni) + ')' if vnni else 'no'}")
 
 
 def code_version() -> str:
@@ -70,7 +83,7 @@ def bundle_problem(path: Path, cfg, method: str, seed: int) -> str | None:
 
 def clip_frames(count: int) -> list[np.ndarray]:
     """`count` frames of the sample clip, decoded once (cycled if the clip is shorter)."""
-    from vss_edge.video import open_source, sample_clip_path
+    from vss_edge.runtime.sources import open_source, sample_clip_path
 
     with open_source(sample_clip_path()) as source:
         clip = list(source)
@@ -154,11 +167,11 @@ def measure(fn, quiet_wait: float, into: CpuMonitor, what: str):
     return best[0]
 
 
-def _f(value, spec=".1f") -> str:
+def fmt(value, spec=".1f") -> str:
     return "-" if value is None else format(value, spec)
 
 
-def _load(monitor: CpuMonitor) -> str:
+def cpu_load(monitor: CpuMonitor) -> str:
     steal = monitor.share("steal")
     return f"{100 * monitor.share('other'):.0f}%" + (f" (+{100 * steal:.0f}% steal)" if steal >= 0.005 else "")
 
@@ -166,7 +179,7 @@ def _load(monitor: CpuMonitor) -> str:
 
 def disturbance(monitor: CpuMonitor) -> str:
     """The header line saying how much other processes used the CPU while measuring."""
-    return (f"- other processes used {_load(monitor)} of the CPU during the measurements"
+    return (f"- other processes used {cpu_load(monitor)} of the CPU during the measurements"
             + (" -- the machine was shared: absolute numbers are pessimistic, ratios less reliable"
                if monitor.share("other") + monitor.share("steal") > 0.05 else ""))
 
@@ -184,7 +197,7 @@ def report_header(title: str, threads: int, details: list[str], monitor: "CpuMon
 
 def publish(header: list[str], text: str, out, total_s: float) -> int:
     """Print header + text and write them atomically to `out`; returns 0 (the script's exit code)."""
-    from vss_edge.video import write_text_atomic
+    from vss_edge.runtime.outputs import write_text_atomic
 
     report = "\n".join(header) + "\n" + text
     print(report, end="")

@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import CpuMonitor, _f, code_version, cpu_model, ensure_bundle, log, measure  # noqa: E402
+from benchmarks._common import CpuMonitor, fmt, code_version, cpu_model, ensure_bundle, log, measure  # noqa: E402
 
 
 def main() -> None:
@@ -40,12 +40,15 @@ def main() -> None:
     args = ap.parse_args()
 
     from vss_edge import runtime
-    from vss_edge.calibration.check import compare_pipelines, read_frames
+    from vss_edge.calibration.check import compare_pipelines
+    from vss_edge.runtime.sources import read_frames
     from vss_edge.calibration.collect import FrameRange, collect_inputs
-    from vss_edge.calibration.quantize import calibrate_bundle, int8_speed_warning
+    from vss_edge.calibration.cpu import int8_speed_warning
+    from vss_edge.calibration.quantize import CalibrationConfig, calibrate_bundle
     from vss_edge.exporters.gsvnet import export_gsvnet
     from vss_edge.configs import GSVNetConfig
-    from vss_edge.video import sample_clip_path, write_text_atomic
+    from vss_edge.runtime.sources import sample_clip_path
+    from vss_edge.runtime.outputs import write_text_atomic
 
     started = time.perf_counter()
     video = sample_clip_path()
@@ -56,12 +59,12 @@ def main() -> None:
     bundles = {"fp32": fp32}
     for precision in ("int8", "fp16"):
         log(f"calibrating {precision}")
-        bundles[precision], _ = calibrate_bundle(fp32, video, root / f"{fp32.name}.{precision}", precision,
-                                                 calibration_frames="0:30", evaluation_frames="30:60")
+        bundles[precision], _ = calibrate_bundle(fp32, video, root / f"{fp32.name}.{precision}", CalibrationConfig(
+            precision=precision, calibration_frames="0:30", evaluation_frames="30:60"))
     # Mixed: only the keyframe graph in INT8 (the small per-frame graphs gain nothing from QDQ here).
-    bundles["int8-keyframe"], _ = calibrate_bundle(fp32, video, root / f"{fp32.name}.int8-keyframe", "int8",
-                                                   calibration_frames="0:30", evaluation_frames="30:60",
-                                                   keep_float_graphs=("flow", "propagation"))
+    bundles["int8-keyframe"], _ = calibrate_bundle(fp32, video, root / f"{fp32.name}.int8-keyframe", CalibrationConfig(
+        precision="int8", calibration_frames="0:30", evaluation_frames="30:60",
+        keep_float_graphs=("flow", "propagation")))
 
     # 1. Per graph on the same recorded inputs (reference FP32 inputs, frames 0:30).
     feeds = collect_inputs(fp32, video, FrameRange(0, 30), threads=args.threads)
@@ -117,8 +120,8 @@ def main() -> None:
         speed = result["speed"]["frame"]
         far = [g for g in result["by_group"] if g["group"] == 4]
         lines.append(f"| {p} | {speed['candidate']['mean_ms']:.1f} | {1000 / speed['candidate']['mean_ms']:.2f} | "
-                     f"{ref_ms / speed['candidate']['mean_ms']:.2f}x | {_f(result['agreement']['miou'], '.4f')} | "
-                     f"{_f(result['agreement']['pixel_agreement'], '.4f')} | {_f(far[0]['miou'] if far else None, '.4f')} |")
+                     f"{ref_ms / speed['candidate']['mean_ms']:.2f}x | {fmt(result['agreement']['miou'], '.4f')} | "
+                     f"{fmt(result['agreement']['pixel_agreement'], '.4f')} | {fmt(far[0]['miou'] if far else None, '.4f')} |")
     text = "\n".join(lines) + "\n"
     print(text)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

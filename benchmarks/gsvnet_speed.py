@@ -9,10 +9,15 @@ Run from the repository root (the export extra, i.e. torch, must be installed):
 What it does, all in ONE process and ONE run so that ratios are meaningful on a noisy
 machine (absolute numbers drift from run to run; ratios measured side by side do not):
 
-* Exports two GSVNet bundles (SwiftNet keyframe net, seeded random weights, seed 0) at
+* Exports three GSVNet bundles (SwiftNet keyframe net, seeded random weights, seed 0) at
   HEIGHTxWIDTH into --bundle-dir, or reuses them when a valid bundle of exactly that
-  config is already there: label_scale 1 (labels at full resolution, as the official
-  evaluation) and label_scale 0.25 (labels at 1/4, resized nearest by the runtime).
+  config is already there: labels at full resolution (label_scale 1, as the official
+  evaluation) computed in the graphs (label_path graph: bilinear resize + argmax) or on
+  the host (label_path host: runtime.labels, the same labels), and label_scale 0.25
+  (labels at 1/4, resized nearest by the runtime). The host bundle runs twice: with a
+  pool of threads per session (the default) and with ONNX Runtime's one process-wide
+  pool (thread_pool='shared'; its sessions are opened after all the others, as ORT
+  requires). These are the VARIANTS; the first is the baseline of every "x" column.
 * Runs each bundle with the torch-free runtime (ONNX Runtime CPU EP, --threads intra-op
   threads) on the shipped sample clip (768x576 frames, resized by the runtime), with a
   fixed key-frame interval of 1, 2, 3, 4 and 5. Interval 1 makes every frame a key
@@ -69,11 +74,19 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import (CpuMonitor, _f, _load, clip_frames, code_version, ensure_bundle,  # noqa: E402
+from benchmarks._common import (CpuMonitor, fmt, cpu_load, clip_frames, code_version, ensure_bundle,  # noqa: E402
                                 cpu_model, disturbance, log, measure, publish)
 
 INTERVALS = (1, 2, 3, 4, 5)
-LABEL_SCALES = (1.0, 0.25)
+# variant -> (label_scale, label_path, thread_pool)
+VARIANTS = {
+    "graph labels": (1.0, "graph", "per_session"),
+    "host labels": (1.0, "host", "per_session"),
+    "host labels, shared pool": (1.0, "host", "shared"),
+    "graph labels at 1/4": (0.25, "graph", "per_session"),
+}
+BASELINE = "graph labels"
+VARIANTS_ORDER = tuple(VARIANTS)
 WARMUP = 2
 SEED = 0
 PAPER_GMACS = {"keyframe": 58.5, "non-key": 2.8}  # GSVNet paper (SwiftNet-R18 at 0.75), 1024x2048
@@ -86,7 +99,7 @@ PAPER_PIXELS = 1024 * 2048
 def gsvnet_bundle(bundle_dir: Path, cfg) -> Path:
     from vss_edge.exporters.gsvnet import export_gsvnet
 
-    path = bundle_dir / f"gsvnet_{cfg.height}x{cfg.width}_label{cfg.label_scale:g}"
+    path = bundle_dir / f"gsvnet_{cfg.height}x{cfg.width}_label{cfg.label_scale:g}_{cfg.label_path}"
     return ensure_bundle(path, cfg, "gsvnet", export_gsvnet, SEED)
 
 
@@ -140,14 +153,14 @@ def run_engines(torch_graph, ort_session, inputs, rep: int, block: int = 5) -> d
 # --- tables -----------------------------------------------------------------------------------
 
 
-def pipeline_table(ls: float, summaries: dict, fps_reps: dict, base_fps: float, repeat: int,
+def pipeline_table(ls: str, summaries: dict, fps_reps: dict, base_fps: float, repeat: int,
                    monitors: dict) -> list[str]:
     cols = ["interval", "frames (key)", "FPS"]
     if repeat > 1:
         cols.append("FPS min-max over reps")
-    cols += ["x interval 1", "x label_scale 1 interval 1", "mean ms", "p50 ms", "p99 ms",
+    cols += ["x interval 1", f"x {BASELINE} interval 1", "mean ms", "p50 ms", "p99 ms",
              "key ms", "non-key ms", "non-key / key", "outside ORT", "other processes' CPU"]
-    lines = [f"### Pipeline vs key-frame interval, label_scale {ls:g}", "",
+    lines = [f"### Pipeline vs key-frame interval, {ls}", "",
              "| " + " | ".join(cols) + " |", "|" + "---:|" * len(cols)]
     fps1 = summaries[1]["fps"]
     for interval in INTERVALS:
@@ -155,10 +168,10 @@ def pipeline_table(ls: float, summaries: dict, fps_reps: dict, base_fps: float, 
         row = [str(interval), f"{s['frames']} ({s['key_frames']})", f"{s['fps']:.2f}"]
         if repeat > 1:
             row.append(f"{min(fps_reps[interval]):.2f}-{max(fps_reps[interval]):.2f}")
-        row += [f"{s['fps'] / fps1:.2f}x", f"{s['fps'] / base_fps:.2f}x", _f(s["frame"]["mean_ms"]),
-                _f(s["frame"]["p50_ms"]), _f(s["frame"]["p99_ms"]), _f(s["key_frame"].get("mean_ms")),
-                _f(s["non_key_frame"].get("mean_ms")), _f(s["non_key_over_key"], ".3f"),
-                f"{100 * s['outside_ort_share']:.1f}%", _load(monitors[interval])]
+        row += [f"{s['fps'] / fps1:.2f}x", f"{s['fps'] / base_fps:.2f}x", fmt(s["frame"]["mean_ms"]),
+                fmt(s["frame"]["p50_ms"]), fmt(s["frame"]["p99_ms"]), fmt(s["key_frame"].get("mean_ms")),
+                fmt(s["non_key_frame"].get("mean_ms")), fmt(s["non_key_over_key"], ".3f"),
+                f"{100 * s['outside_ort_share']:.1f}%", cpu_load(monitors[interval])]
         lines.append("| " + " | ".join(row) + " |")
     return lines + [""]
 
@@ -166,7 +179,7 @@ def pipeline_table(ls: float, summaries: dict, fps_reps: dict, base_fps: float, 
 def graphs_table(summaries_i5: dict, pixels: int) -> list[str]:
     scale = pixels / PAPER_PIXELS
     lines = ["### Graphs at interval 5 (mean latency per call)", "",
-             "| label_scale | graph | role | calls | mean ms | p50 ms | p99 ms | GFLOPs (2 x MACs) | GMACs "
+             "| variant | graph | role | calls | mean ms | p50 ms | p99 ms | GFLOPs (2 x MACs) | GMACs "
              f"| paper GMACs at 1024x2048 (x{scale:g} for this resolution) |",
              "|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for ls, s in summaries_i5.items():
@@ -175,14 +188,14 @@ def graphs_table(summaries_i5: dict, pixels: int) -> list[str]:
             paper = {"keyframe": f"{PAPER_GMACS['keyframe']} ({PAPER_GMACS['keyframe'] * scale:.1f})",
                      "flow": f"{PAPER_GMACS['non-key']} for flow + propagation "
                              f"({PAPER_GMACS['non-key'] * scale:.2f})"}.get(name, "")
-            lines.append(f"| {ls:g} | {name} | {g['role']} | {g['count']} | {_f(g.get('mean_ms'))} | "
-                         f"{_f(g.get('p50_ms'), '.1f')} | {_f(g.get('p99_ms'))} | {_f(gflops, '.2f')} | "
-                         f"{_f(gflops / 2 if gflops is not None else None, '.2f')} | {paper} |")
+            lines.append(f"| {ls} | {name} | {g['role']} | {g['count']} | {fmt(g.get('mean_ms'))} | "
+                         f"{fmt(g.get('p50_ms'), '.1f')} | {fmt(g.get('p99_ms'))} | {fmt(gflops, '.2f')} | "
+                         f"{fmt(gflops / 2 if gflops is not None else None, '.2f')} | {paper} |")
     return lines + [""]
 
 
 def ratios_lines(summaries_i5: dict) -> list[str]:
-    lines = ["| label_scale | non-key / key latency (goal < 0.15) | (flow + propagation) / keyframe MACs "
+    lines = ["| variant | non-key / key latency (goal < 0.15) | (flow + propagation) / keyframe MACs "
              f"(paper {PAPER_GMACS['non-key'] / PAPER_GMACS['keyframe']:.3f}) |", "|---:|---:|---:|"]
     for ls, s in summaries_i5.items():
         g = s["graphs"]
@@ -190,7 +203,7 @@ def ratios_lines(summaries_i5: dict) -> list[str]:
             macs = (g["flow"]["gflops"] + g["propagation"]["gflops"]) / g["keyframe"]["gflops"]
         except (KeyError, TypeError):
             macs = None
-        lines.append(f"| {ls:g} | {_f(s['non_key_over_key'], '.3f')} | {_f(macs, '.3f')} |")
+        lines.append(f"| {ls} | {fmt(s['non_key_over_key'], '.3f')} | {fmt(macs, '.3f')} |")
     return lines + [""]
 
 
@@ -204,12 +217,12 @@ def engines_table(engines: dict, threads: int, monitor: CpuMonitor) -> list[str]
                      f"{np.percentile(a, 99):.1f} | {a.max():.1f} |")
     lines += ["", f"torch / ORT mean latency: {t.mean() / o.mean():.2f}x (> 1: ONNX Runtime faster); "
                   f"label agreement torch vs ORT: mean {100 * agree.mean():.3f}%, min {100 * agree.min():.3f}%; "
-                  f"other processes' CPU meanwhile: {_load(monitor)}", ""]
+                  f"other processes' CPU meanwhile: {cpu_load(monitor)}", ""]
     return lines
 
 
 def goals_table(summaries: dict, engines: dict) -> list[str]:
-    lines = ["### Goals", "", "| goal | label_scale 1 | label_scale 0.25 |", "|---|---:|---:|"]
+    lines = ["### Goals", "", "| goal | " + " | ".join(summaries) + " |", "|---|" + "---:|" * len(summaries)]
 
     def row(name, values):
         lines.append(f"| {name} | " + " | ".join(values) + " |")
@@ -219,17 +232,18 @@ def goals_table(summaries: dict, engines: dict) -> list[str]:
 
     row("interval 5 >= 3x interval 1 (same bundle)",
         [f"{s[5]['fps'] / s[1]['fps']:.2f}x, {mark(s[5]['fps'] / s[1]['fps'] >= 3)}" for s in summaries.values()])
-    base = summaries[1.0][1]["fps"]
-    row("interval 5 >= 3x label_scale 1 interval 1",
+    base = summaries[BASELINE][1]["fps"]
+    row(f"interval 5 >= 3x {BASELINE} interval 1",
         [f"{s[5]['fps'] / base:.2f}x, {mark(s[5]['fps'] / base >= 3)}" for s in summaries.values()])
     row("non-key / key latency < 0.15 (interval 5)",
-        [f"{_f(r, '.3f')}, {mark(r is not None and r < 0.15)}"
+        [f"{fmt(r, '.3f')}, {mark(r is not None and r < 0.15)}"
          for r in (s[5]["non_key_over_key"] for s in summaries.values())])
     row("outside ORT < 5% (worst interval)",
         [f"{100 * max(x['outside_ort_share'] for x in s.values()):.1f}%, "
          f"{mark(max(x['outside_ort_share'] for x in s.values()) < 0.05)}" for s in summaries.values()])
     ratio = np.mean(engines["torch"]) / np.mean(engines["ort"])
-    lines.append(f"| ONNX Runtime faster than PyTorch eager (keyframe graph) | {ratio:.2f}x, {mark(ratio > 1)} | - |")
+    lines.append(f"| ONNX Runtime faster than PyTorch eager (keyframe graph, {BASELINE}) | {ratio:.2f}x, "
+                 f"{mark(ratio > 1)} |" + " - |" * (len(summaries) - 1))
     return lines + [""]
 
 
@@ -271,7 +285,8 @@ def main(argv=None) -> int:
     from vss_edge.configs import GSVNetConfig
 
     torch.set_num_threads(args.threads)
-    cfgs = {ls: GSVNetConfig(height=args.height, width=args.width, label_scale=ls) for ls in LABEL_SCALES}
+    cfgs = {v: GSVNetConfig(height=args.height, width=args.width, label_scale=ls, label_path=lp)
+            for v, (ls, lp, _) in VARIANTS.items()}
 
     with tempfile.TemporaryDirectory(prefix="gsvnet_speed_") as tmp:
         bundle_dir = Path(args.bundle_dir) if args.bundle_dir else Path(tmp)
@@ -280,33 +295,35 @@ def main(argv=None) -> int:
         export_s = time.perf_counter() - start
 
         frames = clip_frames(args.frames)
-        manifests = {ls: runtime.load_manifest(b) for ls, b in bundles.items()}
-        sessions = {ls: open_sessions(m, device="cpu", threads=args.threads) for ls, m in manifests.items()}
-        model, _ = build_model(cfgs[1.0], seed=SEED)
+        manifests = {v: runtime.load_manifest(b) for v, b in bundles.items()}
+        order = sorted(VARIANTS, key=lambda v: VARIANTS[v][2] == "shared")  # ORT: per-session pools first
+        sessions = {v: open_sessions(manifests[v], device="cpu", threads=args.threads, thread_pool=VARIANTS[v][2])
+                    for v in order}
+        model, _ = build_model(cfgs[BASELINE], seed=SEED)
         torch_keyframe = model.graphs()["keyframe"].eval()
         inputs = [to_graph_input(f, args.height, args.width) for f in frames]
 
-        pooled = {ls: {i: [] for i in INTERVALS} for ls in LABEL_SCALES}
-        monitors = {ls: {i: CpuMonitor() for i in INTERVALS} for ls in LABEL_SCALES}
+        pooled = {ls: {i: [] for i in INTERVALS} for ls in VARIANTS_ORDER}
+        monitors = {ls: {i: CpuMonitor() for i in INTERVALS} for ls in VARIANTS_ORDER}
         engines_monitor = CpuMonitor()
-        fps_reps = {ls: {i: [] for i in INTERVALS} for ls in LABEL_SCALES}
+        fps_reps = {ls: {i: [] for i in INTERVALS} for ls in VARIANTS_ORDER}
         engines = {"torch": [], "ort": [], "agreement": []}
         for rep in range(args.repeat):
             order = INTERVALS[rep % len(INTERVALS):] + INTERVALS[:rep % len(INTERVALS)]
             for k, interval in enumerate(order):
-                scales = LABEL_SCALES if (rep + k) % 2 == 0 else LABEL_SCALES[::-1]
+                scales = VARIANTS_ORDER if (rep + k) % 2 == 0 else VARIANTS_ORDER[::-1]  # alternate the order
                 for ls in scales:
                     results, wall = measure(lambda: run_pipeline(manifests[ls], sessions[ls], interval, frames),
                                             args.quiet_wait, monitors[ls][interval],
-                                            f"label_scale {ls:g} interval {interval}")
+                                            f"{ls}, interval {interval}")
                     s = summarize(results, manifests[ls])
                     pooled[ls][interval] += results
                     fps_reps[ls][interval].append(s["fps"])
-                    log(f"rep {rep + 1}/{args.repeat} label_scale {ls:g} interval {interval}: "
+                    log(f"rep {rep + 1}/{args.repeat} {ls}, interval {interval}: "
                         f"{s['fps']:.2f} FPS ({wall:.1f} s)")
                 if k == len(order) // 2:  # engines in the middle of the repetition
                     t0 = time.perf_counter()
-                    e = measure(lambda: run_engines(torch_keyframe, sessions[1.0]["keyframe"], inputs, rep),
+                    e = measure(lambda: run_engines(torch_keyframe, sessions[BASELINE]["keyframe"], inputs, rep),
                                 args.quiet_wait, engines_monitor, "keyframe torch vs ORT")
                     for key in engines:
                         engines[key] += e[key]
@@ -316,14 +333,14 @@ def main(argv=None) -> int:
     everything = CpuMonitor()
     for m in [engines_monitor] + [m for per in monitors.values() for m in per.values()]:
         everything.add(m)
-    summaries = {ls: {i: summarize(pooled[ls][i], manifests[ls]) for i in INTERVALS} for ls in LABEL_SCALES}
-    base_fps = summaries[1.0][1]["fps"]
+    summaries = {ls: {i: summarize(pooled[ls][i], manifests[ls]) for i in INTERVALS} for ls in VARIANTS_ORDER}
+    base_fps = summaries[BASELINE][1]["fps"]
     total_s = time.perf_counter() - start
 
     body = []
-    for ls in LABEL_SCALES:
+    for ls in VARIANTS_ORDER:
         body += pipeline_table(ls, summaries[ls], fps_reps[ls], base_fps, args.repeat, monitors[ls])
-    summaries_i5 = {ls: summaries[ls][5] for ls in LABEL_SCALES}
+    summaries_i5 = {ls: summaries[ls][5] for ls in VARIANTS_ORDER}
     body += graphs_table(summaries_i5, args.height * args.width)
     body += ratios_lines(summaries_i5)
     body += engines_table(engines, args.threads, engines_monitor)

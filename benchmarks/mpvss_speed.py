@@ -50,7 +50,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import (CpuMonitor, _load, clip_frames, ensure_bundle, log, measure,  # noqa: E402
+from benchmarks._common import (CpuMonitor, cpu_load, clip_frames, ensure_bundle, log, measure,  # noqa: E402
                                 publish, report_header)
 
 SEED = 0
@@ -254,7 +254,7 @@ def main(argv=None) -> int:
         lines.append(f"| {name} | {fps:.2f} | {fps / base:.2f} | {sum(r.is_key for r in rs)}/{len(rs)} | "
                      f"{mean(key)} | {mean([r.total_ms for r in nonkey])} | "
                      f"{mean([r.timings_ms.get('flow', 0.0) for r in nonkey])} | "
-                     f"{mean([r.timings_ms.get('propagation', 0.0) for r in nonkey])} | {_load(monitors[name])} |")
+                     f"{mean([r.timings_ms.get('propagation', 0.0) for r in nonkey])} | {cpu_load(monitors[name])} |")
     key_all = [r.total_ms for name, rs in results.items() if not name.endswith("labels at 1/4")
                for r in rs if r.is_key]
     mpvss = results[f"MPVSS, query-based flow, interval {args.interval}"]

@@ -46,7 +46,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import (CpuMonitor, _f, _load, clip_frames, ensure_bundle, log, measure,  # noqa: E402
+from benchmarks._common import (CpuMonitor, fmt, cpu_load, clip_frames, ensure_bundle, log, measure,  # noqa: E402
                                 publish, report_header)
 
 SEED = 0
@@ -239,7 +239,7 @@ def main(argv=None) -> int:
               f"aggregation + head {means['aggregation']:.1f} ms",
               f"- GFLOPs (2 x MACs): keyframe {g['keyframe']:.2f}, partial (all kept) {full_partial:.2f}, "
               f"mask {g['mask']:.2f}, aggregation {g['aggregation']:.2f}",
-              f"- other processes' CPU during these blocks: {_load(lat_monitor)}", ""]
+              f"- other processes' CPU during these blocks: {cpu_load(lat_monitor)}", ""]
 
     base = results["DDRNet every frame (keyframe graph)"]
     base_fps = len(base) / (sum(r.total_ms for r in base) / 1000.0)
@@ -256,8 +256,8 @@ def main(argv=None) -> int:
         nonkey = [r.total_ms for r in rs if not r.is_key]
         ratio = np.mean(nonkey) / np.mean(key) if key and nonkey else None
         drop = np.mean(dropped[name]) if dropped[name] else None
-        lines.append(f"| {name} | {fps:.2f} | {fps / base_fps:.2f} | {keys}/{len(rs)} | {_f(drop)} | "
-                     f"{100 * mask_share:.1f}% | {_f(ratio, '.3f')} | {_load(monitors[name])} |")
+        lines.append(f"| {name} | {fps:.2f} | {fps / base_fps:.2f} | {keys}/{len(rs)} | {fmt(drop)} | "
+                     f"{100 * mask_share:.1f}% | {fmt(ratio, '.3f')} | {cpu_load(monitors[name])} |")
     lines += ["", f"- goal: STMG >= {GOAL}x the full DDRNet on every frame; {PAPER}", ""]
 
     header = report_header(f"STMG ({cfg.backbone}) on the CPU, {cfg.height}x{cfg.width}", args.threads, [

@@ -105,7 +105,7 @@ if str(ROOT) not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from benchmarks._common import (BUSY, CpuMonitor, _f, _load, clip_frames, ensure_bundle,  # noqa: E402
+from benchmarks._common import (BUSY, CpuMonitor, fmt, cpu_load, clip_frames, ensure_bundle,  # noqa: E402
                                 code_version, cpu_model, disturbance, log, measure, publish)
 
 SEED = 0
@@ -159,7 +159,7 @@ def ensure_pspnet18(bundle_dir: Path, cfg) -> tuple[Path, float]:
 
     from vss_edge.exporters.onnx_export import export_graph, real_frames, save_model
     from vss_edge.runtime.manifest import sha256_file
-    from vss_edge.video import write_text_atomic
+    from vss_edge.runtime.outputs import write_text_atomic
 
     path = bundle_dir / f"pspnet18_{cfg.height}x{cfg.width}_label{cfg.label_scale:g}.onnx"
     sidecar = path.with_suffix(".json")
@@ -220,9 +220,9 @@ class SingleGraph:
     def __init__(self, path: Path, name: str, height: int, width: int, threads: int):
         import onnxruntime as ort
 
-        from vss_edge.runtime.session import _session_options
+        from vss_edge.runtime.session import session_options
 
-        opts = _session_options(threads, quiet=False, spin=False)  # as the runtime's path graphs
+        opts = session_options(threads, quiet=False, spin=False)  # as the runtime's path graphs
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name, self.height, self.width, self.index = name, height, width, 0
@@ -320,9 +320,9 @@ def profile_path(graph_path: Path, feeds: dict, threads: int, runs: int, tmp: Pa
     import onnx
     import onnxruntime as ort
 
-    from vss_edge.runtime.session import _session_options
+    from vss_edge.runtime.session import session_options
 
-    opts = _session_options(threads, quiet=True, spin=False)
+    opts = session_options(threads, quiet=True, spin=False)
     opts.enable_profiling = True
     opts.profile_file_prefix = str(tmp / "tdnet_profile")
     optimised = tmp / "optimised.onnx"
@@ -394,8 +394,8 @@ def latency_table(rows: list[tuple[str, str, dict | None, CpuMonitor | None]], t
             continue
         f = s["frame"]
         lines.append(f"| {name} | {what} | {f['count']} | {f['mean']:.0f} | {f['p50']:.0f} | {f['p99']:.0f} | "
-                     f"{f['max']:.0f} | {f['max_over_mean']:.3f} | {_f(s['round_max_over_mean'], '.3f')} | "
-                     f"{s['fps']:.3f} | {f['mean'] / td4_mean:.2f}x | {100 * s['in_ort']:.1f}% | {_load(monitor)} | "
+                     f"{f['max']:.0f} | {f['max_over_mean']:.3f} | {fmt(s['round_max_over_mean'], '.3f')} | "
+                     f"{s['fps']:.3f} | {f['mean'] / td4_mean:.2f}x | {100 * s['in_ort']:.1f}% | {cpu_load(monitor)} | "
                      f"{s['quiet_blocks'][0]} of {s['quiet_blocks'][1]} |")
     return lines + [""]
 
@@ -408,9 +408,9 @@ def paths_table(label: str, rr: dict, all_paths: dict | None, manifest) -> list[
         g = rr["graphs"].get(name, stats([]))
         other = all_paths["graphs"].get(name) if all_paths else None
         gmacs = spec.gflops / 2 if spec.gflops is not None else None
-        lines.append(f"| {name} | {g['count']} | {_f(g['mean'], '.0f')} | {_f(g['p99'], '.0f')} | "
-                     f"{_f(g['max'], '.0f')} | {_f(g['max_over_mean'], '.3f')} | "
-                     f"{_f(other['mean'] if other else None, '.0f')} | {_f(gmacs, '.1f')} |")
+        lines.append(f"| {name} | {g['count']} | {fmt(g['mean'], '.0f')} | {fmt(g['p99'], '.0f')} | "
+                     f"{fmt(g['max'], '.0f')} | {fmt(g['max_over_mean'], '.3f')} | "
+                     f"{fmt(other['mean'] if other else None, '.0f')} | {fmt(gmacs, '.1f')} |")
     return lines + [""]
 
 
@@ -425,7 +425,7 @@ def profile_table(profile: dict, threads: int, monitor: CpuMonitor, path0_mean: 
             ("label resize + argmax", parts["label resize + argmax"]),
             ("other (input normalisation, history reshape)", parts["other"])]
     lines = [f"### Where path0's time goes (TD4, history 1, ONNX Runtime profile, {profile['runs']} runs, "
-             f"{threads} threads)", "", f"Other processes' CPU meanwhile: {_load(monitor)}; the round-robin run's path0 "
+             f"{threads} threads)", "", f"Other processes' CPU meanwhile: {cpu_load(monitor)}; the round-robin run's path0 "
              f"mean was {path0_mean:.0f} ms per call (profiling itself costs a few percent).", "",
              "| part | ms per run | share of node time |", "|---|---:|---:|"]
     for name, ms in rows:
@@ -442,7 +442,7 @@ def goals_table(s: dict, gmacs: dict) -> list[str]:
     r = td4["frame"]["max_over_mean"]
     lines.append(f"| TD4-PSP18 max / mean latency | {r:.3f} | <= {MAX_OVER_MEAN_GOAL} | {mark(r <= MAX_OVER_MEAN_GOAL)} |")
     r = td4["round_max_over_mean"]
-    lines.append(f"| TD4-PSP18 worst round max / mean (drift-free balance) | {_f(r, '.3f')} | "
+    lines.append(f"| TD4-PSP18 worst round max / mean (drift-free balance) | {fmt(r, '.3f')} | "
                  f"<= {MAX_OVER_MEAN_GOAL} | {mark(r is not None and r <= MAX_OVER_MEAN_GOAL)} |")
     means = [g["mean"] for g in td4["graphs"].values() if g["mean"]]
     lines.append(f"| TD4-PSP18 per-path mean latency, max / min path | {max(means) / min(means):.3f} | - | - |")
@@ -461,7 +461,7 @@ def goals_table(s: dict, gmacs: dict) -> list[str]:
         lines.append(f"| TD2-PSP50 max / mean latency | {r:.3f} | <= {MAX_OVER_MEAN_GOAL} | "
                      f"{mark(r <= MAX_OVER_MEAN_GOAL)} |")
         r = td2["round_max_over_mean"]
-        lines.append(f"| TD2-PSP50 worst round max / mean (drift-free balance) | {_f(r, '.3f')} | "
+        lines.append(f"| TD2-PSP50 worst round max / mean (drift-free balance) | {fmt(r, '.3f')} | "
                      f"<= {MAX_OVER_MEAN_GOAL} | {mark(r is not None and r <= MAX_OVER_MEAN_GOAL)} |")
         r = td2["frame"]["mean"] / td4["frame"]["mean"]
         paper = PAPER_MS["TD2-PSP50"] / PAPER_MS["TD4-PSP18"]
@@ -507,6 +507,7 @@ def main(argv=None) -> int:
 
     from vss_edge import runtime
     from vss_edge.runtime import Pipeline, build_scheduler
+    from vss_edge.runtime.programs import program_for
     from vss_edge.runtime.preprocess import to_graph_input
     from vss_edge.runtime.session import open_sessions
     from vss_edge.configs import TDNetConfig
@@ -526,12 +527,12 @@ def main(argv=None) -> int:
         manifests = {v: runtime.load_manifest(b) for v, b in bundles.items()}
         sessions = {v: open_sessions(m, device="cpu", threads=args.threads) for v, m in manifests.items()}
 
-        def pipeline(v):
-            return Pipeline(manifests[v], sessions[v], build_scheduler(manifests[v].scheduler))
+        def pipeline(v, wrap=lambda program: program):
+            m = manifests[v]
+            return Pipeline(m, sessions[v], build_scheduler(m.scheduler), program=wrap(program_for(m.method)(m)))
 
-        runs = {"td4": pipeline("td4_psp18"), "td4_all": pipeline("td4_psp18"),
+        runs = {"td4": pipeline("td4_psp18"), "td4_all": pipeline("td4_psp18", AllPaths),
                 "pspnet": SingleGraph(psp_path, "pspnet18", args.height, args.width, args.threads)}
-        runs["td4_all"].program = AllPaths(runs["td4_all"].program)
         if "td2_psp50" in variants:
             runs["td2"] = pipeline("td2_psp50")
         results = {name: [] for name in runs}

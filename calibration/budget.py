@@ -11,11 +11,12 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 from vss_edge.calibration.check import check_compatible, compare_pipelines
-from vss_edge.calibration.collect import FrameRange, check_disjoint
-from vss_edge.calibration.quantize import calibrate_bundle
+from vss_edge.calibration.collect import FrameRange
+from vss_edge.calibration.quantize import CalibrationConfig, calibrate_bundle
 from vss_edge.runtime.errors import VssEdgeError
 
 
@@ -29,25 +30,37 @@ def end_to_end_drop(reference, candidate, frames: list) -> float:
     return 1.0 - float(result["agreement"]["miou"])
 
 
-def calibrate_within_budget(bundle, video, out, max_drop: float, precision: str = "int8",
-                            calibration_frames="0:30", evaluation_frames="30:60", **options) -> tuple[Path, dict]:
+def calibrate_within_budget(bundle, video, out, max_drop: float,
+                            config: CalibrationConfig | None = None) -> tuple[Path, dict]:
     """calibrate_bundle, then fall back graph by graph until the drop is <= max_drop.
 
+    config: the calibrate_bundle options (None: CalibrationConfig()); evaluation_frames
+    None means 30:60. The budget chooses which graphs stay float, so config.graphs and
+    config.keep_float_graphs must be left unset.
     Returns (out, report) where report adds "budget": {max_drop, drop, sensitivity
     [{graph, drop_alone}], kept_float [{graph, reason}], steps [{kept_float, drop}]}.
     """
-    from vss_edge.calibration.check import read_frames
+    from vss_edge.runtime.sources import read_frames
 
     if not 0.0 <= max_drop < 1.0:
         raise VssEdgeError(f"--max-drop must be in [0, 1), got {max_drop}")
-    cal, ev = FrameRange.parse(calibration_frames), FrameRange.parse(evaluation_frames)
-    check_disjoint(cal, ev)
+    if config is None:
+        config = CalibrationConfig()
+    elif not isinstance(config, CalibrationConfig):
+        raise TypeError(f"calibrate_within_budget(bundle, video, out, max_drop, config): config must be a "
+                        f"CalibrationConfig, got {type(config).__name__}")
+    if config.graphs is not None or config.keep_float_graphs:
+        raise VssEdgeError("calibrate_within_budget chooses the graphs kept in float itself: leave graphs and "
+                           "keep_float_graphs unset in its CalibrationConfig")
+    if config.evaluation_frames is None:
+        config = replace(config, evaluation_frames=FrameRange(30, 60))
+    ev = config.evaluation_frames
     frames = read_frames(video, ev.start, ev.stop)
     work = Path(tempfile.mkdtemp(prefix=".budget-", dir=Path(out).resolve().parent))
     try:
         def trial(name: str, keep: tuple[str, ...], graphs=None) -> tuple[Path, dict, float]:
-            path, report = calibrate_bundle(bundle, video, work / name, precision, calibration_frames=cal,
-                                            evaluation_frames=ev, graphs=graphs, keep_float_graphs=keep, **options)
+            path, report = calibrate_bundle(bundle, video, work / name,
+                                            replace(config, graphs=graphs, keep_float_graphs=keep))
             return path, report, end_to_end_drop(bundle, path, frames)
 
         path, report, drop = trial("all", ())
@@ -73,7 +86,7 @@ def calibrate_within_budget(bundle, video, out, max_drop: float, precision: str 
                 path, report, drop = trial(f"keep-{len(keep)}", keep)
                 steps.append({"kept_float": list(keep), "drop": drop})
         if path is None:
-            raise VssEdgeError(f"no graph of '{bundle}' can be {precision} within a drop of {max_drop}: "
+            raise VssEdgeError(f"no graph of '{bundle}' can be {config.precision.value} within a drop of {max_drop}: "
                                f"every graph had to stay FP32 (sensitivity: "
                                + ", ".join(f"{s['graph']} {s['drop_alone']:.4f}" for s in sensitivity) + ")")
         out = Path(out)

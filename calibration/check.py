@@ -13,17 +13,7 @@ Two levels:
   the path index for TDNet (round robin, no key frames; the result says which in `grouping`);
   temporal consistency of each; mIoU against ground truth when label maps are given; speed.
 
-Conventions (also in every result under `conventions`):
-- SQNR = 10 log10(sum ref^2 / sum (ref - cand)^2), in float64. Identical outputs give
-  float('inf') in Python; a zero reference with a non-zero error gives -inf. JSON cannot hold
-  either: `report.to_jsonable` writes every non-finite number as null, and each output carries
-  `identical` (true when every element of every sample was equal), so a null SQNR with
-  identical=true means infinite SQNR (no error at all).
-- IoU of a class = TP / (TP + FP + FN) over the summed confusion matrix; mIoU = mean over the
-  classes present in either map (absent classes are None, never 0 or 1).
-- Ground-truth label maps: uint8 PNGs named by video frame index (000000.png ...), class ids,
-  255 = ignore; frames without a label map are skipped; predictions are resized (nearest) to
-  the label map's size if they differ.
+Conventions: calibration/metrics.py (also in every result under `conventions`).
 """
 from __future__ import annotations
 
@@ -34,61 +24,19 @@ from pathlib import Path
 import numpy as np
 
 from vss_edge.calibration.collect import record_feeds
+from vss_edge.calibration.metrics import (
+    CONVENTIONS,
+    confusion,
+    iou_per_class,
+    load_label_map,
+    miou,
+    output_metrics,
+    per_class,
+    pixel_accuracy,
+)
 from vss_edge.runtime.errors import VssEdgeError
-
-CONVENTIONS = {
-    "sqnr_db": "10*log10(sum(ref^2)/sum((ref-cand)^2)); null in JSON = not finite: +inf when the output is "
-               "identical (see 'identical'), -inf when the reference is all zero but the candidate is not",
-    "miou": "mean IoU over classes present in either label map (summed confusion matrix); absent classes: null",
-    "agreement": "candidate labels scored against reference labels as if the reference were ground truth",
-    "ground_truth": "PNG label maps named by frame index (000000.png), uint8 class ids, 255 = ignore",
-    "speed_ratio": "candidate / reference (below 1: the candidate is faster)",
-}
-IGNORE = 255
-
-
-# ---------------------------------------------------------------- tensor metrics
-
-def output_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict:
-    """Error of one output sample: candidate vs reference (same shape).
-
-    Float outputs: {"kind": "float", "sqnr_db", "cosine", "max_abs"} computed in float64;
-    sqnr_db is float('inf') when the arrays are equal (and -inf for a zero reference with a
-    non-zero error); cosine is 1.0 for two all-zero arrays, 0.0 when only one is all zero.
-    Integer / bool outputs (labels): {"kind": "int", "agreement": fraction of equal elements,
-    "max_abs"}. ValueError if the shapes differ.
-    """
-    ref = np.asarray(reference)
-    cand = np.asarray(candidate)
-    if ref.shape != cand.shape:
-        raise ValueError(f"reference shape {ref.shape} != candidate shape {cand.shape}")
-    integer = ref.dtype.kind in "iub" and cand.dtype.kind in "iub"
-    if integer:
-        if ref.size == 0:
-            return {"kind": "int", "agreement": 1.0, "max_abs": 0.0}
-        diff = np.abs(ref.astype(np.int64) - cand.astype(np.int64))
-        return {"kind": "int", "agreement": float(np.mean(ref == cand)), "max_abs": float(diff.max())}
-    r = ref.astype(np.float64).ravel()
-    c = cand.astype(np.float64).ravel()
-    err = r - c
-    signal = float(np.dot(r, r))
-    noise = float(np.dot(err, err))
-    if noise == 0.0:
-        sqnr = math.inf
-    elif signal == 0.0:
-        sqnr = -math.inf
-    else:
-        sqnr = 10.0 * math.log10(signal / noise)
-    nr, nc = math.sqrt(signal), float(np.linalg.norm(c))
-    if nr == 0.0 and nc == 0.0:
-        cosine = 1.0
-    elif nr == 0.0 or nc == 0.0:
-        cosine = 0.0
-    else:
-        cosine = float(np.clip(np.dot(r, c) / (nr * nc), -1.0, 1.0))
-    max_abs = float(np.max(np.abs(err))) if err.size else 0.0
-    return {"kind": "float", "sqnr_db": sqnr, "cosine": cosine, "max_abs": max_abs}
-
+from vss_edge.runtime.profiling import latency_stats
+from vss_edge.runtime.sources import read_frames
 
 # ---------------------------------------------------------------- compatibility
 
@@ -211,52 +159,6 @@ def compare_graphs(ref_pipe, cand_pipe, feeds_by_graph: dict[str, list[dict]]) -
     return result
 
 
-# ---------------------------------------------------------------- label metrics
-
-def confusion(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """int64 [K, K] confusion matrix, rows = truth, columns = pred; pixels with truth or pred
-    outside 0..K-1 (e.g. 255 = ignore) are left out."""
-    t = np.asarray(truth).ravel().astype(np.int64)
-    p = np.asarray(pred).ravel().astype(np.int64)
-    valid = (t >= 0) & (t < num_classes) & (p >= 0) & (p < num_classes)
-    return np.bincount(t[valid] * num_classes + p[valid], minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes)
-
-
-def iou_per_class(cm: np.ndarray) -> np.ndarray:
-    """float64 [K] IoU per class from a confusion matrix; NaN for a class absent from both maps."""
-    tp = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - np.diag(cm)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-
-
-def miou(cm: np.ndarray) -> float | None:
-    """Mean IoU over classes present in either map; None when the matrix is empty."""
-    iou = iou_per_class(cm)
-    return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else None
-
-
-def pixel_accuracy(cm: np.ndarray) -> float | None:
-    total = cm.sum()
-    return float(np.trace(cm) / total) if total else None
-
-
-def _per_class(cm: np.ndarray, names) -> list[dict]:
-    iou = iou_per_class(cm)
-    return [{"class": i, "name": names[i], "iou": None if np.isnan(iou[i]) else float(iou[i]),
-             "reference_pixels": int(cm[i].sum()), "candidate_pixels": int(cm[:, i].sum())}
-            for i in range(len(names))]
-
-
-def _speed_stats(values) -> dict:
-    a = np.asarray(values, dtype=np.float64)
-    if a.size == 0:
-        return {"count": 0, "mean_ms": None, "p50_ms": None, "p99_ms": None}
-    return {"count": int(a.size), "mean_ms": float(a.mean()), "p50_ms": float(np.percentile(a, 50)),
-            "p99_ms": float(np.percentile(a, 99))}
-
-
 def _ratio(cand, ref):
     return float(cand / ref) if cand is not None and ref else None
 
@@ -267,34 +169,11 @@ def _group_of(pipe, result, since_key: int) -> int:
     return since_key if result.path is None else result.path
 
 
-def _load_label_map(labels_dir: Path, index: int, num_classes: int) -> np.ndarray | None:
-    path = labels_dir / f"{index:06d}.png"
-    if not path.is_file():
-        return None
-    import cv2
-
-    data = np.fromfile(path, dtype=np.uint8)
-    gt = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
-    if gt is None:
-        raise VssEdgeError(f"label map '{path}' cannot be decoded (expected a PNG of uint8 class ids)")
-    if gt.ndim == 3:
-        if not (np.array_equal(gt[..., 0], gt[..., 1]) and np.array_equal(gt[..., 0], gt[..., 2])):
-            raise VssEdgeError(f"label map '{path}' is a colour image; expected one channel of class ids")
-        gt = gt[..., 0]
-    if gt.dtype != np.uint8:
-        raise VssEdgeError(f"label map '{path}' is {gt.dtype}; expected uint8 class ids (255 = ignore)")
-    bad = np.unique(gt[(gt >= num_classes) & (gt != IGNORE)])
-    if bad.size:
-        raise VssEdgeError(f"label map '{path}' has class id(s) {bad[:5].tolist()} but the bundle has "
-                           f"{num_classes} classes (0..{num_classes - 1}, 255 = ignore)")
-    return gt
-
-
 def compare_pipelines(ref_pipe, cand_pipe, frames: Iterable[np.ndarray], labels_dir=None,
                       first_index: int = 0, warmup: int = 1) -> dict:
     """Run both pipelines (reset first) over the same frames; score the candidate against the reference.
 
-    frames: BGR uint8 frames (a list or a vss_edge.video source), read once.
+    frames: BGR uint8 frames (a list or a vss_edge.runtime.sources source), read once.
     labels_dir: optional folder of ground-truth PNGs named by video frame index: frame i of
     `frames` is video frame first_index + i. warmup: frames left out of the speed statistics
     (when more frames than that were run). VssEdgeError if there are no frames, or a labels
@@ -304,7 +183,7 @@ def compare_pipelines(ref_pipe, cand_pipe, frames: Iterable[np.ndarray], labels_
     miou, pixel_agreement}; per_class rows {class, name, iou, reference_pixels,
     candidate_pixels}; temporal_consistency {reference, candidate, difference}; ground_truth
     None or {frames, reference/candidate: {miou, pixel_accuracy, per_class_iou}, miou_difference};
-    speed {frame: {reference, candidate: {count, mean_ms, p50_ms, p99_ms}, ratio_mean, ratio_p50},
+    speed {frame: {reference, candidate: {count, mean_ms, p50_ms, p99_ms, max_ms}, ratio_mean, ratio_p50},
     graphs: {g: {reference, candidate: {calls, mean_ms}, ratio}}}.
     """
     names = ref_pipe.class_names
@@ -346,7 +225,7 @@ def compare_pipelines(ref_pipe, cand_pipe, frames: Iterable[np.ndarray], labels_
             prev[who] = res.labels
             timings[who].append((res.total_ms, dict(res.timings_ms)))  # not the labels: memory stays flat
         if labels_dir is not None:
-            gt = _load_label_map(labels_dir, first_index + i, k)
+            gt = load_label_map(labels_dir, first_index + i, k)
             if gt is not None:
                 gt_frames += 1
                 for who, res in (("reference", r), ("candidate", c)):
@@ -380,7 +259,7 @@ def compare_pipelines(ref_pipe, cand_pipe, frames: Iterable[np.ndarray], labels_
     measured = {who: (rs[warmup:] if len(rs) > warmup else rs) for who, rs in timings.items()}
     speed = {"warmup_frames_skipped": warmup if n > warmup else 0, "frame": {}, "graphs": {}}
     for who, rs in measured.items():
-        speed["frame"][who] = _speed_stats([total for total, _ in rs])
+        speed["frame"][who] = latency_stats([total for total, _ in rs])
     speed["frame"]["ratio_mean"] = _ratio(speed["frame"]["candidate"]["mean_ms"], speed["frame"]["reference"]["mean_ms"])
     speed["frame"]["ratio_p50"] = _ratio(speed["frame"]["candidate"]["p50_ms"], speed["frame"]["reference"]["p50_ms"])
     for g in ref_pipe.sessions:
@@ -405,7 +284,7 @@ def compare_pipelines(ref_pipe, cand_pipe, frames: Iterable[np.ndarray], labels_
         "agreement": {"miou": miou(total_cm), "pixel_agreement": pixel_accuracy(total_cm)},
         "by_group": [{"group": g, "frames": group_frames[g], "miou": miou(group_cm[g]),
                       "pixel_agreement": pixel_accuracy(group_cm[g])} for g in sorted(group_cm)],
-        "per_class": _per_class(total_cm, names),
+        "per_class": per_class(total_cm, names),
         "temporal_consistency": temporal,
         "ground_truth": ground_truth,
         "speed": speed,
@@ -420,27 +299,6 @@ def _bundle_info(pipe) -> dict:
     return {"bundle": str(m.root), "method": m.method, "height": m.height, "width": m.width,
             "device": pipe.device,
             "graphs": {n: {"precision": g.precision, "calibration": g.calibration} for n, g in m.graphs.items()}}
-
-
-def read_frames(video, start: int = 0, stop: int | None = None) -> list[np.ndarray]:
-    """Frames start..stop-1 (video frame indices) of a video file or image folder, in memory.
-
-    VssEdgeError if the range is empty or the source ends before `start`.
-    """
-    from vss_edge.video import open_source
-
-    if start < 0 or (stop is not None and stop <= start):
-        raise VssEdgeError(f"frame range {start}:{'' if stop is None else stop} is empty")
-    frames = []
-    with open_source(video) as source:
-        for i, frame in enumerate(source):
-            if stop is not None and i >= stop:
-                break
-            if i >= start:
-                frames.append(frame)
-    if not frames:
-        raise VssEdgeError(f"'{video}' has no frames in range {start}:{'' if stop is None else stop}")
-    return frames
 
 
 def check_split(cand_manifest, video, start: int, stop: int | None) -> None:

@@ -112,7 +112,7 @@ def collect_inputs(bundle: str | Path, video, frames: FrameRange | str, interval
                    device: str = "cpu", threads: int | None = None) -> dict[str, list[dict[str, np.ndarray]]]:
     """Run the FP32 bundle over frames[start:stop] of `video`; return graph name -> list of feed dicts.
 
-    bundle: an FP32 bundle folder. video: anything vss_edge.video.open_source takes
+    bundle: an FP32 bundle folder. video: anything vss_edge.runtime.sources.open_source takes
     (a video file, an image folder). frames: FrameRange or "A:B". interval: key-frame
     interval overriding the manifest's scheduler (None: the manifest's).
 
@@ -129,7 +129,7 @@ def collect_inputs(bundle: str | Path, video, frames: FrameRange | str, interval
     interval never runs the non-key graphs).
     """
     from vss_edge import runtime
-    from vss_edge.video import open_source
+    from vss_edge.runtime.sources import open_source
 
     frames = FrameRange.parse(frames)
     pipe = runtime.load(bundle, device=device, threads=threads, interval=interval)

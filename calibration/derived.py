@@ -19,22 +19,18 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from vss_edge.runtime.errors import VssEdgeError
-from vss_edge.runtime.manifest import MANIFEST_NAME, PRECISIONS, load_manifest, sha256_file, staged_bundle
+from vss_edge.runtime.manifest import (
+    MANIFEST_NAME,
+    PRECISIONS,
+    load_manifest,
+    package_versions,
+    sha256_file,
+    staged_bundle,
+)
 
 
 # What an int8 graph's calibration record must say (source_manifest_sha256 is added here).
 INT8_RECORD_KEYS = ("video", "frames", "method")
-
-
-def _package_versions() -> dict:
-    import numpy
-    import onnx
-    import onnxruntime
-
-    import vss_edge
-
-    return {"vss_edge": vss_edge.__version__, "onnx": onnx.__version__, "onnxruntime": onnxruntime.__version__,
-            "numpy": numpy.__version__}
 
 
 def write_derived_bundle(source_bundle: str | Path, out_dir: str | Path,
@@ -85,7 +81,7 @@ def write_derived_bundle(source_bundle: str | Path, out_dir: str | Path,
             "bundle": str(src_root.resolve()),
             "manifest_sha256": source_sha,
             "graphs": {name: graph_files[name][1] for name in raw["graphs"] if name in graph_files},
-            "packages": _package_versions(),
+            "packages": package_versions(("onnx",)),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(raw, indent=2) + "\n", encoding="utf-8")

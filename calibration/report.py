@@ -1,7 +1,7 @@
 """Reports of an accuracy check (calibration.check.run_check): JSON, markdown and a PNG plot.
 
 Torch-free, no matplotlib: the plot is drawn with OpenCV. Every file is written atomically
-(vss_edge.video.write_text_atomic / write_image_atomic).
+(vss_edge.runtime.outputs.write_text_atomic / write_image_atomic).
 
 JSON: strictly valid (no NaN/Infinity): `to_jsonable` turns every non-finite float into
 null. A null sqnr with "identical": true means infinite SQNR (bit-identical outputs).
@@ -157,7 +157,7 @@ def plot_agreement(check: dict, path, size: tuple[int, int] = (720, 460)) -> Non
     """Write a PNG: mIoU agreement (y, auto-scaled) and pixel agreement vs distance from the
     key frame (x; path index for methods without key frames), with axes, ticks, labels, a
     legend and a title. Drawn with OpenCV; written atomically."""
-    from vss_edge.video import write_image_atomic
+    from vss_edge.runtime.outputs import write_image_atomic
 
     rows = check["end_to_end"]["by_group"]
     xs = [r["group"] for r in rows]
@@ -252,7 +252,7 @@ def write_reports(check: dict, out) -> dict[str, str]:
             folder.mkdir()
     if not folder.is_dir():
         raise VssEdgeError(f"cannot write reports to '{out}': '{folder}' is not a folder")
-    from vss_edge.video import write_text_atomic
+    from vss_edge.runtime.outputs import write_text_atomic
 
     paths = {"json": folder / f"{stem}.json", "markdown": folder / f"{stem}.md",
              "plot": folder / f"{stem}_agreement.png"}

@@ -9,27 +9,16 @@ import json
 from datetime import datetime, timezone
 from pathlib import Path
 
-from vss_edge.exporters.onnx_export import IR_VERSION, OPSET, ExportedGraph, save_model
-from vss_edge.runtime.manifest import FORMAT, FORMAT_VERSION, MANIFEST_NAME, TensorSpec, sha256_file, staged_bundle
-
-
-def package_versions() -> dict:
-    import numpy
-    import onnx
-    import onnxruntime
-    import torch
-
-    import vss_edge
-
-    versions = {"vss_edge": vss_edge.__version__, "torch": torch.__version__, "onnx": onnx.__version__,
-                "onnxruntime": onnxruntime.__version__, "numpy": numpy.__version__}
-    try:
-        import onnxsim
-
-        versions["onnxsim"] = onnxsim.__version__
-    except ImportError:
-        pass
-    return versions
+from vss_edge.exporters.onnx_export import IR_VERSION, OPSET, ExportedGraph, drop_outputs, save_model
+from vss_edge.runtime.manifest import (
+    FORMAT,
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    TensorSpec,
+    package_versions,
+    sha256_file,
+    staged_bundle,
+)
 
 
 def input_spec(cfg, network_channel_order: str) -> dict:
@@ -43,11 +32,38 @@ def input_spec(cfg, network_channel_order: str) -> dict:
     }
 
 
+def host_labels(cfg, graphs: list[tuple[ExportedGraph, str]], tail: dict) -> tuple[list, dict]:
+    """For cfg.label_path == 'host': the graphs without their 'labels' output (and the resize +
+    argmax that made it), and the manifest's "labels" entry (runtime.labels.label_tail).
+
+    tail: {"kind": "logits", "align_corners": bool} (labels = argmax of the resized 'logits') or
+    {"kind": "masks"} (MPVSS: semantic inference from 'class_logits' and 'mask_logits').
+    """
+    scores = "logits" if tail["kind"] == "logits" else "mask_logits"
+    shapes = {t.name: t.shape for graph, _ in graphs for t in graph.outputs}
+    entry = {"computed": "host", **tail, "scores_size": list(shapes[scores][2:]), "size": list(cfg.label_size)}
+    if tail["kind"] == "masks":
+        entry["padded_size"] = list(cfg.label_padded_size)
+    pruned = [(drop_outputs(graph, {"labels"}) if any(t.name == "labels" for t in graph.outputs) else graph, role)
+              for graph, role in graphs]
+    return pruned, entry
+
+
 def write_bundle(out_dir: str | Path, *, method: str, cfg, network_channel_order: str,
                  graphs: list[tuple[ExportedGraph, str]], state: list[TensorSpec],
-                 scheduler: dict, checkpoints: dict) -> Path:
-    """Write graphs [(exported graph, role)] and the manifest of a method config into out_dir atomically."""
+                 scheduler: dict, checkpoints: dict, label_tail: dict | None = None) -> Path:
+    """Write graphs [(exported graph, role)] and the manifest of a method config into out_dir atomically.
+
+    label_tail: how the graphs' labels come from their scores (`host_labels`); with
+    cfg.label_path 'host' the graphs lose that tail and the manifest says how to compute it
+    (ValueError when the method gives none).
+    """
     config = {k: v for k, v in cfg.to_dict().items() if k not in ("class_names", "palette")}
+    labels = {"computed": "graph"}
+    if getattr(cfg, "label_path", "graph") == "host":
+        if label_tail is None:
+            raise ValueError(f"method '{method}' has no host label path; export it with label_path 'graph'")
+        graphs, labels = host_labels(cfg, graphs, label_tail)
     with staged_bundle(out_dir) as tmp:
         entries = {}
         for graph, role in graphs:
@@ -64,9 +80,9 @@ def write_bundle(out_dir: str | Path, *, method: str, cfg, network_channel_order
             "format": FORMAT, "format_version": FORMAT_VERSION, "method": method, "config": config,
             "input": input_spec(cfg, network_channel_order),
             "classes": {"names": cfg.class_names, "palette": cfg.palette},
-            "graphs": entries, "state": [t.to_dict() for t in state], "scheduler": scheduler,
+            "graphs": entries, "state": [t.to_dict() for t in state], "scheduler": scheduler, "labels": labels,
             "provenance": {
-                "packages": package_versions(), "opset": OPSET, "ir_version": IR_VERSION,
+                "packages": package_versions(("torch", "onnx", "onnxsim")), "opset": OPSET, "ir_version": IR_VERSION,
                 "checkpoints": checkpoints, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
         }

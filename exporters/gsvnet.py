@@ -25,7 +25,7 @@ def build_model(cfg: GSVNetConfig, checkpoint: str | None = None, keyframe_check
 
     Returns (model, provenance of the weights).
     """
-    from vss_edge.checkpoints import load_gsvnet_checkpoint, load_keyframe_checkpoint
+    from vss_edge.models.gsvnet.checkpoints import load_gsvnet_checkpoint, load_keyframe_checkpoint
 
     torch.manual_seed(seed)
     model = GSVNet(cfg).eval()
@@ -70,6 +70,7 @@ def export_gsvnet(out_dir: str | Path, cfg: GSVNetConfig, checkpoint: str | None
     return write_bundle(
         out_dir, method="gsvnet", cfg=cfg, network_channel_order="BGR", graphs=exported, state=state,
         scheduler={"name": "fixed_interval", "params": {"interval": cfg.interval}}, checkpoints=weights,
+        label_tail={"kind": "logits", "align_corners": True},
     )
 
 

@@ -67,13 +67,13 @@ def build_model(cfg: MPVSSConfig, checkpoint: str | None = None, mask2former_che
     parts = ("segmentor", "motion") if model.motion is not None else ("segmentor",)
     weights: dict = {part: {"random_init_seed": seed} for part in parts}
     if mask2former_checkpoint:
-        from vss_edge.checkpoints import load_mask2former_checkpoint
+        from vss_edge.models.mpvss.checkpoints import load_mask2former_checkpoint
 
         note = load_mask2former_checkpoint(model, mask2former_checkpoint)
         path = Path(mask2former_checkpoint)
         weights["segmentor"] = {"file": path.name, "sha256": sha256_file(path), **({"note": note} if note else {})}
     if checkpoint:
-        from vss_edge.checkpoints import load_mpvss_checkpoint
+        from vss_edge.models.mpvss.checkpoints import load_mpvss_checkpoint
 
         note = load_mpvss_checkpoint(model, checkpoint)
         path = Path(checkpoint)
@@ -105,8 +105,11 @@ def state_specs(cfg: MPVSSConfig) -> list[TensorSpec]:
     h4, w4 = cfg.mask_size
     fh, fw = cfg.flow_image_size
     hl, wl = cfg.label_size
-    if cfg.propagation == "copy":
+    if cfg.propagation == "copy" and cfg.label_path == "graph":
         return [TensorSpec("labels", (1, hl, wl), "uint8")]
+    if cfg.propagation == "copy":  # host labels: the key frame's labels come from these
+        return [TensorSpec("class_logits", (1, n, cfg.num_classes + 1), "float32"),
+                TensorSpec("mask_logits", (1, n, h4, w4), "float32")]
     return [TensorSpec("class_logits", (1, n, cfg.num_classes + 1), "float32"),
             TensorSpec("mask_logits", (1, n, h4, w4), "float32"),
             TensorSpec("queries", (1, n, c), "float32"),
@@ -133,4 +136,5 @@ def export_mpvss(out_dir: str | Path, cfg: MPVSSConfig, checkpoint: str | None =
     return write_bundle(
         out_dir, method="mpvss", cfg=cfg, network_channel_order="RGB", graphs=exported, state=state_specs(cfg),
         scheduler={"name": "fixed_interval", "params": {"interval": cfg.interval}}, checkpoints=weights,
+        label_tail={"kind": "masks"},
     )

@@ -22,7 +22,7 @@ from vss_edge.exporters.flops import count_gflops
 from vss_edge.runtime.errors import VssEdgeError
 from vss_edge.runtime.manifest import TensorSpec
 from vss_edge.runtime.preprocess import to_graph_input
-from vss_edge.runtime.session import _ORT_DTYPES
+from vss_edge.runtime.session import ORT_DTYPES
 
 OPSET = 17  # GridSample needs >= 16, LayerNormalization 17
 # onnx may write an IR version newer than the installed (or the robot's) ONNX Runtime
@@ -52,7 +52,7 @@ def _ort_session(model: onnx.ModelProto) -> ort.InferenceSession:
 
 
 def _specs(values) -> list[TensorSpec]:
-    return [TensorSpec(v.name, tuple(v.shape), _ORT_DTYPES.get(v.type, v.type)) for v in values]
+    return [TensorSpec(v.name, tuple(v.shape), ORT_DTYPES.get(v.type, v.type)) for v in values]
 
 
 def compare_outputs(actual: np.ndarray, expected: np.ndarray) -> tuple[float, bool]:
@@ -137,13 +137,49 @@ def export_graph(name: str, module: torch.nn.Module, examples: list[tuple[torch.
     )
 
 
+def drop_outputs(graph: ExportedGraph, names: set[str]) -> ExportedGraph:
+    """The exported graph without the outputs `names` and every node only they needed.
+
+    The rest is the verified graph itself (the same nodes, the same values), so its
+    verification stands; GFLOPs and the output specs are recomputed. Used for host labels:
+    the label tail (resize + argmax) leaves the graph and the scores stay.
+    """
+    model = onnx.ModelProto()
+    model.CopyFrom(graph.model)
+    g = model.graph
+    kept_outputs = [o for o in g.output if o.name not in names]
+    del g.output[:]
+    g.output.extend(kept_outputs)
+    needed = {o.name for o in g.output}
+    kept = []
+    for node in reversed(list(g.node)):  # topological order: a node's consumers come after it
+        if any(out in needed for out in node.output):
+            kept.append(node)
+            needed.update(i for i in node.input if i)
+    del g.node[:]
+    g.node.extend(reversed(kept))
+    initializers = [init for init in g.initializer if init.name in needed]
+    del g.initializer[:]
+    g.initializer.extend(initializers)
+    values = [v for v in g.value_info if v.name in needed]
+    del g.value_info[:]
+    g.value_info.extend(values)
+    onnx.checker.check_model(model)
+    session = _ort_session(model)
+    return ExportedGraph(
+        name=graph.name, model=model, inputs=_specs(session.get_inputs()), outputs=_specs(session.get_outputs()),
+        gflops=round(count_gflops(model), 4), simplified=graph.simplified,
+        verification={k: v for k, v in graph.verification.items() if k not in names},
+    )
+
+
 def save_model(model: onnx.ModelProto, path: str | os.PathLike) -> None:
     onnx.save_model(model, str(path))
 
 
 def real_frames(height: int, width: int, video: str | None, count: int) -> list[torch.Tensor]:
     """The first `count` frames of video (default: the sample clip) as uint8 [1,H,W,3] tensors."""
-    from vss_edge.video import open_source, sample_clip_path
+    from vss_edge.runtime.sources import open_source, sample_clip_path
 
     frames = []
     with open_source(video or sample_clip_path()) as source:

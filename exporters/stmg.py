@@ -27,14 +27,14 @@ def build_model(cfg: STMGConfig, checkpoint: str | None = None, ddrnet_checkpoin
     model = STMG(cfg).eval()
     weights: dict = {part: {"random_init_seed": seed} for part in ("key", "nonkey", "mask_generator")}
     if ddrnet_checkpoint:
-        from vss_edge.checkpoints import load_ddrnet_checkpoint
+        from vss_edge.models.stmg.checkpoints import load_ddrnet_checkpoint
 
         source = {"file": Path(ddrnet_checkpoint).name, "sha256": sha256_file(Path(ddrnet_checkpoint))}
         for part in ("key", "nonkey"):
             note = load_ddrnet_checkpoint(getattr(model, part), ddrnet_checkpoint)
             weights[part] = {**source, **({"note": note} if note else {})}
     if checkpoint:
-        from vss_edge.checkpoints import load_stmg_checkpoint
+        from vss_edge.models.stmg.checkpoints import load_stmg_checkpoint
 
         load_stmg_checkpoint(model, checkpoint)
         source = {"file": Path(checkpoint).name, "sha256": sha256_file(Path(checkpoint))}
@@ -85,4 +85,5 @@ def export_stmg(out_dir: str | Path, cfg: STMGConfig, checkpoint: str | None = N
         out_dir, method="stmg", cfg=cfg, network_channel_order="RGB", graphs=exported, state=state,
         scheduler={"name": "distortion", "params": {"gamma_key": cfg.gamma_key, "gamma_nonkey": cfg.gamma_nonkey}},
         checkpoints=weights,
+        label_tail={"kind": "logits", "align_corners": False},
     )

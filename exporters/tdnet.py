@@ -14,8 +14,8 @@ from vss_edge.models.tdnet.graphs import OUTPUTS, empty_state, input_names, path
 
 def build_model(cfg: TDNetConfig, checkpoint: str | None = None, seed: int = 0):
     """TDNet in eval mode with official weights, or seeded random ones; (model, weights provenance)."""
-    from vss_edge.checkpoints import load_tdnet_checkpoint
     from vss_edge.models.tdnet import TDNet
+    from vss_edge.models.tdnet.checkpoints import load_tdnet_checkpoint
 
     torch.manual_seed(seed)
     model = TDNet(cfg).eval()
@@ -68,4 +68,5 @@ def export_tdnet(out_dir: str | Path, cfg: TDNetConfig, checkpoint: str | None =
     return write_bundle(
         out_dir, method="tdnet", cfg=cfg, network_channel_order="RGB", graphs=exported, state=state,
         scheduler={"name": "round_robin", "params": {"paths": n}}, checkpoints=weights,
+        label_tail={"kind": "logits", "align_corners": True},
     )

@@ -19,7 +19,7 @@ from vss_edge.runtime.session import check_threads, open_sessions
 
 def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None,
          scheduler: Scheduler | str | None = None, interval: int | None = None,
-         io_binding: bool = False, thread_pool: str = "per_session") -> Pipeline:
+         io_binding: bool = False, thread_pool: str = "per_session", budget: dict | None = None) -> Pipeline:
     """Check a bundle (manifest, hashes, graph I/O) and return a ready Pipeline.
 
     device: 'auto' (CUDA when it really loads, else CPU), 'cuda' or 'cpu'.
@@ -31,6 +31,8 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
     io_binding: use IO binding on the CPU too (always on for CUDA).
     thread_pool: 'per_session' or 'shared' (one ONNX Runtime pool for every graph of every
     bundle in the process; runtime.session.shared_pool_threads).
+    budget: the program's compute-budget options (STMG: {"keep_threshold": 0.6, "max_blocks": 3});
+    VssEdgeError for an option the method does not have or a value out of range.
     """
     check_threads(threads)
     manifest = load_manifest(bundle)
@@ -41,7 +43,10 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
         scheduler = choose_scheduler(manifest.scheduler, scheduler, interval)
     sessions = open_sessions(manifest, device=device, threads=threads, io_binding=io_binding,
                              thread_pool=thread_pool)
-    return Pipeline(manifest, sessions, scheduler)
+    pipe = Pipeline(manifest, sessions, scheduler)
+    if budget:
+        pipe.program.set_budget(**budget)
+    return pipe
 
 
 __all__ = ["load", "Pipeline", "FrameResult", "Manifest", "load_manifest", "Scheduler", "FixedInterval",

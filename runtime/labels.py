@@ -19,6 +19,14 @@ a cell whose top-left corner's margin beats twice that bound is one class, the r
 |---|---|---|
 | `LogitLabels(src, dst, align_corners)` | float32 [1, C, h, w] logits | uint8 [H, W] argmax of the bilinearly resized logits |
 | `MaskLabels(src, padded, dst)` | class logits [1, N, K+1], mask logits [1, N, h4, w4] | uint8 [H, W]: argmax_k sum_q softmax(class)[q, k] sigmoid(resized mask_q), cropped |
+
+A bundle exported with `label_path="host"` has no label tail in its graphs; its manifest's
+"labels" entry says how the runtime computes them (`label_tail`):
+
+    {"computed": "host", "kind": "logits", "scores_size": [h, w], "size": [H, W], "align_corners": bool}
+    {"computed": "host", "kind": "masks", "scores_size": [h4, w4], "padded_size": [Hp, Wp], "size": [H, W]}
+
+and {"computed": "graph"} (or no entry: bundles before it) means the graphs output "labels".
 """
 from __future__ import annotations
 
@@ -161,3 +169,33 @@ class MaskLabels(_Upsampler):
             return ((1.0 / (1.0 + np.exp(-m))) @ probs).argmax(-1).astype(np.uint8)
 
         return self._assemble(top.astype(np.uint8), uniform, exact)
+
+
+LABEL_KINDS = ("logits", "masks")
+
+
+def label_tail(spec: dict | None):
+    """The host label step a manifest's "labels" entry asks for, or None when the graphs output labels.
+
+    Returns LogitLabels (call it with logits [1, C, h, w]) or MaskLabels (class logits, mask
+    logits); either gives uint8 [H, W]. ValueError for an entry that is not one of the two forms
+    in the module docstring (runtime.manifest checks it at load).
+    """
+    if spec is None or spec.get("computed", "graph") == "graph":
+        return None
+    if spec.get("computed") != "host" or spec.get("kind") not in LABEL_KINDS:
+        raise ValueError(f"labels: expected computed 'graph' or 'host' with kind one of {LABEL_KINDS}, got {spec}")
+    sizes = {}
+    for key in ("scores_size", "size") + (("padded_size",) if spec["kind"] == "masks" else ()):
+        value = spec.get(key)
+        if (not isinstance(value, list) or len(value) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+            raise ValueError(f"labels: '{key}' must be [height, width] of positive ints, got {value!r}")
+        sizes[key] = tuple(value)
+    if spec["kind"] == "logits":
+        if not isinstance(spec.get("align_corners"), bool):
+            raise ValueError(f"labels: 'align_corners' must be true or false, got {spec.get('align_corners')!r}")
+        return LogitLabels(sizes["scores_size"], sizes["size"], spec["align_corners"])
+    if sizes["size"][0] > sizes["padded_size"][0] or sizes["size"][1] > sizes["padded_size"][1]:
+        raise ValueError(f"labels: size {list(sizes['size'])} exceeds padded_size {list(sizes['padded_size'])}")
+    return MaskLabels(sizes["scores_size"], sizes["padded_size"], sizes["size"])

@@ -7,7 +7,9 @@ A bundle is a directory. manifest.json (format_version 1) holds:
   ([{name, shape, dtype}]), gflops;
 - state: the tensors carried from frame to frame [{name, shape, dtype}], each an output
   of the graphs with that name, shape and dtype;
-- scheduler: {name, params}; provenance: package versions, opset, IR, checkpoints.
+- scheduler: {name, params}; provenance: package versions, opset, IR, checkpoints;
+- labels (optional): where the labels are computed: {"computed": "graph"} (the default) or
+  on the host from named score outputs (runtime.labels.label_tail).
 
 `load_manifest` validates all of it and every file hash before anything runs, and
 raises BundleError naming the file and the mismatch. Graph inputs of dtype uint8 take
@@ -85,6 +87,12 @@ class Manifest:
     scheduler: dict
     provenance: dict = field(default_factory=dict)
     raw: dict = field(default_factory=dict, repr=False)
+    labels: dict = field(default_factory=lambda: {"computed": "graph"})
+
+    @property
+    def labels_on_host(self) -> bool:
+        """Whether the runtime computes the labels from score outputs (the graphs output none)."""
+        return self.labels.get("computed") == "host"
 
     @property
     def height(self) -> int:
@@ -96,6 +104,20 @@ class Manifest:
 
     def graph_path(self, name: str) -> Path:
         return self.root / self.graphs[name].file
+
+
+def package_versions(optional: tuple[str, ...] = ()) -> dict[str, str]:
+    """Versions of vss_edge, onnxruntime and numpy, and of each `optional` package that imports
+    (e.g. ("torch", "onnx", "onnxsim")): a manifest's provenance record."""
+    import importlib
+
+    versions = {}
+    for name in ("vss_edge", "onnxruntime", "numpy", *optional):
+        try:
+            versions[name] = importlib.import_module(name).__version__
+        except ImportError:
+            continue
+    return versions
 
 
 def sha256_file(path: Path) -> str:
@@ -176,10 +198,14 @@ def check_program_fit(manifest: Manifest, program) -> None:
         if set(inputs) != set(use.inputs):
             raise BundleError(f"{what} takes inputs {sorted(inputs)}, but method '{manifest.method}' feeds it "
                               f"{sorted(use.inputs)} (manifest entries swapped or edited?)")
-        lacking = [o for o in use.outputs if o not in {t.name for t in spec.outputs}]
+        reads = use.outputs
+        if manifest.labels_on_host and "labels" in reads:  # the program reads the scores instead
+            reads = tuple(o for o in reads if o != "labels") + tuple(
+                s for s in program.label_scores if s not in reads)
+        lacking = [o for o in reads if o not in {t.name for t in spec.outputs}]
         if lacking:
             raise BundleError(f"{what} has outputs {[t.name for t in spec.outputs]}, but method "
-                              f"'{manifest.method}' reads {list(use.outputs)} from it: {lacking} missing")
+                              f"'{manifest.method}' reads {list(reads)} from it: {lacking} missing")
         frame = inputs.get("image")
         expected = (1, manifest.height, manifest.width, 3)
         if frame is not None and (frame.dtype, frame.shape) != ("uint8", expected):
@@ -288,6 +314,15 @@ def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
     _require(scheduler, "name", str, f"{where}: scheduler")
     if not isinstance(scheduler.get("params", {}), dict):
         raise BundleError(f"{where}: scheduler.params should be an object, got {type(scheduler['params']).__name__}")
+    labels = raw.get("labels", {"computed": "graph"})
+    from vss_edge.runtime.labels import label_tail
+
+    try:
+        if not isinstance(labels, dict):
+            raise ValueError(f"labels should be an object, got {type(labels).__name__}")
+        label_tail(labels)
+    except ValueError as e:
+        raise BundleError(f"{where}: {e}") from None
     return Manifest(
         root=root,
         method=method,
@@ -300,6 +335,7 @@ def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
         scheduler=scheduler,
         provenance=raw.get("provenance", {}),
         raw=raw,
+        labels=labels,
     )
 
 

@@ -47,13 +47,16 @@ class Pipeline:
     same frame can be stepped again and the results equal a pipeline that never failed.
     Raises BundleError at construction if the bundle lacks a graph its method needs, or a
     graph's role, inputs or outputs are not what the method's program feeds and reads.
+    program: the method's Program instance (default: its registered one, built from the
+    manifest); pass one to run a variant of the algorithm (benchmarks wrap one this way).
     """
 
-    def __init__(self, manifest: Manifest, sessions: dict[str, GraphSession], scheduler: Scheduler):
+    def __init__(self, manifest: Manifest, sessions: dict[str, GraphSession], scheduler: Scheduler,
+                 program=None):
         self.manifest = manifest
         self.sessions = sessions
         self.scheduler = scheduler
-        self.program = program_for(manifest.method)(manifest)
+        self.program = program if program is not None else program_for(manifest.method)(manifest)
         missing = [g for g in self.program.graphs if g not in sessions]
         if missing:
             raise BundleError(f"bundle '{manifest.root}': method '{manifest.method}' needs graph(s) "
@@ -130,7 +133,7 @@ class Pipeline:
             self.sessions.update(original)
 
     def run(self, frames: Iterable[np.ndarray]) -> Iterator[FrameResult]:
-        """step() over an iterable of frames (a vss_edge.video source, a list...)."""
+        """step() over an iterable of frames (a vss_edge.runtime.sources source, a list...)."""
         for frame in frames:
             yield self.step(frame)
 

@@ -43,11 +43,20 @@ class LatencyStats:
                 self._sample[j] = ms
 
     def to_dict(self) -> dict:
+        """{count, mean_ms, p50_ms, p99_ms, max_ms}; the figures are None when nothing was added."""
         if self.count == 0:
-            return {"count": 0}
+            return {"count": 0, "mean_ms": None, "p50_ms": None, "p99_ms": None, "max_ms": None}
         kept = self._sample[:min(self.count, self.capacity)]
         return {"count": self.count, "mean_ms": self.total / self.count, "p50_ms": float(np.percentile(kept, 50)),
                 "p99_ms": float(np.percentile(kept, 99)), "max_ms": self.max}
+
+
+def latency_stats(values_ms) -> dict:
+    """LatencyStats(...).to_dict() of a finished sequence of latencies in milliseconds."""
+    stats = LatencyStats()
+    for ms in values_ms:
+        stats.add(ms)
+    return stats.to_dict()
 
 
 class RunStats:

@@ -22,7 +22,8 @@ from vss_edge.runtime.manifest import GraphSpec
 
 log = logging.getLogger("vss_edge")
 
-_ORT_DTYPES = {
+# ONNX Runtime's type names -> numpy dtype names (the manifest's).
+ORT_DTYPES = {
     "tensor(float)": "float32",
     "tensor(float16)": "float16",
     "tensor(uint8)": "uint8",
@@ -105,8 +106,11 @@ def shared_pool_threads(threads: int | None) -> int | None:
     return _shared_pool_threads
 
 
-def _session_options(threads: int | None, quiet: bool, spin: bool = True,
-                     layout_opt: bool = True, shared_pool: bool = False) -> ort.SessionOptions:
+def session_options(threads: int | None, quiet: bool, spin: bool = True,
+                    layout_opt: bool = True, shared_pool: bool = False) -> ort.SessionOptions:
+    """The runtime's ORT session options: full graph optimisation (layout_opt=False: no layout
+    transforms), `threads` intra-op threads and 1 inter-op (shared_pool: the global pool's),
+    spin=False turns intra-op spinning off, quiet silences ORT's own log."""
     opts = ort.SessionOptions()
     opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if layout_opt
                                      else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
@@ -132,7 +136,7 @@ class GraphSession:
         self.shared_pool = shared_pool
         try:
             self.session = ort.InferenceSession(
-                str(path), sess_options=_session_options(
+                str(path), sess_options=session_options(
                     threads, quiet, spin=spec.role == "keyframe_net",
                     # INT8 QDQ: at ENABLE_ALL the NHWC layout pass for QLinear ops pushes the input
                     # transpose past the in-graph normalisation, whose broadcast over a 3-wide
@@ -151,7 +155,7 @@ class GraphSession:
 
     def _check_against_manifest(self, path: Path) -> None:
         def describe(values):
-            return {v.name: (tuple(v.shape), _ORT_DTYPES.get(v.type, v.type)) for v in values}
+            return {v.name: (tuple(v.shape), ORT_DTYPES.get(v.type, v.type)) for v in values}
 
         for kind, actual, declared in (
             ("inputs", describe(self.session.get_inputs()), self.spec.inputs),

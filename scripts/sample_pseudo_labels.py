@@ -19,7 +19,8 @@ import numpy as np
 
 from vss_edge import demo_weights
 from vss_edge.training.data import pseudo_labels
-from vss_edge.video import open_source, sample_clip_path, write_image_atomic
+from vss_edge.runtime.sources import open_source, sample_clip_path
+from vss_edge.runtime.outputs import write_image_atomic
 
 FIRST, STOP = 100, 160  # the sample clip's frames in vtest.avi
 

@@ -11,7 +11,7 @@ SMALL = dict(height=128, width=256)  # small enough to export in seconds; still 
 @pytest.fixture(scope="session")
 def sample_frames():
     """All 60 frames of the shipped sample clip (BGR uint8 576x768x3)."""
-    from vss_edge.video import open_source, sample_clip_path
+    from vss_edge.runtime.sources import open_source, sample_clip_path
 
     with open_source(sample_clip_path()) as source:
         return list(source)
@@ -69,9 +69,9 @@ def gsvnet_moving(tmp_path_factory):
     well under a pixel of motion on the sample clip at this size."""
     import torch
 
-    from vss_edge.checkpoints import save_official_checkpoints
     from vss_edge.configs import GSVNetConfig
     from vss_edge.exporters.gsvnet import build_model, export_gsvnet
+    from vss_edge.models.gsvnet.checkpoints import save_official_checkpoints
 
     root = tmp_path_factory.mktemp("gsvnet_moving")
     cfg = GSVNetConfig(**SMALL)

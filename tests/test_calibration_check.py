@@ -261,7 +261,7 @@ def test_reports(damaged_check, gsvnet_bundle, damaged_bundle, tmp_path):
 
 
 def test_run_check_end_to_end(gsvnet_bundle, damaged_bundle, tmp_path):
-    from vss_edge.video import sample_clip_path
+    from vss_edge.runtime.sources import sample_clip_path
 
     check = run_check(gsvnet_bundle, damaged_bundle, sample_clip_path(), start=5, stop=12, graph_samples=2)
     assert set(check) == {"reference", "candidate", "video", "frame_range", "conventions", "graphs", "end_to_end"}

@@ -8,7 +8,7 @@ import pytest
 
 from oracle import decoded_frames
 from vss_edge.cli import main
-from vss_edge.video import sample_clip_path
+from vss_edge.runtime.sources import sample_clip_path
 
 CLIP = str(sample_clip_path())
 

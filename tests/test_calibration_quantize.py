@@ -2,7 +2,9 @@
 derived bundles the unchanged runtime runs (small random-weight GSVNet bundle, real frames)."""
 from __future__ import annotations
 
+import dataclasses
 import json
+import re
 import subprocess
 import sys
 
@@ -13,16 +15,13 @@ import pytest
 from vss_edge import runtime
 from vss_edge.calibration.collect import FrameRange, check_disjoint, collect_inputs
 from vss_edge.calibration.derived import write_derived_bundle
-from vss_edge.calibration.quantize import (
-    FP16_CPU_WARNING,
-    calibrate_bundle,
-    cpu_int8_support,
-    int8_speed_warning,
-    quantize_graph_int8,
-)
+from vss_edge.calibration.cpu import cpu_int8_support, int8_speed_warning
+from vss_edge.calibration.fp16 import FP16_CPU_WARNING
+from vss_edge.calibration.int8 import METHODS, quantize_graph_int8
+from vss_edge.calibration.quantize import CalibrationConfig, CalibrationMethod, Precision, calibrate_bundle
 from vss_edge.runtime.errors import VssEdgeError
 from vss_edge.runtime.manifest import MANIFEST_NAME, load_manifest, sha256_file
-from vss_edge.video import sample_clip_path
+from vss_edge.runtime.sources import sample_clip_path
 
 CALIBRATION = FrameRange(0, 20)
 EVALUATION = FrameRange(30, 40)
@@ -36,8 +35,8 @@ def recorded(gsvnet_bundle):
 @pytest.fixture(scope="module")
 def int8_bundle(gsvnet_bundle, tmp_path_factory):
     return calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path_factory.mktemp("int8") / "gsvnet-int8",
-                            precision="int8", method="minmax", calibration_frames=CALIBRATION,
-                            evaluation_frames=EVALUATION)
+                            CalibrationConfig(precision="int8", method="minmax", calibration_frames=CALIBRATION,
+                                              evaluation_frames=EVALUATION))
 
 
 def _labels(bundle, frames):
@@ -81,8 +80,8 @@ def test_frame_ranges_and_disjoint_split(gsvnet_bundle, tmp_path):
     check_disjoint(FrameRange(0, 30), FrameRange(30, 60))
     check_disjoint("30:60", "0:30")
     with pytest.raises(VssEdgeError, match="overlap"):  # enforced before any work is done
-        calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "x", calibration_frames="0:30",
-                         evaluation_frames="20:40")
+        calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "x",
+                         CalibrationConfig(calibration_frames="0:30", evaluation_frames="20:40"))
     assert not (tmp_path / "x").exists()
 
 
@@ -99,6 +98,7 @@ def test_int8_bundle_runs_unchanged_and_records_its_calibration(gsvnet_bundle, i
         cal = spec.calibration
         assert cal["video"] == "sample.mp4" and cal["frames"] == "0:20" and cal["method"] == "minmax"
         assert cal["source_manifest_sha256"] == source_sha and cal["per_channel"] is True
+        assert type(cal["method"]) is str and type(report["precision"]) is str  # values, not enum members
         assert cal["quantized_nodes"] > 0 and cal["samples"] == {"keyframe": 4}.get(name, 16)
         assert report["graphs"][name]["precision"] == "int8"
         ops = {n.op_type for n in onnx.load(str(manifest.graph_path(name))).graph.node}
@@ -207,8 +207,8 @@ def test_entropy_calibrates_other_ranges_than_minmax(flow_by_method):
 
 
 def test_keep_float_graphs_stay_fp32(gsvnet_bundle, tmp_path):
-    out, report = calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "mixed", precision="int8",
-                                   calibration_frames="0:10", keep_float_graphs=("keyframe",))
+    out, report = calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "mixed", CalibrationConfig(
+        precision="int8", calibration_frames="0:10", keep_float_graphs=("keyframe",)))
     source, derived = load_manifest(gsvnet_bundle), load_manifest(out)
     assert derived.graphs["keyframe"].precision == "fp32" and derived.graphs["keyframe"].calibration is None
     assert derived.graphs["keyframe"].sha256 == source.graphs["keyframe"].sha256
@@ -221,7 +221,7 @@ def test_keep_float_graphs_stay_fp32(gsvnet_bundle, tmp_path):
 
 
 def test_fp16_bundle_runs_on_the_cpu_with_the_same_io(gsvnet_bundle, tmp_path, sample_frames, capsys):
-    out, report = calibrate_bundle(gsvnet_bundle, None, tmp_path / "gsvnet-fp16", precision="fp16")
+    out, report = calibrate_bundle(gsvnet_bundle, None, tmp_path / "gsvnet-fp16", CalibrationConfig(precision="fp16"))
     assert report["warnings"] == [FP16_CPU_WARNING]
     source, derived = load_manifest(gsvnet_bundle), load_manifest(out)
     for name, spec in derived.graphs.items():
@@ -229,10 +229,11 @@ def test_fp16_bundle_runs_on_the_cpu_with_the_same_io(gsvnet_bundle, tmp_path, s
         assert (spec.inputs, spec.outputs) == (source.graphs[name].inputs, source.graphs[name].outputs)
         assert "GridSample" in spec.calibration["op_block_list"]
     pipe = runtime.load(out, device="cpu")  # checks the graphs' real I/O against the manifest
-    # uint8 frame in, uint8 labels out, float32 state: exactly as declared
+    # uint8 frame in, float32 state (and uint8 labels when the graphs compute them): exactly as declared
     assert [(i.name, i.type) for i in pipe.sessions["keyframe"].session.get_inputs()] == [("image", "tensor(uint8)")]
+    labels = {} if source.labels_on_host else {"labels": "tensor(uint8)"}
     assert {o.name: o.type for o in pipe.sessions["propagation"].session.get_outputs()} == {
-        "logits": "tensor(float)", "labels": "tensor(uint8)"}
+        "logits": "tensor(float)", **labels}
     frames = sample_frames[EVALUATION.start:EVALUATION.stop]
     reference, half = _labels(gsvnet_bundle, frames), _labels(out, frames)
     agreement = float(np.mean([(a == b).mean() for a, b in zip(reference, half)]))
@@ -280,10 +281,74 @@ def test_calibration_runs_without_torch(gsvnet_bundle, tmp_path):
     code = (
         "import sys\n"
         "sys.modules['torch'] = None  # any import of torch now fails\n"
-        "from calibration.quantize import calibrate_bundle\n"
-        "from vss_edge.video import sample_clip_path\n"
+        "from vss_edge.calibration.quantize import CalibrationConfig, calibrate_bundle\n"
+        "from vss_edge.runtime.sources import sample_clip_path\n"
         f"out, report = calibrate_bundle(r'{gsvnet_bundle}', sample_clip_path(), r'{tmp_path / 'b'}', "
-        "calibration_frames='0:7', graphs=['flow'])\n"
+        "CalibrationConfig(calibration_frames='0:7', graphs=['flow']))\n"
         "assert report['graphs']['flow']['precision'] == 'int8', report\n"
     )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# --- options -------------------------------------------------------------------------------
+
+
+def test_calibration_config_checks_and_normalises_its_options(tmp_path):
+    config = CalibrationConfig(precision="fp16", method="percentile", calibration_frames="0:10",
+                               evaluation_frames="10:20", graphs=["flow"], keep_float_ops=["Resize"])
+    assert config.precision is Precision.FP16 and config.method is CalibrationMethod.PERCENTILE
+    assert (config.calibration_frames, config.evaluation_frames) == (FrameRange(0, 10), FrameRange(10, 20))
+    assert config.graphs == ("flow",) and config.keep_float_ops == ("Resize",)
+    assert hash(config) == hash(CalibrationConfig(precision=Precision.FP16, method="percentile",
+                                                  calibration_frames=FrameRange(0, 10), evaluation_frames="10:20",
+                                                  graphs=("flow",), keep_float_ops=("Resize",)))
+    assert CalibrationConfig(calibration_frames=None).calibration_frames == FrameRange(0, 30)
+    assert f"{Precision.INT8}/{CalibrationMethod.ENTROPY}" == "int8/entropy" and str(Precision.FP16) == "fp16"
+    assert tuple(m.value for m in CalibrationMethod) == METHODS
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.precision = "int8"
+    with pytest.raises(VssEdgeError, match=r"^precision must be int8 or fp16, got 'int4'$"):
+        CalibrationConfig(precision="int4")
+    with pytest.raises(VssEdgeError, match=r"^calibration method must be one of minmax, entropy, percentile, "
+                                           r"got 'kl'$"):
+        CalibrationConfig(method="kl")
+    with pytest.raises(VssEdgeError, match="calibration frames 0:30 overlap evaluation frames 20:40"):
+        dataclasses.replace(CalibrationConfig(evaluation_frames="30:60"), evaluation_frames="20:40")
+    with pytest.raises(VssEdgeError, match="must look like A:B"):
+        CalibrationConfig(calibration_frames="30")
+    with pytest.raises(TypeError, match="must be a CalibrationConfig, got str"):
+        calibrate_bundle(tmp_path, None, tmp_path / "x", "int8")  # the old positional precision
+    with pytest.raises(TypeError):
+        CalibrationConfig("int8")  # keyword-only
+
+
+def test_the_cli_reads_its_choices_from_the_enums(capsys):
+    from vss_edge.cli import build_parser
+
+    for option, enum in (("--precision", Precision), ("--method", CalibrationMethod)):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["calibrate", "b", "v", "--out", "o", "--precision", "int8", option, "x"])
+        err = capsys.readouterr().err  # the choices are the plain values, in the enum's order
+        expected = r"invalid choice: '?x'? \(choose from " + ", ".join(f"'?{e.value}'?" for e in enum) + r"\)"
+        assert re.search(expected, err), err
+    args = build_parser().parse_args(["calibrate", "b", "v", "--out", "o", "--precision", "fp16"])
+    assert (args.precision, args.method) == ("fp16", "minmax") and type(args.method) is str
+
+
+def test_budget_takes_a_config_and_chooses_the_float_graphs_itself(tmp_path):
+    from vss_edge.calibration.budget import calibrate_within_budget
+
+    for config in (CalibrationConfig(graphs=["flow"]), CalibrationConfig(keep_float_graphs=["flow"])):
+        with pytest.raises(VssEdgeError, match="leave graphs and keep_float_graphs unset"):
+            calibrate_within_budget(tmp_path, None, tmp_path / "x", 0.05, config)
+    with pytest.raises(TypeError, match="must be a CalibrationConfig"):
+        calibrate_within_budget(tmp_path, None, tmp_path / "x", 0.05, "int8")
+
+
+def test_calibration_options_import_without_onnx():
+    """The CLI imports CalibrationConfig and the enums at start-up: that must not need onnx (nor torch)."""
+    code = ("import sys\nsys.modules['torch'] = None\nsys.modules['onnx'] = None\n"
+            "import vss_edge.calibration.quantize, vss_edge.calibration.int8, vss_edge.calibration.fp16\n"
+            "from vss_edge.calibration import CalibrationConfig, Precision\n"
+            "assert CalibrationConfig(precision=Precision.FP16).precision == 'fp16'\n")
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -1,4 +1,5 @@
-"""vss_edge.checkpoints: official checkpoint layouts, strict loading, one-line errors."""
+"""vss_edge.checkpoints and vss_edge.models.gsvnet.checkpoints: official checkpoint layouts, strict
+loading, one-line errors."""
 
 import itertools
 import json
@@ -10,17 +11,16 @@ import pytest
 import torch
 
 from vss_edge.runtime.errors import CheckpointError
-from vss_edge.checkpoints import (
+from vss_edge.checkpoints import load_strict, read_checkpoint
+from vss_edge.models.gsvnet.checkpoints import (
     load_gsvnet_checkpoint,
     load_keyframe_checkpoint,
-    load_strict,
-    read_checkpoint,
     save_official_checkpoints,
 )
 from perturb import perturb
 from vss_edge.configs import GSVNetConfig
 from vss_edge.models.gsvnet.graphs import GSVNet
-from vss_edge.video import open_source, sample_clip_path
+from vss_edge.runtime.sources import open_source, sample_clip_path
 
 OFFICIAL_KEYS = Path(__file__).parent / "data" / "official_keys"
 KEYFRAME_KEYS = {"swiftnet": "swiftnet_r18.json", "bisenet": "bisenet_r18.json"}

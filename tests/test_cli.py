@@ -20,7 +20,7 @@ import pytest
 from vss_edge import runtime
 from vss_edge.runtime.pipeline import Pipeline
 from vss_edge.cli import main
-from vss_edge.video import sample_clip_path
+from vss_edge.runtime.sources import sample_clip_path
 
 REPO = Path(__file__).resolve().parent.parent
 CLIP = str(sample_clip_path())  # 60 frames, 768x576

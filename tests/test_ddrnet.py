@@ -10,7 +10,8 @@ import torch.nn as nn
 
 from perturb import perturb
 from vss_edge.runtime.errors import CheckpointError
-from vss_edge.checkpoints import load_ddrnet_checkpoint, read_checkpoint, save_official_ddrnet_checkpoint
+from vss_edge.checkpoints import read_checkpoint
+from vss_edge.models.stmg.checkpoints import load_ddrnet_checkpoint, save_official_ddrnet_checkpoint
 from vss_edge.models.stmg.ddrnet import DDRNET_VARIANTS, BasicBlock, DDRNet, prunable_block_names
 
 OFFICIAL_KEYS = Path(__file__).parent / "data" / "official_keys"

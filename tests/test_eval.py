@@ -245,7 +245,7 @@ def test_eval_cli_error_paths(gsvnet_bundle, tmp_path, capsys):
         ([b, "--synthetic", "--json", str(tmp_path / "no" / "r.json")], "does not exist"),
     ]
     (tmp_path / "empty_labels").mkdir()
-    from vss_edge.video import sample_clip_path
+    from vss_edge.runtime.sources import sample_clip_path
 
     cases.append(([b, "--video", str(sample_clip_path()), "--labels", str(tmp_path / "empty_labels")],
                   "no label map matches"))

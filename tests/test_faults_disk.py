@@ -20,7 +20,8 @@ import numpy as np
 import pytest
 
 from vss_edge.runtime.errors import OutputError
-from vss_edge.video import AtomicVideoWriter, sample_clip_path, write_text_atomic
+from vss_edge.runtime.sources import sample_clip_path
+from vss_edge.runtime.outputs import AtomicVideoWriter, write_text_atomic
 
 REPO = Path(__file__).resolve().parent.parent
 CLIP = str(sample_clip_path())  # 60 frames of 768x576: about 18 kB a frame in MPEG-4

@@ -22,7 +22,8 @@ import pytest
 
 from vss_edge.cli import main
 from vss_edge.runtime.errors import VssEdgeError
-from vss_edge.video import AtomicVideoWriter, is_temporary, locked_folder, sample_clip_path
+from vss_edge.runtime.sources import sample_clip_path
+from vss_edge.runtime.outputs import AtomicVideoWriter, is_temporary, locked_folder
 
 REPO = Path(__file__).resolve().parent.parent
 CLIP = str(sample_clip_path())

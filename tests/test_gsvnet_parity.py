@@ -162,7 +162,7 @@ def test_bisenet_keyframe_net_with_other_classes_and_label_scale(tmp_path, sampl
     every pixel of the clip (its logits vary by 0.001 over the image, their means by 0.08), so the
     classifier is centred by hand: each class's logit minus its mean over 4 frames, divided by its
     std; then all five classes appear on every frame and a wrong label anywhere shows."""
-    from vss_edge.checkpoints import save_official_checkpoints
+    from vss_edge.models.gsvnet.checkpoints import save_official_checkpoints
     from vss_edge.exporters.gsvnet import build_model, export_gsvnet
     from vss_edge.configs import GSVNetConfig
     from vss_edge.runtime.preprocess import to_graph_input

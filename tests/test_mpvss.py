@@ -214,7 +214,7 @@ def test_state_dict_layout_is_the_official_one(variant, keys_file, prefixes):
 
 
 def test_checkpoints_round_trip_and_refuse_what_does_not_fit(models, tmp_path):
-    from vss_edge.checkpoints import save_mpvss_checkpoint, save_official_mask2former_checkpoint
+    from vss_edge.models.mpvss.checkpoints import save_mpvss_checkpoint, save_official_mask2former_checkpoint
 
     model = models["query_flow"]
     save_official_mask2former_checkpoint(model, tmp_path / "m2f.pkl")
@@ -237,7 +237,7 @@ def test_checkpoints_round_trip_and_refuse_what_does_not_fit(models, tmp_path):
         build_model(cfg, checkpoint=str(tmp_path / "m2f.pkl"))
     with pytest.raises(CheckpointError, match="MPVSS checkpoint, not a Mask2Former"):
         build_model(cfg, mask2former_checkpoint=str(tmp_path / "mpvss.pth"))
-    from vss_edge.checkpoints import load_mask2former_checkpoint
+    from vss_edge.models.mpvss.checkpoints import load_mask2former_checkpoint
     from vss_edge.models.mpvss.graphs import MPVSS
 
     with pytest.raises(CheckpointError, match="does not match"):
@@ -271,9 +271,9 @@ def test_bad_options_and_bundles_are_refused(bundles, tmp_path):
 
 
 def test_cli_exports_and_runs_with_either_scheduler(tmp_path, models):
-    from vss_edge.checkpoints import save_official_mask2former_checkpoint
     from vss_edge.cli import main
-    from vss_edge.video import sample_clip_path
+    from vss_edge.models.mpvss.checkpoints import save_official_mask2former_checkpoint
+    from vss_edge.runtime.sources import sample_clip_path
 
     small = MPVSSConfig(height=64, width=96, variant="small", num_classes=19)
     model, _ = build_model(small, seed=3)

@@ -25,7 +25,9 @@ FOLDERS = {"vss_edge": "vss_edge", "runtime": "vss_edge.runtime", "exporters": "
 # Which extra each module's third-party imports belong to; any other module is the runtime's.
 EXTRA_OF = {"vss_edge.exporters": "export", "vss_edge.models": "export", "vss_edge.reference": "export",
             "vss_edge.checkpoints": "export", "vss_edge.training": "train",
-            "vss_edge.calibration.quantize": "calibrate", "vss_edge.calibration.derived": "calibrate"}
+            "vss_edge.calibration.quantize": "calibrate", "vss_edge.calibration.derived": "calibrate",
+            "vss_edge.calibration.graph_analysis": "calibrate", "vss_edge.calibration.int8": "calibrate",
+            "vss_edge.calibration.fp16": "calibrate"}
 # Import names whose distribution is not their own name (importlib.metadata cannot tell which of
 # several installed distributions provide one, e.g. onnxruntime and onnxruntime-gpu).
 DISTRIBUTION_OF = {"cv2": "opencv-python", "onnxruntime": "onnxruntime-gpu"}
@@ -143,8 +145,8 @@ def test_runtime_only_wheel_runs_a_bundle_and_the_demo_without_torch_or_onnx(whe
     subprocess.run([str(python), "-m", "pip", "install", "-q", str(wheel)], check=True, capture_output=True)
     work = tmp_path / "elsewhere"  # not the checkout: nothing of it is importable from here
     work.mkdir()
-    probe = ("import importlib.util, vss_edge, sys; from vss_edge import demo_weights, video;"
-             "print(demo_weights.DEMO_BUNDLE); print(video.sample_clip_path());"
+    probe = ("import importlib.util, vss_edge, sys; from vss_edge import demo_weights; from vss_edge.runtime import sources;"
+             "print(demo_weights.DEMO_BUNDLE); print(sources.sample_clip_path());"
              "print([m for m in ('torch', 'onnx', 'onnxsim', 'scipy') if importlib.util.find_spec(m)])")
     done = subprocess.run([str(python), "-c", probe], cwd=work, capture_output=True, text=True, check=True)
     bundle, clip, present = done.stdout.splitlines()

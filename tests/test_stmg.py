@@ -192,10 +192,10 @@ def test_two_weight_sets_in_one_bundle(stmg_model, sample_frames):
 
 
 def test_cli_exports_from_an_official_ddrnet_checkpoint_and_runs_with_either_scheduler(tmp_path):
-    from vss_edge.checkpoints import save_official_ddrnet_checkpoint
     from vss_edge.cli import main
+    from vss_edge.models.stmg.checkpoints import save_official_ddrnet_checkpoint
     from vss_edge.models.stmg.ddrnet import DDRNet
-    from vss_edge.video import sample_clip_path
+    from vss_edge.runtime.sources import sample_clip_path
 
     torch.manual_seed(1)
     ddrnet = DDRNet("ddrnet23_slim", num_classes=19).eval()
@@ -217,7 +217,7 @@ def test_cli_exports_from_an_official_ddrnet_checkpoint_and_runs_with_either_sch
 
 def test_stmg_checkpoint_round_trip(stmg_model, tmp_path):
     from vss_edge.exporters.stmg import build_model
-    from vss_edge.checkpoints import load_stmg_checkpoint, save_stmg_checkpoint
+    from vss_edge.models.stmg.checkpoints import load_stmg_checkpoint, save_stmg_checkpoint
 
     save_stmg_checkpoint(stmg_model, tmp_path / "stmg.pth")
     loaded, weights = build_model(stmg_model.cfg, checkpoint=str(tmp_path / "stmg.pth"), seed=7)

@@ -15,8 +15,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vss_edge.runtime.errors import CheckpointError
-from vss_edge.checkpoints import load_tdnet_checkpoint, save_official_tdnet_checkpoint
 from vss_edge.configs import TDNetConfig
+from vss_edge.models.tdnet.checkpoints import load_tdnet_checkpoint, save_official_tdnet_checkpoint
 from vss_edge.models.tdnet.model import TDNet, resize_layer_norms
 
 KEYS = pathlib.Path(__file__).parent / "data" / "official_keys"
@@ -54,7 +54,7 @@ def to_input(frame: np.ndarray, cfg: TDNetConfig) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def frames():
-    from vss_edge.video import open_source, sample_clip_path
+    from vss_edge.runtime.sources import open_source, sample_clip_path
 
     with open_source(sample_clip_path()) as source:
         return [f for _, f in zip(range(8), source)]

@@ -199,7 +199,7 @@ def test_state_shape_mismatch_is_refused(td4, tmp_path):
 
 def test_cli_run_and_profile_work_unchanged(td4, tmp_path, capsys):
     from vss_edge.cli import main
-    from vss_edge.video import sample_clip_path
+    from vss_edge.runtime.sources import sample_clip_path
 
     _, bundle = td4
     out = tmp_path / "run"

@@ -9,7 +9,7 @@ from vss_edge import demo_weights
 
 CODE = f"""
 import logging, sys, numpy as np, vss_edge
-from vss_edge.video import open_source, sample_clip_path
+from vss_edge.runtime.sources import open_source, sample_clip_path
 logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
 with open_source(sample_clip_path()) as s:
     frames = list(s)[:20]

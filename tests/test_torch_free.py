@@ -5,7 +5,7 @@ import sys
 import pytest
 
 
-@pytest.mark.parametrize("module", ["vss_edge", "vss_edge.runtime", "vss_edge.runtime.pipeline", "vss_edge.video", "vss_edge.cli", "vss_edge.calibration.check"])
+@pytest.mark.parametrize("module", ["vss_edge", "vss_edge.runtime", "vss_edge.runtime.pipeline", "vss_edge.runtime.sources", "vss_edge.runtime.outputs", "vss_edge.cli", "vss_edge.calibration.check"])
 def test_import_does_not_import_torch(module):
     code = f"import sys, {module}; assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)"
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -16,7 +16,7 @@ def test_runtime_runs_a_bundle_without_torch(gsvnet_bundle):
         "import sys\n"
         "sys.modules['torch'] = None  # any import of torch now fails\n"
         "import numpy as np, vss_edge\n"
-        "from vss_edge.video import open_source, sample_clip_path\n"
+        "from vss_edge.runtime.sources import open_source, sample_clip_path\n"
         f"pipe = vss_edge.load(r'{gsvnet_bundle}', device='cpu')\n"
         "with open_source(sample_clip_path()) as src:\n"
         "    results = [pipe.step(f) for _, f in zip(range(3), src)]\n"

@@ -13,7 +13,7 @@ from vss_edge import demo_weights
 
 
 def test_training_command_writes_checkpoints_the_exporter_loads(tmp_path):
-    from vss_edge.video import sample_clip_path
+    from vss_edge.runtime.sources import sample_clip_path
 
     out = tmp_path / "w"
     done = subprocess.run(
@@ -69,7 +69,7 @@ def test_tdnet_training_command_writes_a_checkpoint_the_exporter_loads(tmp_path)
 
 
 def test_mpvss_training_command_writes_a_checkpoint_the_exporter_loads(tmp_path, capsys):
-    from vss_edge.video import sample_clip_path
+    from vss_edge.runtime.sources import sample_clip_path
 
     out = tmp_path / "w"
     done = subprocess.run(

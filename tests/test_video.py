@@ -1,4 +1,4 @@
-"""vss_edge.video: the sample clip, sources and their errors, atomic outputs, overlay."""
+"""runtime.sources and runtime.outputs: the sample clip, sources and their errors, atomic outputs, overlay."""
 
 from __future__ import annotations
 
@@ -10,13 +10,12 @@ import numpy as np
 import pytest
 
 from vss_edge.runtime.errors import OutputError, SourceError, VssEdgeError
-from vss_edge.video import (
+from vss_edge.runtime.sources import open_source, sample_clip_path
+from vss_edge.runtime.outputs import (
     AtomicVideoWriter,
     is_temporary,
-    open_source,
     overlay,
     remove_stale_temporaries,
-    sample_clip_path,
     write_image_atomic,
     write_text_atomic,
 )
@@ -251,11 +250,11 @@ def test_mp4_refuses_an_odd_size_that_avi_keeps(tmp_path):
 
 def test_finished_video_is_checked_before_it_takes_its_name(tmp_path, monkeypatch):
     """A file that does not decode back to every frame written never replaces the old one."""
-    import vss_edge.video as video
+    import vss_edge.runtime.outputs as outputs
 
     out = tmp_path / "out.mp4"
     out.write_bytes(b"previous result")
-    monkeypatch.setattr(video, "FULL_DECODE_PIXELS", 0)  # the long-video check: index count + last frame
+    monkeypatch.setattr(outputs, "FULL_DECODE_PIXELS", 0)  # the long-video check: index count + last frame
     frames = _first_frames(3)
     with AtomicVideoWriter(out, 10.0, (768, 576)) as w:
         for f in frames:
@@ -276,7 +275,7 @@ def test_finished_video_is_checked_before_it_takes_its_name(tmp_path, monkeypatc
             tmp.write_bytes(tmp.read_bytes()[: tmp.stat().st_size // 2])
 
     for pixels in (0, 10 ** 12):  # both checks: the long-video one and decoding every frame
-        monkeypatch.setattr(video, "FULL_DECODE_PIXELS", pixels)
+        monkeypatch.setattr(outputs, "FULL_DECODE_PIXELS", pixels)
         with pytest.raises(OutputError, match=r"cannot finish video .*out\.mp4.*(not decode|decodes to|indexes)"):
             with AtomicVideoWriter(out, 10.0, (768, 576)) as w:
                 for f in frames:

@@ -24,6 +24,8 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 # OpenCV's own warnings ("Failed to write frame", once a frame on a full disk): errors only.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
+from vss_edge.calibration.quantize import CalibrationConfig, CalibrationMethod, Precision  # noqa: E402
+from vss_edge.configs import LABEL_PATHS  # noqa: E402
 from vss_edge.methods import METHODS, method_spec  # noqa: E402
 from vss_edge.methods.options import non_negative_int, positive_int  # noqa: E402
 from vss_edge.runtime.errors import OUTPUT_ERRNOS, OutputError, SourceError, VssEdgeError  # noqa: E402
@@ -48,6 +50,11 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
                    help="per_session: each graph its own pool; shared: one process-wide ONNX Runtime pool for "
                         "every graph (no wake-ups between a frame's graphs)")
     p.add_argument("--max-frames", type=_positive_int, help="stop after this many frames (cameras run until Ctrl-C)")
+    p.add_argument("--keep-threshold", type=float,
+                   help="STMG compute budget: a block runs iff its keep probability exceeds this (default: the "
+                        "exported 0.5; higher = fewer blocks, faster)")
+    p.add_argument("--max-blocks", type=non_negative_int,
+                   help="STMG compute budget: at most this many prunable blocks on a non-key frame")
 
 
 def _add_export_options(p: argparse.ArgumentParser, spec) -> None:
@@ -59,6 +66,9 @@ def _add_export_options(p: argparse.ArgumentParser, spec) -> None:
                    help=f"number of classes (default {spec.classes}; 19: Cityscapes names)")
     p.add_argument("--label-scale", type=float, default=1.0,
                    help="compute labels at this fraction of the input size (1: full, as the paper; 0.25: faster)")
+    p.add_argument("--label-path", choices=LABEL_PATHS, default="graph",
+                   help="graph (default): the graphs end in the paper's bilinear resize + argmax; host: they end "
+                        "at their scores and the runtime computes the same labels exactly, faster (runtime.labels)")
     for slot, text in spec.checkpoints.items():
         p.add_argument("--" + slot.replace("_", "-"), dest=slot, help=text)
     p.add_argument("--video", help="real video whose first frames verify the graphs (default: the sample clip)")
@@ -94,10 +104,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("calibrate", help="INT8 or FP16 version of an FP32 bundle (a new bundle)")
     p.add_argument("bundle", help="FP32 bundle")
     p.add_argument("video", help="real video (or image folder) the FP32 pipeline runs on for calibration")
-    p.add_argument("--precision", choices=("int8", "fp16"), required=True)
+    p.add_argument("--precision", choices=tuple(x.value for x in Precision), required=True)
     p.add_argument("--out", required=True, help="bundle directory to write")
-    p.add_argument("--method", choices=("minmax", "entropy", "percentile"), default="minmax",
-                   help="INT8 calibration method")
+    p.add_argument("--method", choices=tuple(x.value for x in CalibrationMethod),
+                   default=CalibrationMethod.MINMAX.value, help="INT8 calibration method")
     p.add_argument("--calibration-frames", default="0:30", help="frames A:B calibrated on (default 0:30)")
     p.add_argument("--evaluation-frames", default="30:60",
                    help="frames A:B the accuracy is measured on; never overlaps the calibration frames")
@@ -212,7 +222,8 @@ class Progress:
 
 def cmd_export(args) -> int:
     spec = method_spec(args.method)
-    common = dict(height=args.height, width=args.width, num_classes=args.classes, label_scale=args.label_scale)
+    common = dict(height=args.height, width=args.width, num_classes=args.classes, label_scale=args.label_scale,
+                  label_path=args.label_path)
     try:
         cfg = spec.make_config(args, common)
     except (ValueError, TypeError) as e:
@@ -281,7 +292,7 @@ def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | Non
     """
     from vss_edge.runtime.errors import FrameError
     from vss_edge.runtime.profiling import RunStats
-    from vss_edge.video import (
+    from vss_edge.runtime.outputs import (
         AtomicVideoWriter,
         locked_folder,
         overlay,
@@ -380,6 +391,7 @@ def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | Non
                     interrupted=received is not None,
                     signal=None if received is None else signal.Signals(received).name,
                     device=pipe.device, scheduler=repr(pipe.scheduler),
+                    compute_budget=pipe.program.budget_report(),
                     outputs={"video": str(video) if writer.verified else None},
                     warnings=warnings, stale_files_removed=stale + removed,
                     error=None if error is None and output_error is None else str(output_error or error))
@@ -405,12 +417,14 @@ def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | Non
 def _load(args):
     from vss_edge import runtime
 
+    budget = {k: v for k, v in (("keep_threshold", args.keep_threshold), ("max_blocks", args.max_blocks))
+              if v is not None}
     return runtime.load(args.bundle, device=args.device, threads=args.threads, scheduler=args.scheduler,
-                        interval=args.interval, thread_pool=args.thread_pool)
+                        interval=args.interval, thread_pool=args.thread_pool, budget=budget)
 
 
 def cmd_run(args) -> int:
-    from vss_edge.video import open_source
+    from vss_edge.runtime.sources import open_source
 
     with open_source(args.source) as source:  # before the bundle: a bad source gives its error alone
         pipe = _load(args)
@@ -428,7 +442,8 @@ def _speed(s: dict) -> str:
 
 def cmd_profile(args) -> int:
     from vss_edge.runtime.profiling import RunStats, to_markdown
-    from vss_edge.video import check_writable_folder, open_source, write_text_atomic
+    from vss_edge.runtime.sources import open_source
+    from vss_edge.runtime.outputs import check_writable_folder, write_text_atomic
 
     if args.json:  # before running: a read-only or missing folder fails now, not after the video
         check_writable_folder(Path(args.json).parent, f"--json '{args.json}'")
@@ -442,7 +457,7 @@ def cmd_profile(args) -> int:
     if stats.seen <= args.warmup:
         raise VssEdgeError(f"only {stats.seen} frames read; need more than --warmup {args.warmup}")
     summary = stats.summary()
-    summary.update(device=pipe.device, scheduler=repr(pipe.scheduler))
+    summary.update(device=pipe.device, scheduler=repr(pipe.scheduler), compute_budget=pipe.program.budget_report())
     print(to_markdown(summary), end="")
     if args.json:
         write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
@@ -496,7 +511,7 @@ def _demo_bundle(args) -> Path:
 
 def cmd_demo(args) -> int:
     from vss_edge import runtime
-    from vss_edge.video import open_source, sample_clip_path
+    from vss_edge.runtime.sources import open_source, sample_clip_path
 
     out = Path(args.out)
     pipe = runtime.load(_demo_bundle(args))
@@ -508,26 +523,25 @@ def cmd_demo(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from vss_edge.calibration.collect import check_disjoint
-    from vss_edge.video import write_text_atomic
+    from dataclasses import replace
 
-    check_disjoint(args.calibration_frames, args.evaluation_frames)
-    options = dict(method=args.method, per_channel=not args.no_per_channel,
-                   calibration_frames=args.calibration_frames)
+    from vss_edge.runtime.outputs import write_text_atomic
+
+    # checks the options and that calibration and evaluation frames are disjoint, before any work
+    config = CalibrationConfig(precision=args.precision, method=args.method, per_channel=not args.no_per_channel,
+                               calibration_frames=args.calibration_frames, evaluation_frames=args.evaluation_frames)
     if args.max_drop is not None:
         from vss_edge.calibration.budget import calibrate_within_budget
 
-        out, report = calibrate_within_budget(args.bundle, args.video, args.out, args.max_drop, args.precision,
-                                              evaluation_frames=args.evaluation_frames, **options)
+        out, report = calibrate_within_budget(args.bundle, args.video, args.out, args.max_drop, config)
     else:
         from vss_edge.calibration.budget import end_to_end_drop
-        from vss_edge.calibration.check import read_frames
+        from vss_edge.runtime.sources import read_frames
         from vss_edge.calibration.collect import FrameRange
         from vss_edge.calibration.quantize import calibrate_bundle
 
-        out, report = calibrate_bundle(args.bundle, args.video, args.out, args.precision,
-                                       keep_float_graphs=args.keep_float,
-                                       evaluation_frames=args.evaluation_frames, **options)
+        out, report = calibrate_bundle(args.bundle, args.video, args.out,
+                                       replace(config, keep_float_graphs=tuple(args.keep_float)))
         ev = FrameRange.parse(args.evaluation_frames)
         report["evaluation"] = {"frames": str(ev), "drop": end_to_end_drop(
             args.bundle, out, read_frames(args.video, ev.start, ev.stop))}
@@ -563,9 +577,9 @@ def cmd_check(args) -> int:
 
 def cmd_eval(args) -> int:
     from vss_edge.evaluation import evaluate_bundle, parse_intervals, parse_seeds, to_markdown
-    from vss_edge.video import write_text_atomic
+    from vss_edge.runtime.outputs import write_text_atomic
 
-    from vss_edge.video import check_writable_folder
+    from vss_edge.runtime.outputs import check_writable_folder
 
     intervals = parse_intervals(args.intervals)
     if args.json:

@@ -17,9 +17,68 @@ NORMALISATION = {
     "bisenet": {"scale": 1.0 / 255.0, "mean_rgb": [0.485, 0.456, 0.406], "std_rgb": [0.229, 0.224, 0.225]},
 }
 
+# Where labels are computed: in the graphs (the paper's tail) or on the host (runtime.labels).
+LABEL_PATHS = ("graph", "host")
+
+
+class MethodConfig:
+    """What every method's config is and does; each method's config is a dataclass subclass.
+
+    Fields every subclass declares (with its own defaults): height, width (int: the static
+    input size of the graphs), num_classes (1..255: labels are uint8), label_scale (float in
+    (0, 1]: labels are computed at this fraction of the input), label_path ('graph', the
+    default: the graphs end in the paper's bilinear resize + argmax; 'host': they end at their
+    scores and the runtime computes the same labels on the host, exactly and faster:
+    runtime.labels), class_names (list[str]) and
+    palette (list of [r, g, b]); empty lists get the default names and colours of
+    num_classes. A subclass defines `normalisation` (the in-graph pixel normalisation:
+    {scale, mean_rgb, std_rgb}) and `check()` (its own rules; ValueError naming the field).
+    """
+
+    label_path = "graph"  # for configs that do not declare the field (a plug-in method's, say)
+
+    def __post_init__(self):
+        self.check()
+        if not 1 <= self.num_classes <= 255:
+            raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
+        if self.label_path not in LABEL_PATHS:
+            raise ValueError(f"label_path must be one of {', '.join(LABEL_PATHS)}, got {self.label_path!r}")
+        if not self.class_names or not self.palette:
+            self.class_names, self.palette = class_names_and_palette(self.num_classes)
+
+    def check(self) -> None:
+        """Raise ValueError for a value this method cannot export (called before the common checks)."""
+
+    # Rules several methods share, for their check().
+    def _require_multiples_of_32(self) -> None:
+        if self.height % 32 or self.width % 32 or self.height <= 0 or self.width <= 0:
+            raise ValueError(f"height and width must be positive multiples of 32, got {self.height}x{self.width}")
+
+    def _require_whole_label_size(self) -> None:
+        lh, lw = self.height * self.label_scale, self.width * self.label_scale
+        if not 0.0 < self.label_scale <= 1.0 or lh != int(lh) or lw != int(lw):
+            raise ValueError(f"label_scale must be in (0, 1] and give whole label sizes, got {self.label_scale}")
+
+    def _require_interval(self) -> None:
+        if self.interval < 1:
+            raise ValueError(f"interval must be >= 1, got {self.interval}")
+
+    @property
+    def label_size(self) -> tuple[int, int]:
+        """(h, w) of the labels the graphs compute: label_scale x the input, rounded."""
+        return round(self.height * self.label_scale), round(self.width * self.label_scale)
+
+    @property
+    def normalisation(self) -> dict:
+        raise NotImplementedError
+
+    def to_dict(self) -> dict:
+        """Every field, as JSON types (the manifest's "config")."""
+        return asdict(self)
+
 
 @dataclass
-class GSVNetConfig:
+class GSVNetConfig(MethodConfig):
     """GSVNet: a keyframe net every `interval` frames, flow-guided propagation between.
 
     height, width: bundle input resolution, multiples of 32 (the flow net runs at 1/32).
@@ -40,29 +99,22 @@ class GSVNetConfig:
     keyframe_scale: float = 0.75
     interval: int = 5
     label_scale: float = 1.0
+    label_path: str = "graph"
     class_names: list[str] = field(default_factory=list)
     palette: list[list[int]] = field(default_factory=list)
 
-    def __post_init__(self):
-        if self.height % 32 or self.width % 32 or self.height <= 0 or self.width <= 0:
-            raise ValueError(f"height and width must be positive multiples of 32, got {self.height}x{self.width}")
+    def check(self) -> None:
+        self._require_multiples_of_32()
         if self.keyframe_net not in NORMALISATION:
             raise ValueError(f"keyframe_net must be one of {sorted(NORMALISATION)}, got {self.keyframe_net!r}")
         if isinstance(self.keyframe_width, bool) or not isinstance(self.keyframe_width, int) or self.keyframe_width < 4:
             raise ValueError(f"keyframe_width must be an int >= 4, got {self.keyframe_width!r}")
         if self.keyframe_net != "swiftnet" and self.keyframe_width != 64:
             raise ValueError(f"keyframe_width {self.keyframe_width} needs keyframe_net 'swiftnet' (BiSeNet is 64 only)")
-        if not 1 <= self.num_classes <= 255:
-            raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
         if not 0.0 < self.keyframe_scale <= 1.0:
             raise ValueError(f"keyframe_scale must be in (0, 1], got {self.keyframe_scale}")
-        lh, lw = self.height * self.label_scale, self.width * self.label_scale
-        if not 0.0 < self.label_scale <= 1.0 or lh != int(lh) or lw != int(lw):
-            raise ValueError(f"label_scale must be in (0, 1] and give whole label sizes, got {self.label_scale}")
-        if self.interval < 1:
-            raise ValueError(f"interval must be >= 1, got {self.interval}")
-        if not self.class_names or not self.palette:
-            self.class_names, self.palette = class_names_and_palette(self.num_classes)
+        self._require_whole_label_size()
+        self._require_interval()
 
     @property
     def small_size(self) -> tuple[int, int]:
@@ -75,16 +127,9 @@ class GSVNetConfig:
         return round(self.height * self.keyframe_scale), round(self.width * self.keyframe_scale)
 
     @property
-    def label_size(self) -> tuple[int, int]:
-        """(h, w) of the labels the graphs output."""
-        return int(self.height * self.label_scale), int(self.width * self.label_scale)
-
-    @property
     def normalisation(self) -> dict:
         return NORMALISATION[self.keyframe_net]
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # TDNet's input pipeline (official Testing/dataloader.py): the frame is read as RGB,
@@ -102,7 +147,7 @@ def _conv_stride2(n: int) -> int:
 
 
 @dataclass
-class TDNetConfig:
+class TDNetConfig(MethodConfig):
     """TDNet (Hu et al., CVPR 2020): frame i runs sub-network i % num_paths.
 
     height, width: the resolution the frame is resized to (official 769x1537; any
@@ -121,24 +166,21 @@ class TDNetConfig:
     num_classes: int = 19
     variant: str = "td4_psp18"
     label_scale: float = 1.0
+    label_path: str = "graph"
     backbone_width: int = 64
     class_names: list[str] = field(default_factory=list)
     palette: list[list[int]] = field(default_factory=list)
 
-    def __post_init__(self):
+    def check(self) -> None:
         if self.height < 64 or self.width < 64:
             raise ValueError(f"height and width must be at least 64, got {self.height}x{self.width}")
         if self.variant not in TDNET_VARIANTS:
             raise ValueError(f"variant must be one of {sorted(TDNET_VARIANTS)}, got {self.variant!r}")
-        if not 1 <= self.num_classes <= 255:
-            raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
         if not 0.0 < self.label_scale <= 1.0:
             raise ValueError(f"label_scale must be in (0, 1], got {self.label_scale}")
         if (isinstance(self.backbone_width, bool) or not isinstance(self.backbone_width, int)
                 or self.backbone_width < 8 or self.backbone_width % 8):
             raise ValueError(f"backbone_width must be a positive multiple of 8, got {self.backbone_width!r}")
-        if not self.class_names or not self.palette:
-            self.class_names, self.palette = class_names_and_palette(self.num_classes)
 
     @property
     def num_paths(self) -> int:
@@ -167,15 +209,9 @@ class TDNetConfig:
         return (h - 1) // 4 + 1, (w - 1) // 4 + 1
 
     @property
-    def label_size(self) -> tuple[int, int]:
-        return round(self.height * self.label_scale), round(self.width * self.label_scale)
-
-    @property
     def normalisation(self) -> dict:
         return TDNET_NORMALISATION
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # DDRNet's input pipeline (HRNet-Semantic-Segmentation code base, which trained the official
@@ -187,7 +223,7 @@ STMG_BACKBONES = {"ddrnet23_slim": 6, "ddrnet39": 17}
 
 
 @dataclass
-class STMGConfig:
+class STMGConfig(MethodConfig):
     """STMG (Rhee et al., NeurIPS 2022) on DDRNet: key frames run the full backbone; other
     frames run it with blocks dropped per frame and blend features with the previous frame's.
 
@@ -218,16 +254,14 @@ class STMGConfig:
     gamma_key: float = 2.0
     gamma_nonkey: float = 0.95
     label_scale: float = 1.0
+    label_path: str = "graph"
     class_names: list[str] = field(default_factory=list)
     palette: list[list[int]] = field(default_factory=list)
 
-    def __post_init__(self):
-        if self.height % 32 or self.width % 32 or self.height <= 0 or self.width <= 0:
-            raise ValueError(f"height and width must be positive multiples of 32, got {self.height}x{self.width}")
+    def check(self) -> None:
+        self._require_multiples_of_32()
         if self.backbone not in STMG_BACKBONES:
             raise ValueError(f"backbone must be one of {sorted(STMG_BACKBONES)}, got {self.backbone!r}")
-        if not 1 <= self.num_classes <= 255:
-            raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
         if self.encoder_channels < 1:
             raise ValueError(f"encoder_channels must be >= 1, got {self.encoder_channels}")
         if self.ddrnet_planes is not None and (isinstance(self.ddrnet_planes, bool)
@@ -235,15 +269,10 @@ class STMGConfig:
             raise ValueError(f"ddrnet_planes must be None or an int >= 2, got {self.ddrnet_planes!r}")
         if not 0.0 < self.keep_threshold < 1.0:
             raise ValueError(f"keep_threshold must be in (0, 1), got {self.keep_threshold}")
-        if self.interval < 1:
-            raise ValueError(f"interval must be >= 1, got {self.interval}")
+        self._require_interval()
         if self.gamma_key <= 0 or self.gamma_nonkey <= 0:
             raise ValueError(f"gamma_key and gamma_nonkey must be > 0, got {self.gamma_key}, {self.gamma_nonkey}")
-        lh, lw = self.height * self.label_scale, self.width * self.label_scale
-        if not 0.0 < self.label_scale <= 1.0 or lh != int(lh) or lw != int(lw):
-            raise ValueError(f"label_scale must be in (0, 1] and give whole label sizes, got {self.label_scale}")
-        if not self.class_names or not self.palette:
-            self.class_names, self.palette = class_names_and_palette(self.num_classes)
+        self._require_whole_label_size()
 
     @property
     def num_blocks(self) -> int:
@@ -256,15 +285,9 @@ class STMGConfig:
         return self.height // 8, self.width // 8
 
     @property
-    def label_size(self) -> tuple[int, int]:
-        return int(self.height * self.label_scale), int(self.width * self.label_scale)
-
-    @property
     def normalisation(self) -> dict:
         return DDRNET_NORMALISATION
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 # MPVSS / Mask2Former's input pipeline (official configs/vspw/*.yaml): RGB, 0..255,
@@ -293,7 +316,7 @@ from vss_edge.runtime.programs.mpvss import PROPAGATIONS as MPVSS_PROPAGATIONS  
 
 
 @dataclass
-class MPVSSConfig:
+class MPVSSConfig(MethodConfig):
     """MPVSS (Weng et al., NeurIPS 2023): Mask2Former on key frames; on the others the key
     frame's N mask logits are warped, each by its own query-based flow, and merged with the
     key frame's class probabilities.
@@ -319,13 +342,14 @@ class MPVSSConfig:
     propagation: str = "query_flow"
     interval: int = 5
     label_scale: float = 1.0
+    label_path: str = "graph"
     size_divisibility: int = 32
     backbone_width: int = 64
     motion_width: int = 0
     class_names: list[str] = field(default_factory=list)
     palette: list[list[int]] = field(default_factory=list)
 
-    def __post_init__(self):
+    def check(self) -> None:
         if self.backbone_width < 1 or self.motion_width < 0:
             raise ValueError(f"backbone_width must be >= 1 and motion_width >= 0, got {self.backbone_width}, "
                              f"{self.motion_width}")
@@ -335,10 +359,7 @@ class MPVSSConfig:
             raise ValueError(f"variant must be one of {sorted(MPVSS_VARIANTS)}, got {self.variant!r}")
         if self.propagation not in MPVSS_PROPAGATIONS:
             raise ValueError(f"propagation must be one of {list(MPVSS_PROPAGATIONS)}, got {self.propagation!r}")
-        if not 1 <= self.num_classes <= 255:
-            raise ValueError(f"num_classes must be in 1..255 (labels are uint8), got {self.num_classes}")
-        if self.interval < 1:
-            raise ValueError(f"interval must be >= 1, got {self.interval}")
+        self._require_interval()
         if self.size_divisibility != 32:
             raise ValueError(f"size_divisibility must be 32 (Mask2Former's and the motion encoder's), "
                              f"got {self.size_divisibility}")
@@ -347,8 +368,6 @@ class MPVSSConfig:
                 or pw * self.label_scale != int(pw * self.label_scale):
             raise ValueError(f"label_scale must be in (0, 1] and give whole sizes of the padded "
                              f"{ph}x{pw} image, got {self.label_scale}")
-        if not self.class_names or not self.palette:
-            self.class_names, self.palette = class_names_and_palette(self.num_classes)
 
     @property
     def arch(self) -> dict:
@@ -388,11 +407,6 @@ class MPVSSConfig:
         return ph // 8, pw // 8
 
     @property
-    def label_size(self) -> tuple[int, int]:
-        """(h, w) of the labels: label_scale x the (unpadded) input, rounded."""
-        return round(self.height * self.label_scale), round(self.width * self.label_scale)
-
-    @property
     def label_padded_size(self) -> tuple[int, int]:
         """(h, w) the masks are resized to before the crop to label_size."""
         ph, pw = self.padded_size
@@ -402,5 +416,3 @@ class MPVSSConfig:
     def normalisation(self) -> dict:
         return MASK2FORMER_NORMALISATION
 
-    def to_dict(self) -> dict:
-        return asdict(self)

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vss_edge.calibration.check import CONVENTIONS, IGNORE, _load_label_map, confusion, miou
+from vss_edge.calibration.metrics import CONVENTIONS, IGNORE, confusion, load_label_map, miou
 from vss_edge.runtime.errors import VssEdgeError
 
 HELD_OUT_SEED = 1000  # training draws synthetic seeds below this; evaluation at or above it
@@ -91,7 +91,7 @@ def parse_seeds(text: str) -> list[int]:
 def static_background() -> np.ndarray:
     """The per-pixel median of the shipped sample clip (BGR uint8, read-only): the street
     without its walking people, so synthetic 'background' pixels hold no person."""
-    from vss_edge.video import open_source, sample_clip_path
+    from vss_edge.runtime.sources import open_source, sample_clip_path
 
     with open_source(sample_clip_path()) as source:
         frames = np.stack(list(source))
@@ -129,13 +129,13 @@ def synthetic_sequences(height: int, width: int, num_classes: int, seeds: Iterab
 
 def video_sequence(video, labels_dir, num_classes: int, start: int = 0, stop: int | None = None) -> LabelledSequence:
     """Frames start..stop-1 of a video (or image folder) with the label PNGs of labels_dir."""
-    from vss_edge.calibration.check import read_frames
+    from vss_edge.runtime.sources import read_frames
 
     labels_dir = Path(labels_dir)
     if not labels_dir.is_dir():
         raise VssEdgeError(f"--labels '{labels_dir}' is not a folder")
     frames = read_frames(video, start, stop)
-    labels = [_load_label_map(labels_dir, start + i, num_classes) for i in range(len(frames))]
+    labels = [load_label_map(labels_dir, start + i, num_classes) for i in range(len(frames))]
     if not any(lab is not None for lab in labels):
         raise VssEdgeError(f"--labels '{labels_dir}': no label map matches the frames read (expected names "
                            f"{start:06d}.png .. {start + len(frames) - 1:06d}.png)")

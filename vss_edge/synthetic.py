@@ -6,7 +6,7 @@
         f.image, f.labels, f.flow, f.valid   # BGR uint8, uint8, float32 (dx, dy), bool
 
 A clip is a real background image (by default a frame of the shipped sample clip,
-``vss_edge.video.sample_clip_path()``), seen through a moving camera (smooth pan,
+``vss_edge.runtime.sources.sample_clip_path()``), seen through a moving camera (smooth pan,
 slight zoom and rotation), with textured objects of several classes in front of
 it. Each object has a shape (ellipse, rectangle, convex polygon or ring), a
 procedural texture that depends on its class (colour and pattern, with
@@ -159,7 +159,7 @@ def class_names(cfg: SyntheticConfig) -> list[str]:
 @functools.lru_cache(maxsize=1)
 def _sample_backgrounds() -> tuple[np.ndarray, ...]:
     """Every 6th frame of the shipped sample clip (BGR uint8, read-only), decoded once per process."""
-    from vss_edge.video import open_source, sample_clip_path
+    from vss_edge.runtime.sources import open_source, sample_clip_path
 
     with open_source(sample_clip_path()) as source:
         frames = [f for i, f in enumerate(source) if i % 6 == 0]

@@ -18,7 +18,8 @@ toy methods that way).
 """
 from __future__ import annotations
 
-from vss_edge.runtime.errors import BundleError
+from vss_edge.runtime.errors import BundleError, VssEdgeError
+from vss_edge.runtime.labels import label_tail
 from vss_edge.runtime.manifest import GraphUse
 from vss_edge.runtime.signals import FrameDifference
 
@@ -53,6 +54,11 @@ class Program:
       uses: graph name -> GraphUse(role, inputs it feeds, outputs it reads); load() checks the
         bundle against it (manifest.check_program_fit).
       scheduler_needs: the scheduler method it calls: 'is_key' (key-frame methods) or 'path' (TDNet).
+      budget_options: the compute-budget knobs `set_budget` takes (STMG: keep_threshold,
+        max_blocks), settable at load without re-exporting; none by default.
+      label_scores: the outputs labels are computed from on the host when the bundle's graphs
+        have no label tail (manifest "labels": computed "host"); `label_outputs()` and
+        `labels_of(outputs)` read the one or the other.
     What the base gives: a key-frame `decide` (a key frame whenever there is no state yet, else
     the scheduler's answer) and the runtime's frame difference as the 'distortion' signal
     (runtime.signals) for methods without a signal of their own.
@@ -62,10 +68,39 @@ class Program:
     graphs: tuple[str, ...] = ()
     uses: dict[str, GraphUse] = {}
     scheduler_needs = "is_key"
+    label_scores: tuple[str, ...] = ("logits",)
+    budget_options: tuple[str, ...] = ()
 
     def __init__(self, manifest):
         self.manifest = manifest
         self.frame_difference = FrameDifference()
+        self.label_tail = label_tail(manifest.labels)  # None: the graphs output "labels"
+
+    def label_outputs(self) -> tuple[str, ...]:
+        """The outputs a labelling graph run must bring to the host: its labels, or their scores."""
+        return ("labels",) if self.label_tail is None else self.label_scores
+
+    def labels_of(self, outputs: dict):
+        """uint8 labels [1, Hl, Wl] of a graph run: the graph's own, or the host's from its logits."""
+        if self.label_tail is None:
+            return outputs["labels"]
+        return self.label_tail(outputs["logits"])[None]
+
+    def set_budget(self, **options) -> None:
+        """Trade accuracy for speed at run time (runtime.load(budget=...), the CLI's budget flags).
+
+        VssEdgeError for an option this method does not have; a program with options overrides
+        this, calls it first and then checks and keeps the values.
+        """
+        unknown = sorted(set(options) - set(self.budget_options))
+        if unknown:
+            takes = f"takes only {', '.join(self.budget_options)}" if self.budget_options else "has none"
+            raise VssEdgeError(f"method '{self.method}' has no compute budget option {', '.join(unknown)} "
+                               f"(it {takes})")
+
+    def budget_report(self) -> dict:
+        """The budget in force and what it did so far (the run summary's compute_budget)."""
+        return {}
 
     def reset(self) -> None:
         """Forget the state carried between frames (a new sequence starts)."""

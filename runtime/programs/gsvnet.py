@@ -40,11 +40,11 @@ class GSVNetProgram(Program):
         Returns uint8 labels [1,H,W] on the host.
         """
         if is_key:
-            out = run("keyframe", {"image": image}, ("labels",))
+            out = run("keyframe", {"image": image}, self.label_outputs())
         else:
             flow = run("flow", {"image": image, "prev_image_small": self.state["image_small"]}, ())
             out = run("propagation", {"prev_logits": self.state["logits"], "image_small": flow["image_small"],
-                                      "flow": flow["flow"]}, ("labels",))
+                                      "flow": flow["flow"]}, self.label_outputs())
             out["image_small"] = flow["image_small"]
         self.state = {"logits": out["logits"], "image_small": out["image_small"]}
-        return out["labels"]
+        return self.labels_of(out)

@@ -22,6 +22,8 @@ PROPAGATIONS = ("query_flow", "optical_flow", "copy")
 class MPVSSProgram(Program):
     """MPVSS has no distortion of its own: the runtime's frame difference stands in (the base's)."""
 
+    label_scores = ("mask_logits",)  # host labels: with the key frame's class_logits
+
     def __init__(self, manifest):
         super().__init__(manifest)
         self.propagation = manifest.config.get("propagation", "query_flow")
@@ -29,14 +31,17 @@ class MPVSSProgram(Program):
             raise BundleError(f"bundle '{manifest.root}': MPVSS propagation must be one of "
                               f"{', '.join(PROPAGATIONS)}, got {self.propagation!r}")
         self.graphs = ("keyframe",) if self.propagation == "copy" else ("keyframe", "flow", "propagation")
-        needed = {"labels"} if self.propagation == "copy" else {"class_logits", "mask_logits", "queries", "key_image"}
+        if self.propagation != "copy":
+            needed = {"class_logits", "mask_logits", "queries", "key_image"}
+        else:  # the key frame's labels, or what the host computes them from
+            needed = {"labels"} if self.label_tail is None else {"class_logits", "mask_logits"}
         missing = needed - {t.name for t in manifest.state}
         if missing:
             raise BundleError(f"bundle '{manifest.root}': MPVSS ({self.propagation}) state lacks {sorted(missing)}")
         flow = manifest.graphs.get("flow")
         self.flow_reads_queries = flow is not None and any(t.name == "key_queries" for t in flow.inputs)
-        key_outputs = ("labels",) if self.propagation == "copy" else ("labels", "class_logits", "mask_logits",
-                                                                       "queries", "key_image")
+        key_outputs = (("labels", "class_logits") if self.propagation == "copy"
+                       else ("labels", "class_logits", "mask_logits", "queries", "key_image"))
         self.uses = {  # what step() feeds each graph and reads back (checked at load)
             "keyframe": GraphUse("keyframe_net", ("image",), key_outputs),
             "flow": GraphUse("flow_net", ("image", "key_image") + (("key_queries",) if self.propagation == "query_flow"
@@ -49,6 +54,7 @@ class MPVSSProgram(Program):
 
     def reset_state(self) -> None:
         self.key = None
+        self.key_labels = None  # uint8 [1, Hl, Wl] of the last key frame
 
     @property
     def has_state(self) -> bool:
@@ -57,15 +63,23 @@ class MPVSSProgram(Program):
     def step(self, image, is_key: bool, run):
         """Process one uint8 [1,H,W,3] frame; returns uint8 labels [1,Hl,Wl] on the host."""
         if is_key:
-            self.key = run("keyframe", {"image": image}, ("labels",))
-            return self.key["labels"]
+            self.key = run("keyframe", {"image": image}, self.label_outputs() + ("class_logits",))
+            self.key_labels = self.labels_of(self.key, self.key)
+            return self.key_labels
         if self.propagation == "copy":
-            return self.key["labels"]
+            return self.key_labels
         key = self.key
         feeds = {"image": image, "key_image": key["key_image"]}
         if self.flow_reads_queries:  # the query-based flow (the optical-flow baseline reads none)
             feeds["key_queries"] = key["queries"]
         flow = run("flow", feeds, ())
         out = run("propagation", {"key_mask_logits": key["mask_logits"], "key_class_logits": key["class_logits"],
-                                  "flow": flow["flow"]}, ("labels",))
-        return out["labels"]
+                                  "flow": flow["flow"]}, self.label_outputs())
+        return self.labels_of(out, key)
+
+    def labels_of(self, outputs: dict, key: dict):
+        """uint8 labels [1, Hl, Wl]: the graph's, or the host's semantic inference from the key
+        frame's class logits and this frame's (warped) mask logits (runtime.labels.MaskLabels)."""
+        if self.label_tail is None:
+            return outputs["labels"]
+        return self.label_tail(key["class_logits"], outputs["mask_logits"])[None]

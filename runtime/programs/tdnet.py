@@ -65,6 +65,6 @@ class TDNetProgram(Program):
         for i, entry in enumerate(entries):
             for n in ("k", "v") if i == 0 else ("q", "k", "v"):
                 feeds[f"{n}{i}"] = entry[n]
-        out = run(self.graphs[path], feeds, ("labels",))
+        out = run(self.graphs[path], feeds, self.label_outputs())
         self.history = (self.history + [{n: out[n] for n in ("q", "k", "v")}])[-self.length:]
-        return out["labels"]
+        return self.labels_of(out)

@@ -33,15 +33,16 @@ class MethodSpec:
     config: its config dataclass (vss_edge.configs). height, width, classes: export defaults.
     checkpoints: slot -> help text; slot 'checkpoint' is the CLI's --checkpoint, others --slot-name.
     add_options(parser): the method's own export flags. make_config(args, common): the config from
-      the parsed flags; `common` holds height, width, num_classes and label_scale.
-    exporter, reference: "module:attribute" of the export function and the PyTorch reference class.
+      the parsed flags; `common` holds height, width, num_classes, label_scale and label_path.
+    exporter, reference: the export function and the PyTorch reference class, or (for the
+      built-in methods, whose modules need torch) their "module:attribute", imported when used.
     """
 
     name: str
     summary: str
     config: type
-    exporter: str
-    reference: str
+    exporter: str | Callable
+    reference: str | Callable
     make_config: Callable[[argparse.Namespace, dict], object]
     add_options: Callable[[argparse.ArgumentParser], None] = lambda parser: None
     checkpoints: dict[str, str] = field(default_factory=dict)
@@ -61,6 +62,7 @@ METHODS: dict[str, MethodSpec] = {}
 
 
 def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add a method; the CLI's `export` verb gets its subcommand. ValueError if another spec has the name."""
     if spec.name in METHODS and METHODS[spec.name] != spec:
         raise ValueError(f"method '{spec.name}' is already registered")
     METHODS[spec.name] = spec
@@ -73,7 +75,9 @@ def method_spec(name: str) -> MethodSpec:
     return METHODS[name]
 
 
-def _resolve(target: str):
+def _resolve(target):
+    if callable(target):
+        return target
     module, _, attribute = target.partition(":")
     return getattr(importlib.import_module(module), attribute)
 

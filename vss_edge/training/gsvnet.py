@@ -18,7 +18,7 @@ Three stages (`train`):
 Simplified vs the paper: Adam instead of SGD (lr 0.002, momentum 0.9, decay 0.992 / 100
 iterations), a few hundred iterations instead of full schedules, no random patch crops.
 
-Checkpoints are written in the official layouts (`vss_edge.checkpoints.save_official_checkpoints`):
+Checkpoints are written in the official layouts (`vss_edge.models.gsvnet.checkpoints.save_official_checkpoints`):
 a bare SwiftNet state_dict and the GSVNet .tar, which `vss-edge export gsvnet
 --keyframe-checkpoint K --checkpoint G` loads.
 """
@@ -171,7 +171,7 @@ def train_propagation(model: GSVNet, data: Batches, s: Settings, quiet: bool) ->
 
 def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = False) -> dict:
     """Train all three stages and write out_dir/{gsvnet_small_swiftnet.pth, gsvnet_small.tar, gsvnet_small.json}."""
-    from vss_edge.checkpoints import save_official_checkpoints
+    from vss_edge.models.gsvnet.checkpoints import save_official_checkpoints
 
     run = start_run(out_dir, s, video, exclude, quiet)
     data, report = run.data, run.report

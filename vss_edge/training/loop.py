@@ -126,7 +126,7 @@ def start_run(out_dir, s: TrainingSettings, video=None, exclude=(100, 160), quie
 def finish_run(run: Run, report_name: str, checkpoints: list[Path]) -> dict:
     """Add the total time and the checkpoints' sizes to the report, write it atomically as
     out_dir/report_name (JSON) and return it."""
-    from vss_edge.video import write_text_atomic
+    from vss_edge.runtime.outputs import write_text_atomic
 
     run.report["total_seconds"] = time.perf_counter() - run.started
     run.report["checkpoints"] = {p.name: p.stat().st_size for p in checkpoints}

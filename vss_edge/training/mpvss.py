@@ -26,7 +26,7 @@ Cityscapes initialisation; AdamW at lr 1e-3 with warm-up and cosine decay (Mask2
 
 The checkpoint is the MPVSS layout `vss-edge export mpvss --checkpoint` reads (detectron2 .pth
 {'model': state_dict (backbone.*, motion.*, sem_seg_head.*, criterion.empty_weight)},
-`vss_edge.checkpoints.save_mpvss_checkpoint`), with --variant small --backbone-width 8
+`vss_edge.models.mpvss.checkpoints.save_mpvss_checkpoint`), with --variant small --backbone-width 8
 --motion-width 8.
 """
 from __future__ import annotations
@@ -227,7 +227,7 @@ def train_flow(model: MPVSS, data: Batches, s: Settings, quiet: bool) -> dict:
 
 def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = False) -> dict:
     """Train both stages and write out_dir/{mpvss_small.pth, mpvss_small.json}."""
-    from vss_edge.checkpoints import save_mpvss_checkpoint
+    from vss_edge.models.mpvss.checkpoints import save_mpvss_checkpoint
 
     run = start_run(out_dir, s, video, exclude, quiet)
     data, report = run.data, run.report

@@ -19,7 +19,7 @@ both frames); the sparsity prior is KL(Bernoulli(phi_k) || Bernoulli(0.5)) per b
 Eq. 6's Gaussian prior on DBB's beta; Adam instead of SGD, a few hundred iterations, no crops.
 
 The checkpoint is the STMG layout `vss-edge export stmg --checkpoint` reads (key.*, nonkey.*,
-mask_generator.*; `vss_edge.checkpoints.save_stmg_checkpoint`).
+mask_generator.*; `vss_edge.models.stmg.checkpoints.save_stmg_checkpoint`).
 """
 from __future__ import annotations
 
@@ -140,7 +140,7 @@ def train_nonkey(model: STMG, data: Batches, s: Settings, quiet: bool) -> dict:
 
 def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = False) -> dict:
     """Train both stages and write out_dir/{stmg_small.pth, stmg_small.json}."""
-    from vss_edge.checkpoints import save_stmg_checkpoint
+    from vss_edge.models.stmg.checkpoints import save_stmg_checkpoint
 
     run = start_run(out_dir, s, video, exclude, quiet)
     data, report = run.data, run.report

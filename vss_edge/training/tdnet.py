@@ -61,7 +61,7 @@ def clip_logits(model: TDNet, normalise: Normalise, frames: list[torch.Tensor], 
 
 def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = False) -> dict:
     """Train and write out_dir/{tdnet_small.pth, tdnet_small.json}."""
-    from vss_edge.checkpoints import _save_atomic  # noqa: PLC2701 - the same atomic torch.save
+    from vss_edge.checkpoints import save_torch_atomic
 
     run = start_run(out_dir, s, video, exclude, quiet)
     data = run.data
@@ -88,7 +88,7 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
         log_progress("tdnet", step, s.steps, float(np.mean(losses[-50:])), t0, quiet)
     model.eval()
     path = run.out_dir / demo_weights.TDNET_CHECKPOINT.name
-    _save_atomic(model.state_dict(), path)
+    save_torch_atomic(model.state_dict(), path)
     run.report["tdnet"] = {"steps": s.steps, "seconds": time.perf_counter() - t0,
                            "final_ce": float(np.mean(losses[-50:])) if losses else None}
     return finish_run(run, "tdnet_small.json", [path])

@@ -2,7 +2,7 @@
 
 state_dict keys as the official MaskFormer meta-architecture: backbone.* (detectron2
 ResNet), sem_seg_head.pixel_decoder.*, sem_seg_head.predictor.* (the official R50
-checkpoints load strictly, see vss_edge.checkpoints.load_mask2former_checkpoint).
+checkpoints load strictly, see vss_edge.models.mpvss.checkpoints.load_mask2former_checkpoint).
 """
 from __future__ import annotations
 

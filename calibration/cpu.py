@@ -1,0 +1,53 @@
+"""Does this CPU have fast INT8 dot products? (read from /proc/cpuinfo; no third-party imports).
+
+Contract: `cpu_int8_support` reports the INT8-relevant instruction sets the CPU lists
+in its flags (x86 AVX2 / AVX-512 / VNNI / AMX, Arm dot product) and never raises: an
+unreadable cpuinfo gives known=False. `int8_speed_warning` turns that into one
+sentence for the calibration report, or None when INT8 should pay off here.
+
+Without VNNI (AVX-512 VNNI / AVX-VNNI) or the Arm dot-product instructions, INT8
+convolutions on the CPU EP gain little over FP32: `int8_speed_warning`.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def cpu_int8_support(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
+    """Which INT8-relevant instruction sets the CPU reports (read from /proc/cpuinfo flags).
+
+    Returns {avx2, avx512f, avx512_vnni, avx_vnni, amx_int8, arm_dotprod, vnni, known}:
+    `vnni` is True when some fast int8 dot product exists (x86 VNNI/AMX or Arm asimddp);
+    `known` is False when cpuinfo could not be read.
+    """
+    flags: set[str] = set()
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+        known = True
+    except OSError:
+        text, known = "", False
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    info = {name: name in flags for name in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
+    info["arm_dotprod"] = "asimddp" in flags
+    info["vnni"] = info["avx512_vnni"] or info["avx_vnni"] or info["amx_int8"] or info["arm_dotprod"]
+    info["known"] = known and bool(flags)
+    return info
+
+
+def int8_speed_warning(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+    """A warning when INT8 will gain little or nothing on this CPU; None when it has fast int8 dot products."""
+    info = cpu_int8_support(cpuinfo)
+    if not info["known"]:
+        return "cannot read the CPU flags: INT8 may be no faster than FP32 on this CPU (it needs VNNI to pay off)"
+    if info["vnni"]:
+        return None
+    if not info["avx2"]:
+        return ("this CPU has no VNNI (AVX-512 VNNI / AVX-VNNI) and no AVX2: INT8 kernels will be no faster "
+                "than FP32 here, and likely slower")
+    have = "AVX-512" if info["avx512f"] else "AVX2"
+    return (f"this CPU has no VNNI (AVX-512 VNNI / AVX-VNNI; it has {have}): INT8 kernels run on the {have} "
+            f"u8s8 path, so expect little speed-up over FP32 (far less than on a VNNI CPU; measure it), and "
+            f"u8s8 products can saturate (try reduce_range if accuracy drops)")

@@ -1,0 +1,169 @@
+"""What stays float in an INT8 graph, and what the graphs hold (torch-free; shared by int8 and fp16).
+
+Contract: `float_only_nodes` names the nodes of an ONNX graph that must not be quantised
+(name -> reason) and never changes the graph; `name_nodes` gives every node a unique
+name (the only function here that edits a graph). `graph_io` describes a graph's real
+inputs and outputs (name, shape, dtype), `check_runs` raises VssEdgeError unless a
+converted graph keeps the FP32 graph's I/O, loads on the CPU EP and runs to finite
+outputs, and `op_counts` counts the Q/DQ nodes and the op types that run on quantised
+activations. onnx and onnxruntime are imported only inside the functions that use them:
+importing this module (calibration.quantize's CalibrationConfig, which the CLI imports at
+start-up, defaults to DEFAULT_KEEP_FLOAT) needs the runtime's dependencies alone.
+
+Left in float, by default:
+- op types in DEFAULT_KEEP_FLOAT: warps (GridSample, AffineGrid), Resize, Softmax,
+  ArgMax/ArgMin, TopK, and normalisations not folded into a conv (no int8 kernel);
+- the nodes that compute a warp's sampling grid (e.g. flow -> Div -> Transpose -> Mul
+  -> Add -> GridSample): a quantised grid moves every sampled pixel;
+- nodes that work on discrete values (class indices from ArgMax cast to float, masks
+  from Equal/Not...) or whose result is compared exactly (Equal, Less, ...): GSVNet's
+  label-boundary detector is a Conv over the label map followed by Equal, and an 8-bit
+  label map would break the comparison;
+- whatever ONNX Runtime cannot quantize anyway (Cast, Sub, Div, ReduceSum, Equal...).
+"""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from vss_edge.runtime.errors import VssEdgeError
+from vss_edge.runtime.session import ORT_DTYPES
+
+if TYPE_CHECKING:
+    import onnx
+
+# Op types kept in float by default (as well as what ONNX Runtime cannot quantize anyway).
+# Normalisations: the CPU EP has no int8 kernel for them (they run in float between DQ and Q), so
+# quantising their scale only adds error; and ORT 1.31 breaks on them: its per-channel axis (1) does not
+# fit BatchNormalization's rank-1 scale, and its int32-bias check raises on a LayerNormalization with a
+# 2-D scale (TDNet's attention).
+DEFAULT_KEEP_FLOAT = ("GridSample", "AffineGrid", "Softmax", "Resize", "ArgMax", "ArgMin", "TopK",
+                      "BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization")
+
+_COMPARISONS = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
+_DISCRETE_SOURCES = {"ArgMax", "ArgMin", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not",
+                     "And", "Or", "Xor", "IsNaN", "IsInf", "Sign", "Round", "Floor", "Ceil", "NonZero", "TopK"}
+# Ops a discrete value passes through unchanged in kind (still integers / a mask afterwards).
+_DISCRETE_PASS = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Flatten", "Identity", "Slice", "Gather",
+                  "Concat", "Split", "Pad", "MaxPool", "Expand", "Tile", "Resize"}
+# Ops a warp grid is computed with, walking back from GridSample's grid input.
+_GRID_CHAIN = {"Add", "Sub", "Mul", "Div", "Neg", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Concat",
+               "Slice", "Split", "Cast", "Clip", "Identity", "Flatten", "Expand", "Tile", "Gather", "Resize"}
+_WARPS = {"GridSample", "AffineGrid"}
+
+
+def name_nodes(model: onnx.ModelProto) -> None:
+    """Give every node a unique name (nodes_to_exclude matches names)."""
+    used = {n.name for n in model.graph.node if n.name}
+    for i, node in enumerate(model.graph.node):
+        if not node.name:
+            name = f"{node.op_type}_vss_{i}"
+            while name in used:
+                name += "_"
+            node.name = name
+            used.add(name)
+
+
+def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) -> dict[str, str]:
+    """Nodes to keep in float, name -> reason: op types in keep_float_ops, warp grids, discrete values."""
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    keep = set(keep_float_ops)
+    reasons: dict[str, str] = {}
+    for n in graph.node:
+        if n.op_type in keep:
+            reasons[n.name] = f"op type {n.op_type}"
+    # the computation of each warp's sampling grid
+    for n in graph.node:
+        if n.op_type not in _WARPS:
+            continue
+        stack = [n.input[1]] if n.op_type == "GridSample" and len(n.input) > 1 else list(n.input[:1])
+        while stack:
+            p = producer.get(stack.pop())
+            if p is None or p.name in reasons or p.op_type not in _GRID_CHAIN | {"Constant"}:
+                continue
+            if p.op_type != "Constant":
+                reasons[p.name] = f"computes the sampling grid of {n.op_type} '{n.name}'"
+            stack.extend(i for i in p.input if i)
+    # discrete values (class indices, masks) and anything compared exactly
+    discrete = set()
+    for n in graph.node:  # graph.node is topologically sorted
+        ins = [i for i in n.input if i]
+        if n.op_type in _DISCRETE_SOURCES or (n.op_type in _DISCRETE_PASS and ins and ins[0] in discrete):
+            discrete.update(n.output)
+            continue
+        if any(i in discrete for i in ins) and n.name not in reasons:
+            reasons[n.name] = "works on discrete values (class indices or a mask)"
+    for n in graph.node:
+        if n.op_type in _COMPARISONS:
+            for i in n.input:
+                p = producer.get(i)
+                if p is not None and p.name not in reasons and p.op_type != "Constant":
+                    reasons[p.name] = f"its result is compared exactly by {n.op_type} '{n.name}'"
+    return reasons
+
+
+def graph_io(model: onnx.ModelProto) -> tuple[list, list]:
+    """([(name, shape, dtype name)] of the real inputs (initializers left out), the same of the outputs)."""
+    import onnx
+
+    def describe(values):
+        out = []
+        for v in values:
+            t = v.type.tensor_type
+            out.append((v.name, tuple(d.dim_value for d in t.shape.dim),
+                        onnx.helper.tensor_dtype_to_np_dtype(t.elem_type).name))
+        return out
+
+    inits = {i.name for i in model.graph.initializer}
+    return describe([v for v in model.graph.input if v.name not in inits]), describe(model.graph.output)
+
+
+def check_runs(path: Path, source_io: tuple[list, list], sample: dict | None = None) -> None:
+    """The converted graph loads on the CPU EP, has the source graph's I/O, and (given a sample) runs."""
+    import onnx
+    import onnxruntime as ort
+
+    model = onnx.load(str(path), load_external_data=False)
+    if graph_io(model) != source_io:
+        raise VssEdgeError(f"'{path}': inputs/outputs {graph_io(model)} differ from the FP32 graph's {source_io}")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+    if sample is None:
+        rng = np.random.default_rng(0)
+        sample = {}
+        for i in session.get_inputs():
+            dtype = np.dtype(ORT_DTYPES[i.type])
+            if dtype == np.uint8:
+                sample[i.name] = rng.integers(0, 256, i.shape, dtype=np.uint8)
+            else:
+                sample[i.name] = rng.standard_normal(i.shape).astype(dtype)
+    for name, value in zip([o.name for o in session.get_outputs()], session.run(None, sample)):
+        if value.dtype.kind == "f" and not np.isfinite(value).all():
+            raise VssEdgeError(f"'{path}': output '{name}' is not finite on a calibration sample")
+
+
+def op_counts(model: onnx.ModelProto, quantizable: set[str], excluded: set[str]) -> dict:
+    """QuantizeLinear / DequantizeLinear counts and the op types that run on quantised activations.
+
+    A node counts as quantised when ORT quantises its type, it was not excluded, and
+    it reads a DequantizeLinear of an activation (so ORT can fuse it into an int8 kernel).
+    """
+    graph = model.graph
+    counts = Counter(n.op_type for n in graph.node)
+    inits = {i.name for i in graph.initializer}
+    dq_of_activation = {o for n in graph.node if n.op_type == "DequantizeLinear" and n.input[0] not in inits
+                        for o in n.output}
+    quantized = Counter(n.op_type for n in graph.node
+                        if n.op_type in quantizable and n.name not in excluded
+                        and any(i in dq_of_activation for i in n.input))
+    return {"QuantizeLinear": counts.get("QuantizeLinear", 0), "DequantizeLinear": counts.get("DequantizeLinear", 0),
+            "quantized_op_types": dict(sorted(quantized.items()))}
