@@ -33,7 +33,7 @@ def cpu_model() -> str:
 
 def cpu_int8_flags() -> str:
     """The CPU's INT8-relevant instruction sets, e.g. 'AVX2 yes, AVX-512F yes, VNNI no' (goals are per CPU kind)."""
-    from vss_edge.calibration.cpu import cpu_int8_support
+    from vss_edge.runtime.cpu import cpu_int8_support
 
     info = cpu_int8_support()
     if not info["known"]:

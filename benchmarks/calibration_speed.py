@@ -43,7 +43,7 @@ def main() -> None:
     from vss_edge.calibration.check import compare_pipelines
     from vss_edge.runtime.sources import read_frames
     from vss_edge.calibration.collect import FrameRange, collect_inputs
-    from vss_edge.calibration.cpu import int8_speed_warning
+    from vss_edge.runtime.cpu import int8_speed_warning
     from vss_edge.calibration.quantize import CalibrationConfig, calibrate_bundle
     from vss_edge.exporters.gsvnet import export_gsvnet
     from vss_edge.configs import GSVNetConfig

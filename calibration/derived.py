@@ -1,7 +1,8 @@
 """Write a bundle derived from another (INT8/FP16 graphs in place of FP32 ones), atomically (torch-free).
 
 The new bundle is the source bundle's manifest with, for each replaced graph, the
-new file (e.g. keyframe.int8.onnx), its sha256, precision and calibration record;
+new file (e.g. keyframe.int8.onnx), its sha256, precision and calibration record (and the
+ONNX Runtime optimisation level the record's "session" measured as faster);
 the other graphs are copied as they are (same file, same sha256, precision fp32).
 provenance gains "derived_from": the source bundle's path, manifest sha256, creation
 time and the packages that made the new graphs. As exporters/bundle.py does, the
@@ -70,6 +71,10 @@ def write_derived_bundle(source_bundle: str | Path, out_dir: str | Path,
                 file = f"{name}.{precision}.onnx"
                 shutil.copyfile(path, tmp / file)
                 entry.pop("verified_max_error", None)  # measured on the FP32 export, not this graph
+                entry.pop("optimization", None)
+                chosen = (record or {}).get("session", {}).get("optimization")
+                if chosen is not None:  # measured at calibration (calibration.int8.faster_optimization)
+                    entry["optimization"] = chosen
                 entry.update(file=file, sha256=sha256_file(tmp / file), precision=precision,
                              calibration={**(record or {}), "source_manifest_sha256": source_sha,
                                           "source_file": source.graphs[name].file,

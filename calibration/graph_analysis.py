@@ -19,6 +19,12 @@ Left in float, by default:
   from Equal/Not...) or whose result is compared exactly (Equal, Less, ...): GSVNet's
   label-boundary detector is a Conv over the label map followed by Equal, and an 8-bit
   label map would break the comparison;
+- 1x1 convolutions over at most 4 input channels (the frame's normalisation, which
+  calibration.int8_rewrites turns into one): a 3-channel QLinearConv over the full frame took
+  15.4 ms where the float Conv takes ~2 (GSVNet's keyframe graph, 512x1024);
+- convolutions over more than two spatial axes (Conv3d: 5-D weights, e.g. GSVNet's unfold of
+  3x3 neighbourhoods): the CPU EP has no fast int8 kernel for them (36.9 ms as QLinearConv vs
+  2.9 ms in float, GSVNet's propagation at 512x1024);
 - whatever ONNX Runtime cannot quantize anyway (Cast, Sub, Div, ReduceSum, Equal...).
 """
 from __future__ import annotations
@@ -53,6 +59,16 @@ _DISCRETE_PASS = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Flatt
 _GRID_CHAIN = {"Add", "Sub", "Mul", "Div", "Neg", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Concat",
                "Slice", "Split", "Cast", "Clip", "Identity", "Flatten", "Expand", "Tile", "Gather", "Resize"}
 _WARPS = {"GridSample", "AffineGrid"}
+_WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
+_SHAPE_ONLY = {"Unsqueeze", "Squeeze", "Reshape", "Flatten", "Transpose", "Identity"}
+
+
+def _in_channels(node, weight_dims: dict) -> int:
+    """A Conv's input channels (weight [Co, Ci / group, ...] times group); a large number if unknown."""
+    dims = weight_dims.get(node.input[1]) if len(node.input) > 1 else None
+    if dims is None or len(dims) < 2:
+        return 1 << 30
+    return dims[1] * next((a.i for a in node.attribute if a.name == "group"), 1)
 
 
 def name_nodes(model: onnx.ModelProto) -> None:
@@ -77,9 +93,14 @@ def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) 
             consumers.setdefault(i, []).append(n)
     keep = set(keep_float_ops)
     reasons: dict[str, str] = {}
+    weight_dims = {i.name: tuple(i.dims) for i in graph.initializer}
     for n in graph.node:
         if n.op_type in keep:
             reasons[n.name] = f"op type {n.op_type}"
+        elif n.op_type in ("Conv", "ConvTranspose") and len(weight_dims.get(n.input[1], ())) > 4:
+            reasons[n.name] = f"{len(weight_dims[n.input[1]]) - 2}-D {n.op_type}: no fast int8 kernel on the CPU EP"
+        elif n.op_type == "Conv" and _in_channels(n, weight_dims) <= 4 and weight_dims[n.input[1]][2:] == (1, 1):
+            reasons[n.name] = "a 1x1 Conv over <= 4 channels (the frame's normalisation): int8 is slower there"
     # the computation of each warp's sampling grid
     for n in graph.node:
         if n.op_type not in _WARPS:
@@ -101,6 +122,15 @@ def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) 
             continue
         if any(i in discrete for i in ins) and n.name not in reasons:
             reasons[n.name] = "works on discrete values (class indices or a mask)"
+    # A float Conv/MatMul between a DequantizeLinear and a QuantizeLinear is quantised anyway by ONNX
+    # Runtime at load (its WeightBiasQuantization pass gives the float weight a Q/DQ pair), so the
+    # shape ops that feed it stay float too: its input then comes from a float op, not a DQ.
+    for n in list(graph.node):
+        if n.op_type in _WEIGHTED and n.name in reasons:
+            p = producer.get(n.input[0])
+            while p is not None and p.op_type in _SHAPE_ONLY and p.name not in reasons:
+                reasons[p.name] = f"keeps the input of float {n.op_type} '{n.name}' float"
+                p = producer.get(p.input[0])
     for n in graph.node:
         if n.op_type in _COMPARISONS:
             for i in n.input:

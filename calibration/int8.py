@@ -41,6 +41,7 @@ from vss_edge.calibration.graph_analysis import (
     name_nodes,
     op_counts,
 )
+from vss_edge.calibration.int8_rewrites import drop_float_to_float_qdq, rewrite_for_int8
 from vss_edge.runtime.errors import VssEdgeError
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -88,10 +89,47 @@ def _ort_quantizable() -> set[str]:
     return set(QLinearOpsRegistry) | set(QDQRegistry)
 
 
+def faster_optimization(path: str | Path, samples: list[dict], threads: int | None = None,
+                        rounds: int = 3, fp32_path: str | Path | None = None) -> dict:
+    """Time a graph opened at each ONNX Runtime optimisation level (runtime.manifest.OPTIMIZATIONS)
+    on up to 2 recorded samples, alternating levels over `rounds` rounds, on this machine
+    (fp32_path: the FP32 graph as the runtime opens it, timed in the same rounds).
+
+    Returns {"optimization": the faster level, "ms": {level: median ms per run}, "fp32_ms": the
+    FP32 graph's median (None without fp32_path)}. Which level wins depends on the CPU and on what
+    stays float between the int8 convolutions (the NHWC pass's Transposes around a float op can
+    cost more than the layout gains), so it is measured, not assumed.
+    """
+    import onnxruntime as ort
+
+    from vss_edge.runtime.manifest import OPTIMIZATIONS
+    from vss_edge.runtime.session import session_options
+
+    sessions = {level: ort.InferenceSession(str(path), session_options(threads, quiet=True, optimization=level),
+                                            providers=["CPUExecutionProvider"]) for level in OPTIMIZATIONS}
+    if fp32_path is not None:
+        sessions["fp32"] = ort.InferenceSession(str(fp32_path), session_options(threads, quiet=True),
+                                                providers=["CPUExecutionProvider"])
+    feeds = samples[:2]
+    times: dict[str, list[float]] = {level: [] for level in sessions}
+    for session in sessions.values():
+        session.run(None, feeds[0])  # warm-up
+    for _ in range(rounds):
+        for level, session in sessions.items():
+            for feed in feeds:
+                t0 = time.perf_counter()
+                session.run(None, feed)
+                times[level].append((time.perf_counter() - t0) * 1000.0)
+    ms = {level: round(float(np.median(t)), 2) for level, t in times.items()}
+    fp32_ms = ms.pop("fp32", None)
+    return {"optimization": min(ms, key=ms.get), "ms": ms, "fp32_ms": fp32_ms}
+
+
 def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: list[dict], method: str = "minmax",
                         per_channel: bool = True, keep_float_ops=DEFAULT_KEEP_FLOAT, nodes_to_exclude=(),
                         max_samples: int | None = None, reduce_range: bool = False,
-                        pre_process: bool = True) -> dict:
+                        pre_process: bool = True, layout_rewrites: bool = True,
+                        threads: int | None = None) -> dict:
     """Statically quantise one graph to INT8 (QDQ) with ONNX Runtime; returns a small record.
 
     inputs: recorded feed dicts (calibration.collect.collect_inputs()[graph]).
@@ -105,9 +143,14 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
     where u8s8 products can saturate.
     pre_process: run onnxruntime's quant_pre_process (shape inference and basic
     graph optimisation) first; skipped, and said in the record, if it fails.
+    layout_rewrites: replace the float ops that break the int8 NHWC layout by exact
+    1x1 Convs first (calibration.int8_rewrites; needs the shapes pre_process infers).
+    threads: intra-op threads for timing the optimisation levels (`faster_optimization`).
 
     The result keeps the graph's input and output names, shapes and dtypes; it is
-    checked to load and run on the CPU EP before this returns.
+    checked to load and run on the CPU EP before this returns. The record's "session" says
+    which ONNX Runtime optimisation level ran it faster here (the bundle's manifest entry
+    takes it as "optimization").
     """
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -144,6 +187,7 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
         if not prepared.exists():
             shutil.copyfile(model_path, prepared)
         model = onnx.load(str(prepared))
+        rewrites = rewrite_for_int8(model) if layout_rewrites else {}
         name_nodes(model)
         reasons = float_only_nodes(model, keep_float_ops)
         known = {n.name for n in model.graph.node}
@@ -175,7 +219,10 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
                 f"ONNX Runtime could not quantise '{model_path.name}' ({type(e).__name__}: {first}); leave the graph "
                 f"in float (keep_float_graphs) or exclude the offending op types or nodes") from e
         quantized = onnx.load(str(work / "int8.onnx"))
+        if drop_float_to_float_qdq(quantized, set(reasons)):
+            onnx.save(quantized, str(work / "int8.onnx"))
         check_runs(work / "int8.onnx", source_io, samples[0])
+        session = faster_optimization(work / "int8.onnx", samples, threads, fp32_path=model_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(work / "int8.onnx"), str(out_path))
     finally:
@@ -187,6 +234,7 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
         "precision": "int8", "method": method, "per_channel": bool(per_channel), "reduce_range": bool(reduce_range),
         "format": "QDQ", "activations": "QUInt8 asymmetric", "weights": "QInt8 symmetric",
         "samples": len(samples), "samples_recorded": len(inputs), "pre_process": pre_note,
+        "layout_rewrites": rewrites, "session": session,
         "excluded_op_types": sorted(set(keep_float_ops) & set(present)),
         "excluded_nodes": dict(sorted(reasons.items())),
         "left_float_by_ort": sorted(t for t in present if t not in quantizable and t not in keep_float_ops),

@@ -9,7 +9,7 @@ calibration / evaluation split is a VssEdgeError before any work is done. `Preci
 and `CalibrationMethod` are the accepted values (str enums; the CLI reads its choices
 from them). This module only orchestrates: one graph's INT8 quantisation is
 calibration/int8.py, FP16 conversion calibration/fp16.py, what stays float
-calibration/graph_analysis.py, the CPU check calibration/cpu.py. Importing it imports
+calibration/graph_analysis.py, the CPU check runtime/cpu.py. Importing it imports
 neither onnx nor torch.
 
 `calibrate_bundle` does the whole thing for a bundle and writes a new bundle that the
@@ -27,7 +27,7 @@ from enum import Enum
 from pathlib import Path
 
 from vss_edge.calibration.collect import FrameRange, check_disjoint, collect_inputs
-from vss_edge.calibration.cpu import int8_speed_warning
+from vss_edge.runtime.cpu import cpu_record, int8_speed_warning
 from vss_edge.calibration.fp16 import DEFAULT_FP16_BLOCK, FP16_CPU_WARNING, convert_graph_fp16
 from vss_edge.calibration.graph_analysis import DEFAULT_KEEP_FLOAT
 from vss_edge.calibration.int8 import INT8_CUDA_NOTE, METHODS, quantize_graph_int8
@@ -73,6 +73,8 @@ class CalibrationConfig:
     keep_float_ops: op types left in float in INT8 graphs (graph_analysis.DEFAULT_KEEP_FLOAT).
     fp16_block: op types left FP32 in FP16 graphs (fp16.DEFAULT_FP16_BLOCK).
     max_samples, reduce_range: see calibration.int8.quantize_graph_int8.
+    keep_slower: keep an INT8 graph that ran slower than its FP32 graph on this machine
+        (measured at calibration; False: that graph stays FP32, said in the report's warnings).
     interval: key-frame interval while recording (None: the manifest's scheduler).
     device, threads: where and with how many ONNX Runtime threads the FP32 pipeline records.
 
@@ -91,6 +93,7 @@ class CalibrationConfig:
     fp16_block: tuple[str, ...] = DEFAULT_FP16_BLOCK
     max_samples: int | None = None
     reduce_range: bool = False
+    keep_slower: bool = False
     interval: int | None = None
     device: str = "cpu"
     threads: int | None = None
@@ -179,14 +182,20 @@ def calibrate_bundle(bundle: str | Path, video, out: str | Path,
             recorded = collect_inputs(bundle, video, frames, interval=config.interval, device=config.device,
                                       threads=config.threads)
             source = {**_video_record(video), "frames": str(frames), "interval": config.interval or
-                      manifest.scheduler.get("params", {}).get("interval"), **base}
+                      manifest.scheduler.get("params", {}).get("interval"), "tuned_on": cpu_record(), **base}
             for name in selected:
                 path = work / f"{name}.int8.onnx"
                 record = quantize_graph_int8(manifest.graph_path(name), path, recorded[name],
                                              method=config.method.value, per_channel=config.per_channel,
                                              keep_float_ops=config.keep_float_ops, max_samples=config.max_samples,
-                                             reduce_range=config.reduce_range)
+                                             reduce_range=config.reduce_range, threads=config.threads)
                 record = {**source, **record}
+                int8_ms, fp32_ms = min(record["session"]["ms"].values()), record["session"]["fp32_ms"]
+                if not config.keep_slower and fp32_ms is not None and int8_ms >= fp32_ms:
+                    warnings.append(f"graph '{name}': INT8 ran slower than FP32 on this CPU ({int8_ms:.2f} vs "
+                                    f"{fp32_ms:.2f} ms per run), so it stays FP32 (keep_slower / --keep-slower "
+                                    f"keeps it INT8)")
+                    continue
                 files[name] = (path, "int8", record)
         else:
             warnings.append(FP16_CPU_WARNING)

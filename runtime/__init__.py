@@ -1,8 +1,10 @@
 """vss-edge runtime: ONNX Runtime only, never torch. `load(bundle)` -> Pipeline."""
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
+from vss_edge.runtime.cpu import tuning_warnings
 from vss_edge.runtime.errors import BundleError, FrameError, OutputError, SourceError, VssEdgeError
 from vss_edge.runtime.manifest import Manifest, load_manifest
 from vss_edge.runtime.pipeline import FrameResult, Pipeline
@@ -43,6 +45,8 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
         scheduler = choose_scheduler(manifest.scheduler, scheduler, interval)
     sessions = open_sessions(manifest, device=device, threads=threads, io_binding=io_binding,
                              thread_pool=thread_pool)
+    for warning in tuning_warnings(manifest):
+        logging.getLogger("vss_edge").warning("vss-edge: %s", warning)
     pipe = Pipeline(manifest, sessions, scheduler)
     if budget:
         pipe.program.set_budget(**budget)

@@ -4,7 +4,8 @@ A bundle is a directory. manifest.json (format_version 1) holds:
 - method, config (resolution, classes, keyframe net, ...), input (dtype, layout,
   channel order, resize rule, normalisation applied in-graph), classes (names, palette);
 - graphs: name -> role, file, sha256, precision, calibration, inputs/outputs
-  ([{name, shape, dtype}]), gflops;
+  ([{name, shape, dtype}]), gflops, optimization (optional: "all" or "extended", the ONNX
+  Runtime optimisation level to open it at);
 - state: the tensors carried from frame to frame [{name, shape, dtype}], each an output
   of the graphs with that name, shape and dtype;
 - scheduler: {name, params}; provenance: package versions, opset, IR, checkpoints;
@@ -39,6 +40,10 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "manifest.json"
 ROLES = ("keyframe_net", "flow_net", "propagation_head", "mask_generator", "path_net", "partial_net")
 PRECISIONS = ("fp32", "fp16", "int8")
+# ONNX Runtime graph optimisation levels a graph entry may ask for ("optimization"; calibration
+# measures the faster for an INT8 graph); without one: "all", except INT8 graphs calibrated before
+# calibration chose (their in-graph normalisation slowed down under the NHWC layout pass): "extended".
+OPTIMIZATIONS = ("all", "extended")
 
 
 @dataclass(frozen=True)
@@ -62,6 +67,7 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
     gflops: float | None = None
     calibration: dict | None = None
+    optimization: str | None = None  # ONNX Runtime graph optimisation level (OPTIMIZATIONS); None: by precision
 
 
 @dataclass(frozen=True)
@@ -284,7 +290,11 @@ def load_manifest(bundle_dir: str | Path, verify_hashes: bool = True) -> Manifes
             outputs=_tensor_specs(_require(g, "outputs", list, gw), f"{gw}.outputs"),
             gflops=g.get("gflops"),
             calibration=g.get("calibration"),
+            optimization=g.get("optimization"),
         )
+        if spec.optimization is not None and spec.optimization not in OPTIMIZATIONS:
+            raise BundleError(f"{gw}: optimization must be one of {', '.join(OPTIMIZATIONS)}, "
+                              f"got {spec.optimization!r}")
         file = root / spec.file
         if Path(spec.file).is_absolute() or ".." in Path(spec.file).parts:
             raise BundleError(f"{gw}: graph file '{spec.file}' must be a plain name inside the bundle")

@@ -106,14 +106,26 @@ def shared_pool_threads(threads: int | None) -> int | None:
     return _shared_pool_threads
 
 
+_LEVELS = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+           "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED}
+
+
+def graph_optimization(spec: GraphSpec) -> str:
+    """The optimisation level a graph opens at: its manifest entry's, else "all" ("extended" for
+    an INT8 graph from before calibration measured it: see runtime.manifest.OPTIMIZATIONS)."""
+    if spec.optimization is not None:
+        return spec.optimization
+    return "extended" if spec.precision == "int8" else "all"
+
+
 def session_options(threads: int | None, quiet: bool, spin: bool = True,
-                    layout_opt: bool = True, shared_pool: bool = False) -> ort.SessionOptions:
-    """The runtime's ORT session options: full graph optimisation (layout_opt=False: no layout
-    transforms), `threads` intra-op threads and 1 inter-op (shared_pool: the global pool's),
-    spin=False turns intra-op spinning off, quiet silences ORT's own log."""
+                    optimization: str = "all", shared_pool: bool = False) -> ort.SessionOptions:
+    """The runtime's ORT session options: graph optimisation `optimization` ("all": with the
+    layout transforms, "extended": without), `threads` intra-op threads and 1 inter-op
+    (shared_pool: the global pool's), spin=False turns intra-op spinning off, quiet silences
+    ORT's own log."""
     opts = ort.SessionOptions()
-    opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if layout_opt
-                                     else ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED)
+    opts.graph_optimization_level = _LEVELS[optimization]
     if shared_pool:  # threads and spinning are the global pool's
         opts.use_per_session_threads = False
     elif threads:
@@ -138,10 +150,7 @@ class GraphSession:
             self.session = ort.InferenceSession(
                 str(path), sess_options=session_options(
                     threads, quiet, spin=spec.role == "keyframe_net",
-                    # INT8 QDQ: at ENABLE_ALL the NHWC layout pass for QLinear ops pushes the input
-                    # transpose past the in-graph normalisation, whose broadcast over a 3-wide
-                    # innermost axis then runs ~10x slower (flow graph 3.6 -> 13.8 ms on a 2-core CPU).
-                    layout_opt=spec.precision != "int8", shared_pool=shared_pool),
+                    optimization=graph_optimization(spec), shared_pool=shared_pool),
                 providers=providers
             )
         except Exception as e:  # onnxruntime raises several unrelated types for bad files

@@ -15,7 +15,7 @@ import pytest
 from vss_edge import runtime
 from vss_edge.calibration.collect import FrameRange, check_disjoint, collect_inputs
 from vss_edge.calibration.derived import write_derived_bundle
-from vss_edge.calibration.cpu import cpu_int8_support, int8_speed_warning
+from vss_edge.runtime.cpu import cpu_int8_support, int8_speed_warning
 from vss_edge.calibration.fp16 import FP16_CPU_WARNING
 from vss_edge.calibration.int8 import METHODS, quantize_graph_int8
 from vss_edge.calibration.quantize import CalibrationConfig, CalibrationMethod, Precision, calibrate_bundle
@@ -36,7 +36,7 @@ def recorded(gsvnet_bundle):
 def int8_bundle(gsvnet_bundle, tmp_path_factory):
     return calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path_factory.mktemp("int8") / "gsvnet-int8",
                             CalibrationConfig(precision="int8", method="minmax", calibration_frames=CALIBRATION,
-                                              evaluation_frames=EVALUATION))
+                                              evaluation_frames=EVALUATION, keep_slower=True))
 
 
 def _labels(bundle, frames):
@@ -208,7 +208,7 @@ def test_entropy_calibrates_other_ranges_than_minmax(flow_by_method):
 
 def test_keep_float_graphs_stay_fp32(gsvnet_bundle, tmp_path):
     out, report = calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "mixed", CalibrationConfig(
-        precision="int8", calibration_frames="0:10", keep_float_graphs=("keyframe",)))
+        precision="int8", calibration_frames="0:10", keep_float_graphs=("keyframe",), keep_slower=True))
     source, derived = load_manifest(gsvnet_bundle), load_manifest(out)
     assert derived.graphs["keyframe"].precision == "fp32" and derived.graphs["keyframe"].calibration is None
     assert derived.graphs["keyframe"].sha256 == source.graphs["keyframe"].sha256

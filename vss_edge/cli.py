@@ -97,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = verbs.add_parser("profile", help="per-graph latency, key vs non-key frames, FPS")
     p.add_argument("bundle")
     p.add_argument("source", help="video file, image folder, or camera index")
-    p.add_argument("--json", help="write the summary as JSON to this file")
+    p.add_argument("--json", help="write the summary as JSON to this file (and the timeline PNG beside it)")
+    p.add_argument("--timeline", metavar="PNG",
+                   help="write a per-frame latency timeline (time split by graph, key frames marked) as a PNG "
+                        "here (default with --json F.json: F.png)")
     p.add_argument("--warmup", type=_non_negative_int, default=2, help="frames excluded from the statistics")
     _add_runtime_options(p)
 
@@ -116,6 +119,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "graphs stay FP32 until it fits")
     p.add_argument("--keep-float", nargs="+", default=[], metavar="GRAPH", help="graphs to keep in FP32")
     p.add_argument("--no-per-channel", action="store_true", help="per-tensor INT8 weights")
+    p.add_argument("--reduce-range", action="store_true",
+                   help="7-bit INT8 weights (CPUs without VNNI, where u8s8 products can saturate)")
+    p.add_argument("--keep-slower", action="store_true",
+                   help="keep INT8 graphs that ran slower than FP32 on this machine (default: they stay FP32)")
     p.add_argument("--json", help="write the calibration report as JSON to this file")
 
     p = verbs.add_parser("check", help="what a candidate bundle (INT8, FP16...) costs against its reference")
@@ -443,15 +450,27 @@ def _speed(s: dict) -> str:
 def cmd_profile(args) -> int:
     from vss_edge.runtime.profiling import RunStats, to_markdown
     from vss_edge.runtime.sources import open_source
-    from vss_edge.runtime.outputs import check_writable_folder, write_text_atomic
+    from vss_edge.runtime.outputs import check_writable_folder, write_bytes_atomic, write_text_atomic
+    from vss_edge.runtime.timeline import Timeline
 
+    timeline_path = None  # the PNG: --timeline, else beside --json (F.json -> F.png)
+    if args.timeline or args.json:
+        timeline_path = Path(args.timeline) if args.timeline else Path(args.json).with_suffix(".png")
+        what = f"--timeline '{args.timeline}'" if args.timeline else f"the timeline '{timeline_path}' (beside --json)"
+        if args.json and timeline_path.resolve() == Path(args.json).resolve():
+            raise VssEdgeError(f"{what} would overwrite --json '{args.json}'")
     if args.json:  # before running: a read-only or missing folder fails now, not after the video
         check_writable_folder(Path(args.json).parent, f"--json '{args.json}'")
+    if timeline_path is not None:
+        check_writable_folder(timeline_path.parent, what)
     with open_source(args.source) as source:
         pipe = _load(args)
         stats = RunStats(pipe.manifest, warmup=args.warmup)  # bounded memory: a camera may run for days
+        timeline = Timeline(pipe.manifest.graphs, warmup=args.warmup)  # bounded too: thins itself
         for frame in source:
-            stats.add(pipe.step(frame))
+            result = pipe.step(frame)
+            stats.add(result)
+            timeline.add(result)
             if args.max_frames and stats.seen >= args.max_frames:
                 break
     if stats.seen <= args.warmup:
@@ -461,6 +480,12 @@ def cmd_profile(args) -> int:
     print(to_markdown(summary), end="")
     if args.json:
         write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+    if timeline_path is not None:
+        (h, w), s = summary["resolution"], summary
+        title = (f"{s['method']} {h}x{w} on {s['device']}: {s['frames']} frames ({s['key_frames']} key), "
+                 f"{s['fps']:.2f} FPS")
+        write_bytes_atomic(timeline_path, timeline.to_png(title))
+        print(f"timeline written to {timeline_path}")
     return 0
 
 
@@ -529,6 +554,7 @@ def cmd_calibrate(args) -> int:
 
     # checks the options and that calibration and evaluation frames are disjoint, before any work
     config = CalibrationConfig(precision=args.precision, method=args.method, per_channel=not args.no_per_channel,
+                               reduce_range=args.reduce_range, keep_slower=args.keep_slower,
                                calibration_frames=args.calibration_frames, evaluation_frames=args.evaluation_frames)
     if args.max_drop is not None:
         from vss_edge.calibration.budget import calibrate_within_budget

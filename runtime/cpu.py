@@ -4,6 +4,8 @@ Contract: `cpu_int8_support` reports the INT8-relevant instruction sets the CPU 
 in its flags (x86 AVX2 / AVX-512 / VNNI / AMX, Arm dot product) and never raises: an
 unreadable cpuinfo gives known=False. `int8_speed_warning` turns that into one
 sentence for the calibration report, or None when INT8 should pay off here.
+`cpu_record` is what calibration stores as an INT8 graph's "tuned_on", and
+`tuning_warnings` compares a bundle's records with this CPU at load (runtime.load logs them).
 
 Without VNNI (AVX-512 VNNI / AVX-VNNI) or the Arm dot-product instructions, INT8
 convolutions on the CPU EP gain little over FP32: `int8_speed_warning`.
@@ -12,17 +14,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
+CPUINFO = "/proc/cpuinfo"
 
-def cpu_int8_support(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
+
+def cpu_int8_support(cpuinfo: str | Path | None = None) -> dict:
     """Which INT8-relevant instruction sets the CPU reports (read from /proc/cpuinfo flags).
 
     Returns {avx2, avx512f, avx512_vnni, avx_vnni, amx_int8, arm_dotprod, vnni, known}:
     `vnni` is True when some fast int8 dot product exists (x86 VNNI/AMX or Arm asimddp);
-    `known` is False when cpuinfo could not be read.
+    `known` is False when cpuinfo could not be read. cpuinfo: None reads CPUINFO.
     """
     flags: set[str] = set()
     try:
-        text = Path(cpuinfo).read_text(errors="replace")
+        text = Path(cpuinfo or CPUINFO).read_text(errors="replace")
         known = True
     except OSError:
         text, known = "", False
@@ -37,7 +41,7 @@ def cpu_int8_support(cpuinfo: str | Path = "/proc/cpuinfo") -> dict:
     return info
 
 
-def int8_speed_warning(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
+def int8_speed_warning(cpuinfo: str | Path | None = None) -> str | None:
     """A warning when INT8 will gain little or nothing on this CPU; None when it has fast int8 dot products."""
     info = cpu_int8_support(cpuinfo)
     if not info["known"]:
@@ -51,3 +55,39 @@ def int8_speed_warning(cpuinfo: str | Path = "/proc/cpuinfo") -> str | None:
     return (f"this CPU has no VNNI (AVX-512 VNNI / AVX-VNNI; it has {have}): INT8 kernels run on the {have} "
             f"u8s8 path, so expect little speed-up over FP32 (far less than on a VNNI CPU; measure it), and "
             f"u8s8 products can saturate (try reduce_range if accuracy drops)")
+
+
+def cpu_model(cpuinfo: str | Path | None = None) -> str:
+    """The CPU's model name from cpuinfo ('unknown' where it says none)."""
+    try:
+        text = Path(cpuinfo or CPUINFO).read_text(errors="replace")
+    except OSError:
+        return "unknown"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("model name", "hardware", "cpu model"):
+            return value.strip()
+    return "unknown"
+
+
+def cpu_record(cpuinfo: str | Path | None = None) -> dict:
+    """{"cpu": model name, "vnni", "avx512f", "avx2", ...}: the CPU an INT8 graph was calibrated and timed on."""
+    info = cpu_int8_support(cpuinfo)
+    return {"cpu": cpu_model(cpuinfo), **{k: v for k, v in info.items() if k != "known"}}
+
+
+def tuning_warnings(manifest, cpuinfo: str | Path | None = None) -> list[str]:
+    """One warning per bundle whose INT8 graphs were tuned on a CPU with fast int8 dot products
+    (VNNI, AMX, Arm dot product) when this CPU has none: they will run, but gain little over FP32
+    here, and the optimisation level calibration measured may be the wrong one."""
+    here = cpu_int8_support(cpuinfo)
+    if not here["known"] or here["vnni"]:
+        return []
+    tuned = sorted(name for name, g in manifest.graphs.items()
+                   if g.precision == "int8" and ((g.calibration or {}).get("tuned_on") or {}).get("vnni"))
+    if not tuned:
+        return []
+    on = (manifest.graphs[tuned[0]].calibration or {})["tuned_on"].get("cpu", "another CPU")
+    return [f"INT8 graph(s) {', '.join(tuned)} were calibrated on a CPU with VNNI ({on}); this CPU "
+            f"({cpu_model(cpuinfo)}) has none, so they will gain little over FP32 here: recalibrate on "
+            f"this machine (vss-edge calibrate) or use the FP32 bundle"]

@@ -1,0 +1,283 @@
+"""Exact graph rewrites that let an INT8 graph keep ONNX Runtime's int8 NHWC layout (torch-free).
+
+ONNX Runtime's CPU EP runs a QDQ graph's convolutions as NHWC QLinearConv. Any float op between
+them that the NHWC pass does not know breaks the layout: Transposes go in around it, and the op
+itself runs on NHWC data in a way it was not written for (the in-graph normalisation's Sub and Div
+broadcast over a 3-wide innermost axis run ~10x slower; a BatchNormalization that no Conv absorbs,
+as in the pre-activation blocks of SwiftNet and DDRNet, runs in float between a DQ and a Q with two
+Transposes). Each rewrite here replaces such ops by an ordinary 1x1 Conv, which every layout pass
+and the quantiser know, computing the same values (up to float rounding: the products are
+regrouped):
+
+- `fold_channel_affine`: a chain of elementwise Mul / Add / Sub / Div by per-channel constants on
+  an NCHW tensor (the normalisation (x * scale - mean) / std), or a BatchNormalization (inference),
+  -> one depthwise 1x1 Conv (weight a_c, bias b_c: y = a_c x + b_c).
+- `fold_channel_flip`: a Slice that reverses the channel axis (BGR <-> RGB) of a 1x1 Conv's output
+  -> a 1x1 Conv with the output channels reversed, reading the same input.
+
+Contract: `rewrite_for_int8(model)` edits the ModelProto in place (the FP32 file on disk is never
+touched: calibration.int8 rewrites its own copy before quantising) and returns what it changed,
+{"channel_affine": n, "batch_norm": n, "channel_flip": n}. It only rewrites patterns whose
+constants it can read (initializers or Constant nodes) and whose shapes are known (4-D, channel
+count from the constant or the BN), and never changes the graph's inputs or outputs.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import onnx
+
+_AFFINE_OPS = ("Mul", "Add", "Sub", "Div")
+
+
+class _Graph:
+    """Index of a graph: producers, consumers and constant values, kept up to date by the rewrites."""
+
+    def __init__(self, model: onnx.ModelProto):
+        from onnx import numpy_helper
+
+        self.model, self.graph = model, model.graph
+        self.consts = {i.name: numpy_helper.to_array(i) for i in self.graph.initializer}
+        for n in self.graph.node:
+            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value":
+                self.consts[n.output[0]] = numpy_helper.to_array(n.attribute[0].t)
+        self.outputs = {o.name for o in self.graph.output}
+        self.shapes = {}  # tensor -> static shape, where shape inference or the graph's I/O says
+        for v in list(self.graph.value_info) + list(self.graph.input) + list(self.graph.output):
+            dims = v.type.tensor_type.shape.dim
+            if v.type.tensor_type.HasField("shape") and all(d.HasField("dim_value") for d in dims):
+                self.shapes[v.name] = tuple(d.dim_value for d in dims)
+        self.used = {n.name for n in self.graph.node} | set(self.consts)
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.producer = {o: n for n in self.graph.node for o in n.output}
+        self.consumers: dict[str, list] = {}
+        for n in self.graph.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+
+    def channels(self, tensor: str) -> int | None:
+        """The channel count of a 4-D (NCHW) tensor, None when it is not known to be 4-D."""
+        shape = self.shapes.get(tensor)
+        return shape[1] if shape is not None and len(shape) == 4 else None
+
+    def only_consumer(self, tensor: str):
+        users = self.consumers.get(tensor, [])
+        return users[0] if len(users) == 1 and tensor not in self.outputs else None
+
+    def fresh(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.used:
+            k += 1
+            name = f"{base}_{k}"
+        self.used.add(name)
+        return name
+
+    def add_conv(self, x: str, weight: np.ndarray, bias: np.ndarray, out: str, group: int, name: str):
+        """A 1x1 Conv out = conv(x, weight [Co, Ci/group, 1, 1], bias [Co]) (float32 initializers)."""
+        from onnx import helper, numpy_helper
+
+        w_name, b_name = self.fresh(f"{name}_weight"), self.fresh(f"{name}_bias")
+        self.graph.initializer.extend([numpy_helper.from_array(weight.astype(np.float32), w_name),
+                                       numpy_helper.from_array(bias.astype(np.float32), b_name)])
+        return helper.make_node("Conv", [x, w_name, b_name], [out], name=self.fresh(name), group=group,
+                                kernel_shape=[1, 1], strides=[1, 1], pads=[0, 0, 0, 0], dilations=[1, 1])
+
+
+def _per_channel(value: np.ndarray | None) -> np.ndarray | None:
+    """A constant that broadcasts per channel over NCHW ([C,1,1], [1,C,1,1] or a scalar) -> float64 [C]
+    (a scalar: [1]); None for anything else."""
+    if value is None or value.dtype.kind != "f":
+        return None
+    v = np.asarray(value, dtype=np.float64)
+    if v.size == 1:
+        return v.reshape(1)
+    shape = v.shape
+    if len(shape) == 3 and shape[1:] == (1, 1):
+        return v.reshape(-1)
+    if len(shape) == 4 and shape[0] == 1 and shape[2:] == (1, 1):
+        return v.reshape(-1)
+    return None
+
+
+def _affine_step(g: _Graph, node, x: str):
+    """(a, b) with node(x) = a * x + b per channel, or None when node is not such a step on x."""
+    if node.op_type not in _AFFINE_OPS or len(node.input) != 2 or x not in node.input:
+        return None
+    other = node.input[1] if node.input[0] == x else node.input[0]
+    c = _per_channel(g.consts.get(other))
+    if c is None:
+        return None
+    one, zero = np.ones_like(c), np.zeros_like(c)
+    if node.op_type == "Mul":
+        return c, zero
+    if node.op_type == "Add":
+        return one, c
+    if node.op_type == "Sub":
+        return (one, -c) if node.input[0] == x else (-one, c)
+    return (1.0 / c, zero) if node.input[0] == x else None  # Div: only x / c is affine
+
+
+def fold_channel_affine(model: onnx.ModelProto) -> dict:
+    """Per-channel affine chains and BatchNormalizations -> depthwise 1x1 Convs; returns counts."""
+    g = _Graph(model)
+    counts = {"channel_affine": 0, "batch_norm": 0}
+    replaced, new_nodes = set(), {}
+    for node in list(g.graph.node):
+        if node.name in replaced:
+            continue
+        if node.op_type == "BatchNormalization" and len(node.output) == 1 and all(
+                i in g.consts for i in node.input[1:5]):
+            scale, bias, mean, var = (np.asarray(g.consts[i], dtype=np.float64) for i in node.input[1:5])
+            eps = next((a.f for a in node.attribute if a.name == "epsilon"), 1e-5)
+            a = scale / np.sqrt(var + eps)
+            chain, x, out, b = [node], node.input[0], node.output[0], bias - a * mean
+            kind = "batch_norm"
+        else:
+            x = next((i for i in node.input if i not in g.consts), None)
+            step = _affine_step(g, node, x) if x is not None else None
+            if step is None or g.channels(x) is None:
+                continue  # (nodes are in topological order: a chain is met at its head first)
+            a, b = step
+            chain, out = [node], node.output[0]
+            while True:  # extend along single consumers
+                nxt = g.only_consumer(out)
+                step = _affine_step(g, nxt, out) if nxt is not None else None
+                if step is None:
+                    break
+                a, b = step[0] * a, step[0] * b + step[1]
+                chain.append(nxt)
+                out = nxt.output[0]
+            if a.size == 1 and b.size == 1:
+                continue  # scalars only: an elementwise op, nothing NHWC-hostile
+            kind = "channel_affine"
+        channels = g.channels(x)
+        if channels is None or a.size not in (1, channels) or b.size not in (1, channels):
+            continue
+        counts[kind] += 1
+        a, b = np.broadcast_to(a, channels), np.broadcast_to(b, channels)
+        conv = g.add_conv(x, a.reshape(channels, 1, 1, 1), b, out, group=channels,
+                          name=f"{chain[0].name}_as_conv")
+        replaced.update(n.name for n in chain)
+        new_nodes[chain[-1].name] = conv
+    _splice(g, replaced, new_nodes)
+    return counts
+
+
+def _is_channel_flip(g: _Graph, node, channels: int) -> bool:
+    """A Slice reversing axis 1 whole (starts -1 or C-1, step -1, ends past the front)."""
+    if node.op_type != "Slice" or len(node.input) < 5:
+        return False
+    starts, ends, axes, steps = (g.consts.get(i) for i in node.input[1:5])
+    if any(v is None or v.size != 1 for v in (starts, ends, axes, steps)):
+        return False
+    start, end, axis, step = (int(np.asarray(v).reshape(-1)[0]) for v in (starts, ends, axes, steps))
+    return axis == 1 and step == -1 and start in (-1, channels - 1) and end <= -channels - 1
+
+
+def fold_channel_flip(model: onnx.ModelProto) -> int:
+    """Slices reversing the channels of a 1x1 Conv's output -> a 1x1 Conv with reversed channels."""
+    g = _Graph(model)
+    replaced, new_nodes = set(), {}
+    for node in list(g.graph.node):
+        conv = g.producer.get(node.input[0]) if node.op_type == "Slice" else None
+        if conv is None or conv.op_type != "Conv" or len(conv.input) != 3:
+            continue
+        weight, bias = g.consts.get(conv.input[1]), g.consts.get(conv.input[2])
+        if weight is None or bias is None or weight.shape[2:] != (1, 1):
+            continue
+        attrs = {a.name: a for a in conv.attribute}
+        if any(list(attrs[k].ints) not in ([1, 1], [0, 0, 0, 0]) for k in ("strides", "pads", "dilations")
+               if k in attrs):
+            continue
+        channels, group = weight.shape[0], attrs["group"].i if "group" in attrs else 1
+        if not _is_channel_flip(g, node, channels):
+            continue
+        if group == 1:
+            full = weight.reshape(channels, -1)
+        elif group == channels and weight.shape[1] == 1:
+            full = np.diag(weight.reshape(-1))
+        else:
+            continue
+        flipped = full[::-1].reshape(channels, -1, 1, 1)
+        replaced.add(node.name)
+        new_nodes[node.name] = g.add_conv(conv.input[0], flipped, bias[::-1], node.output[0], group=1,
+                                          name=f"{node.name}_as_conv")
+    _splice(g, replaced, new_nodes)
+    return len(replaced)
+
+
+def _splice(g: _Graph, replaced: set, new_nodes: dict) -> None:
+    """Drop the replaced nodes, put each new node where the last node it replaces was (the order
+    stays topological: its input is produced before the chain's head), and unused constants."""
+    if not replaced:
+        return
+    nodes = []
+    for n in g.graph.node:
+        if n.name in new_nodes:
+            nodes.append(new_nodes[n.name])
+        if n.name not in replaced:
+            nodes.append(n)
+    del g.graph.node[:]
+    g.graph.node.extend(nodes)
+    used = {i for n in g.graph.node for i in n.input} | g.outputs
+    keep = [i for i in g.graph.initializer if i.name in used]
+    del g.graph.initializer[:]
+    g.graph.initializer.extend(keep)
+    nodes = [n for n in g.graph.node if n.op_type != "Constant" or n.output[0] in used]
+    del g.graph.node[:]
+    g.graph.node.extend(nodes)
+
+
+def rewrite_for_int8(model: onnx.ModelProto) -> dict:
+    """All rewrites, in order (affine chains first: the flip folds into the Conv they become)."""
+    counts = fold_channel_affine(model)
+    counts["channel_flip"] = fold_channel_flip(model)
+    return counts
+
+
+def drop_float_to_float_qdq(model: onnx.ModelProto, float_nodes: set[str]) -> int:
+    """Let float nodes read a float node's output directly, not through the QuantizeLinear ->
+    DequantizeLinear pair ONNX Runtime's quantiser put on it for its quantised readers (after
+    quantisation; a pair left with no reader is removed). Returns the float inputs rewired.
+
+    Such a pair only rounds the values, and in front of a float Conv it makes ONNX Runtime quantise
+    that Conv anyway at load (its WeightBiasQuantization pass fuses DQ -> Conv -> Q with the float
+    weight): GSVNet's 3-D unfold Conv, kept float for speed, then ran as a 37 ms QLinearConv.
+    """
+    g = _Graph(model)
+    rewired = 0
+    for q in list(g.graph.node):
+        source = g.producer.get(q.input[0]) if q.op_type == "QuantizeLinear" else None
+        if source is None or source.name not in float_nodes:
+            continue
+        for dq in g.consumers.get(q.output[0], []):
+            if dq.op_type != "DequantizeLinear":
+                continue
+            for reader in g.consumers.get(dq.output[0], []):
+                if reader.name in float_nodes:
+                    for i, name in enumerate(reader.input):
+                        if name == dq.output[0]:
+                            reader.input[i] = q.input[0]
+                            rewired += 1
+    if rewired:
+        _drop_unread_qdq(g)
+    return rewired
+
+
+def _drop_unread_qdq(g: _Graph) -> None:
+    """Remove DequantizeLinear nodes nothing reads, then QuantizeLinear nodes nothing reads."""
+    for op in ("DequantizeLinear", "QuantizeLinear"):
+        g.refresh()
+        kept = [n for n in g.graph.node
+                if n.op_type != op or g.consumers.get(n.output[0]) or n.output[0] in g.outputs]
+        del g.graph.node[:]
+        g.graph.node.extend(kept)
+    used = {i for n in g.graph.node for i in n.input}
+    keep = [i for i in g.graph.initializer if i.name in used]
+    del g.graph.initializer[:]
+    g.graph.initializer.extend(keep)

@@ -1,0 +1,181 @@
+"""INT8 graphs that keep ONNX Runtime's int8 layout: exact rewrites, what stays float and why, the
+optimisation level and the FP32 fallback measured at calibration, and the CPU a graph was tuned on."""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+from onnxruntime.quantization.shape_inference import quant_pre_process
+
+from vss_edge import runtime
+from vss_edge.calibration import int8 as int8_module
+from vss_edge.calibration.collect import collect_inputs
+from vss_edge.calibration.derived import write_derived_bundle
+from vss_edge.calibration.graph_analysis import float_only_nodes
+from vss_edge.calibration.int8 import quantize_graph_int8
+from vss_edge.calibration.int8_rewrites import rewrite_for_int8
+from vss_edge.calibration.quantize import CalibrationConfig, calibrate_bundle
+from vss_edge.runtime import cpu as runtime_cpu
+from vss_edge.runtime.errors import BundleError
+from vss_edge.runtime.manifest import MANIFEST_NAME, load_manifest
+from vss_edge.runtime.sources import sample_clip_path
+
+VNNI = "processor\t: 0\nmodel name\t: Test CPU with VNNI\nflags\t\t: fpu sse avx2 avx512f avx512_vnni\n"
+AVX2 = "processor\t: 0\nmodel name\t: Test CPU, AVX2 only\nflags\t\t: fpu sse avx avx2 fma\n"
+
+
+def _normalising_graph() -> onnx.ModelProto:
+    """uint8 NHWC frame -> Transpose -> Cast -> Mul(1/255) -> Sub(mean) -> Div(std) -> [Slice flip -> rgb,
+    BN(Add(x, x)) -> bn]: the in-graph normalisation, a channel flip and an unfused BatchNormalization."""
+    c = lambda name, value: numpy_helper.from_array(np.asarray(value, dtype=np.float32), name)  # noqa: E731
+    i64 = lambda name, value: numpy_helper.from_array(np.asarray(value, dtype=np.int64), name)  # noqa: E731
+    inits = [c("scale", 1 / 255), c("mean", np.array([0.406, 0.456, 0.485]).reshape(1, 3, 1, 1)),
+             c("std", np.array([0.225, 0.224, 0.229]).reshape(1, 3, 1, 1)),
+             i64("s", [-1]), i64("e", [-(2 ** 62)]), i64("ax", [1]), i64("st", [-1]),
+             c("g", [1.5, 0.5, 2.0]), c("b", [0.1, -0.2, 0.3]), c("m", [0.2, 0.0, -0.1]), c("v", [0.8, 1.2, 0.5])]
+    nodes = [helper.make_node("Transpose", ["image"], ["t"], perm=[0, 3, 1, 2], name="t"),
+             helper.make_node("Cast", ["t"], ["f"], to=TensorProto.FLOAT, name="cast"),
+             helper.make_node("Mul", ["f", "scale"], ["x1"], name="mul"),
+             helper.make_node("Sub", ["x1", "mean"], ["x2"], name="sub"),
+             helper.make_node("Div", ["x2", "std"], ["norm"], name="div"),
+             helper.make_node("Slice", ["norm", "s", "e", "ax", "st"], ["rgb"], name="flip"),
+             helper.make_node("Add", ["norm", "norm"], ["twice"], name="add"),
+             helper.make_node("BatchNormalization", ["twice", "g", "b", "m", "v"], ["bn"], name="bn", epsilon=1e-5)]
+    graph = helper.make_graph(nodes, "norm", [helper.make_tensor_value_info("image", TensorProto.UINT8, [1, 8, 8, 3])],
+                              [helper.make_tensor_value_info("rgb", TensorProto.FLOAT, [1, 3, 8, 8]),
+                               helper.make_tensor_value_info("bn", TensorProto.FLOAT, [1, 3, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def _run(model: onnx.ModelProto, feed: dict) -> list[np.ndarray]:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feed)
+
+
+def test_rewrites_turn_the_normalisation_flip_and_batch_norm_into_1x1_convs_with_the_same_values():
+    model = _normalising_graph()
+    frame = {"image": np.random.default_rng(0).integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)}
+    before = _run(model, frame)
+    counts = rewrite_for_int8(model)
+    assert counts == {"channel_affine": 1, "batch_norm": 1, "channel_flip": 1}
+    onnx.checker.check_model(model)
+    ops = [n.op_type for n in model.graph.node]
+    assert not {"Mul", "Sub", "Div", "Slice", "BatchNormalization"} & set(ops) and ops.count("Conv") == 3
+    # the same values, up to the regrouped products' rounding; and against numpy, channel by channel
+    for a, b in zip(before, _run(model, frame)):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-6)
+    x = frame["image"][0].transpose(2, 0, 1).astype(np.float64)
+    norm = (x / 255 - np.array([0.406, 0.456, 0.485])[:, None, None]) / np.array([0.225, 0.224, 0.229])[:, None, None]
+    np.testing.assert_allclose(_run(model, frame)[0][0], norm[::-1], rtol=1e-5, atol=1e-5)
+
+
+def test_rewrites_leave_what_they_cannot_prove_alone():
+    model = _normalising_graph()
+    for n in model.graph.node:  # a Div of a constant by the tensor is not affine in it
+        if n.op_type == "Div":
+            n.input[:] = ["std", "x2"]
+    del model.graph.value_info[:]  # and without shapes nothing is known to be NCHW
+    counts = rewrite_for_int8(model)
+    assert counts == {"channel_affine": 0, "batch_norm": 0, "channel_flip": 0}
+
+
+def test_what_int8_leaves_float_for_speed_and_why(gsvnet_bundle, tmp_path):
+    """The frame's 3-channel normalisation conv, 3-D convs and the shape ops feeding a float conv
+    stay float; ordinary convs (and the depthwise BN convs) are quantised."""
+    for graph in ("keyframe", "propagation"):
+        prepared = tmp_path / f"{graph}.pre.onnx"
+        quant_pre_process(str(gsvnet_bundle / f"{graph}.onnx"), str(prepared), skip_symbolic_shape=True)
+        model = onnx.load(str(prepared))
+        rewrite_for_int8(model)
+        reasons = float_only_nodes(model)
+        convs = [n for n in model.graph.node if n.op_type == "Conv"]
+        if graph == "keyframe":
+            assert any("<= 4 channels" in reasons.get(n.name, "") for n in convs)
+            depthwise = [n for n in convs if n.name.endswith("_as_conv") and "BatchNormalization" in n.name]
+            assert all(n.name not in reasons for n in depthwise)
+        else:
+            three_d = [n for n in convs if "3-D Conv" in reasons.get(n.name, "")]
+            assert len(three_d) == 1  # GSVNet's unfold of 3x3 neighbourhoods
+            assert any("keeps the input of float Conv" in r for r in reasons.values())
+        assert sum(n.name not in reasons for n in convs) >= len(convs) - 3
+
+
+def test_a_float_conv_reads_float_not_a_dequantised_copy(gsvnet_bundle, tmp_path):
+    """After quantisation no float Conv reads a DequantizeLinear (ONNX Runtime would quantise it at load)."""
+    recorded = collect_inputs(gsvnet_bundle, sample_clip_path(), "0:6", interval=5)
+    record = quantize_graph_int8(gsvnet_bundle / "propagation.onnx", tmp_path / "p.onnx", recorded["propagation"])
+    model = onnx.load(str(tmp_path / "p.onnx"))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    float_convs = [n for n in model.graph.node if n.op_type == "Conv" and n.name in record["excluded_nodes"]]
+    assert float_convs
+    for n in float_convs:
+        assert producer[n.input[0]].op_type != "DequantizeLinear", n.name
+    assert set(record["session"]) == {"optimization", "ms", "fp32_ms"}
+    assert record["session"]["optimization"] in ("all", "extended") and record["session"]["fp32_ms"] > 0
+
+
+def test_an_int8_graph_slower_than_fp32_stays_fp32_unless_asked(gsvnet_bundle, tmp_path, monkeypatch):
+    real = int8_module.faster_optimization
+
+    def fp32_faster(path, samples, threads=None, rounds=3, fp32_path=None):
+        measured = real(path, samples[:1], threads, rounds=1, fp32_path=fp32_path)
+        return {**measured, "fp32_ms": min(measured["ms"].values()) / 2}
+
+    monkeypatch.setattr(int8_module, "faster_optimization", fp32_faster)
+    config = CalibrationConfig(calibration_frames="0:6", graphs=("flow",))
+    out, report = calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "auto", config)
+    assert load_manifest(out).graphs["flow"].precision == "fp32"
+    assert any("graph 'flow': INT8 ran slower than FP32" in w for w in report["warnings"])
+    out, _ = calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "kept",
+                              CalibrationConfig(calibration_frames="0:6", graphs=("flow",), keep_slower=True))
+    flow = load_manifest(out).graphs["flow"]
+    assert flow.precision == "int8" and flow.optimization in ("all", "extended")
+    assert flow.optimization == flow.calibration["session"]["optimization"]
+    assert flow.calibration["tuned_on"]["cpu"] == runtime_cpu.cpu_model()
+
+
+def _fake_int8_bundle(gsvnet_bundle, out, tuned_on: dict, optimization: str | None = "all"):
+    """The FP32 flow graph relabelled int8 with a record saying where it was tuned (the warning's input)."""
+    record = {"video": "x.avi", "frames": "0:6", "method": "minmax", "tuned_on": tuned_on}
+    if optimization:
+        record["session"] = {"optimization": optimization, "ms": {}, "fp32_ms": None}
+    return write_derived_bundle(gsvnet_bundle, out, {"flow": (gsvnet_bundle / "flow.onnx", "int8", record)})
+
+
+def test_a_graph_tuned_for_vnni_warns_on_a_cpu_without_it(gsvnet_bundle, tmp_path, monkeypatch, caplog):
+    vnni, avx2 = tmp_path / "vnni", tmp_path / "avx2"
+    vnni.write_text(VNNI)
+    avx2.write_text(AVX2)
+    bundle = _fake_int8_bundle(gsvnet_bundle, tmp_path / "b", runtime_cpu.cpu_record(vnni))
+    manifest = load_manifest(bundle)
+    assert runtime_cpu.tuning_warnings(manifest, vnni) == []
+    [warning] = runtime_cpu.tuning_warnings(manifest, avx2)
+    assert "flow" in warning and "Test CPU with VNNI" in warning and "Test CPU, AVX2 only" in warning
+    assert runtime_cpu.tuning_warnings(load_manifest(gsvnet_bundle), avx2) == []  # FP32: nothing to say
+    plain = _fake_int8_bundle(gsvnet_bundle, tmp_path / "c", runtime_cpu.cpu_record(avx2))
+    assert runtime_cpu.tuning_warnings(load_manifest(plain), avx2) == []
+    monkeypatch.setattr(runtime_cpu, "CPUINFO", str(avx2))
+    with caplog.at_level(logging.WARNING, logger="vss_edge"):
+        runtime.load(bundle, device="cpu")
+    assert any("calibrated on a CPU with VNNI" in r.getMessage() for r in caplog.records)
+
+
+def test_the_manifest_optimization_level_is_checked_and_used(gsvnet_bundle, tmp_path):
+    bundle = _fake_int8_bundle(gsvnet_bundle, tmp_path / "b", {"cpu": "x", "vnni": False}, optimization="all")
+    pipe = runtime.load(bundle, device="cpu")
+    assert pipe.sessions["flow"].session.get_session_options().graph_optimization_level == \
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    old = _fake_int8_bundle(gsvnet_bundle, tmp_path / "old", {"cpu": "x", "vnni": False}, optimization=None)
+    assert runtime.load(old, device="cpu").sessions["flow"].session.get_session_options().graph_optimization_level \
+        == ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # INT8 from before the measurement: as it always ran
+    raw = json.loads((bundle / MANIFEST_NAME).read_text())
+    raw["graphs"]["flow"]["optimization"] = "fastest"
+    (bundle / MANIFEST_NAME).write_text(json.dumps(raw))
+    with pytest.raises(BundleError, match="optimization must be one of all, extended"):
+        load_manifest(bundle)
