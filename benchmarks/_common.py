@@ -219,3 +219,32 @@ def ensure_bundle(path: Path, cfg, method: str, export, seed: int) -> Path:
     export(path, cfg, seed=seed)
     log(f"  exported in {time.perf_counter() - t0:.0f} s")
     return path
+
+
+def ensure_trained_bundle(path: Path, cfg, method: str, export, weights) -> Path:
+    """Reuse the bundle at `path` if it is `method` exported from cfg with exactly the weight files
+    `weights` (every checkpoint entry of its provenance one of them, by sha256), else export(path, cfg)."""
+    from vss_edge.runtime.errors import BundleError
+    from vss_edge.runtime.manifest import load_manifest, sha256_file
+
+    problem = "absent"
+    if path.exists():
+        try:
+            manifest = load_manifest(path)
+            expected = cfg.to_dict()
+            expected.pop("class_names")
+            expected.pop("palette")
+            shas = {v.get("sha256") for v in manifest.provenance.get("checkpoints", {}).values()}
+            problem = (f"its config {manifest.config} is not {expected}"
+                       if manifest.method != method or manifest.config != expected else
+                       None if shas == {sha256_file(Path(w)) for w in weights} else "other weights")
+        except BundleError as e:
+            problem = str(e)
+    if problem is None:
+        log(f"reusing bundle {path}")
+        return path
+    log(f"exporting bundle {path} ({problem})")
+    t0 = time.perf_counter()
+    export(path, cfg)
+    log(f"  exported in {time.perf_counter() - t0:.0f} s")
+    return path

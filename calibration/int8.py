@@ -89,6 +89,39 @@ def _ort_quantizable() -> set[str]:
     return set(QLinearOpsRegistry) | set(QDQRegistry)
 
 
+def prepare_for_int8(model_path: str | Path, prepared: str | Path, pre_process: bool = True,
+                     layout_rewrites: bool = True):
+    """The FP32 graph as it is quantised: ONNX Runtime's quant_pre_process (shape inference, basic
+    optimisation; skipped if it fails or changes the graph's I/O), the layout rewrites
+    (calibration.int8_rewrites) and unique node names. Deterministic, so node names are stable
+    between calibrations (nodes_to_exclude and the node-level budget name these nodes).
+
+    Writes `prepared` and returns (model, pre_process note, rewrite counts).
+    """
+    import onnx
+
+    model_path, prepared = Path(model_path), Path(prepared)
+    source_io = graph_io(onnx.load(str(model_path), load_external_data=False))
+    pre_note = "quant_pre_process" if pre_process else "not run"
+    if pre_process:
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        try:  # shapes are static: symbolic shape inference is slow and adds nothing
+            quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
+            if graph_io(onnx.load(str(prepared), load_external_data=False)) != source_io:
+                raise ValueError("it changed the graph's inputs or outputs")
+        except Exception as e:  # noqa: BLE001 - any failure: quantise the graph as exported
+            pre_note = f"skipped: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
+            prepared.unlink(missing_ok=True)
+    if not prepared.exists():
+        shutil.copyfile(model_path, prepared)
+    model = onnx.load(str(prepared))
+    rewrites = rewrite_for_int8(model) if layout_rewrites else {}
+    name_nodes(model)
+    onnx.save(model, str(prepared))
+    return model, pre_note, rewrites
+
+
 def faster_optimization(path: str | Path, samples: list[dict], threads: int | None = None,
                         rounds: int = 3, fp32_path: str | Path | None = None) -> dict:
     """Time a graph opened at each ONNX Runtime optimisation level (runtime.manifest.OPTIMIZATIONS)
@@ -173,29 +206,14 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
 
     work = Path(tempfile.mkdtemp(prefix=".vss-quant-", dir=out_path.parent if out_path.parent.is_dir() else None))
     try:
-        prepared, pre_note = work / "pre.onnx", "quant_pre_process" if pre_process else "not run"
-        if pre_process:
-            from onnxruntime.quantization.shape_inference import quant_pre_process
-
-            try:  # shapes are static: symbolic shape inference is slow and adds nothing
-                quant_pre_process(str(model_path), str(prepared), skip_symbolic_shape=True)
-                if graph_io(onnx.load(str(prepared), load_external_data=False)) != source_io:
-                    raise ValueError("it changed the graph's inputs or outputs")
-            except Exception as e:  # noqa: BLE001 - any failure: quantise the graph as exported
-                pre_note = f"skipped: {type(e).__name__}: {str(e).strip().splitlines()[0] if str(e).strip() else ''}"
-                prepared.unlink(missing_ok=True)
-        if not prepared.exists():
-            shutil.copyfile(model_path, prepared)
-        model = onnx.load(str(prepared))
-        rewrites = rewrite_for_int8(model) if layout_rewrites else {}
-        name_nodes(model)
+        prepared = work / "pre.onnx"
+        model, pre_note, rewrites = prepare_for_int8(model_path, prepared, pre_process, layout_rewrites)
         reasons = float_only_nodes(model, keep_float_ops)
         known = {n.name for n in model.graph.node}
         for name in nodes_to_exclude:
             if name not in known:
                 raise VssEdgeError(f"nodes_to_exclude: graph '{model_path.name}' has no node named {name!r}")
             reasons.setdefault(name, "asked for")
-        onnx.save(model, str(prepared))
         quantizable = _ort_quantizable()
         op_types = sorted(quantizable - set(keep_float_ops))
         calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,

@@ -69,7 +69,7 @@ def test_budget_keeps_the_most_sensitive_graph_in_float(gsvnet_bundle, tmp_path)
     out = tmp_path / "budget"
     assert main(["-q", "calibrate", str(gsvnet_bundle), CLIP, "--precision", "int8", "--out", str(out),
                  "--calibration-frames", "0:20", "--evaluation-frames", "40:60", "--max-drop", "0.05", "--keep-slower",
-                 "--json", str(report_path)]) == 0
+                 "--budget-level", "graph", "--json", str(report_path)]) == 0
     budget = json.loads(report_path.read_text())["budget"]
     steps, ranked = budget["steps"], budget["sensitivity"]
     assert steps[0]["kept_float"] == [] and steps[0]["drop"] > 0.05  # the budget had work to do

@@ -117,10 +117,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float,
                    help="largest end-to-end drop (1 - mIoU agreement with FP32) allowed: the most sensitive "
                         "graphs stay FP32 until it fits")
+    p.add_argument("--budget-level", choices=("node", "graph"), default="node",
+                   help="with --max-drop: keep the worst nodes float (node, default; whole graphs if that cannot "
+                        "fit) or whole graphs (graph)")
     p.add_argument("--keep-float", nargs="+", default=[], metavar="GRAPH", help="graphs to keep in FP32")
     p.add_argument("--no-per-channel", action="store_true", help="per-tensor INT8 weights")
-    p.add_argument("--reduce-range", action="store_true",
-                   help="7-bit INT8 weights (CPUs without VNNI, where u8s8 products can saturate)")
+    p.add_argument("--reduce-range", choices=("auto", "on", "off"), default="auto",
+                   help="7-bit INT8 weights; auto (default): on where the CPU has no VNNI, where u8s8 sums saturate")
+    p.add_argument("--quantize-decisions", action="store_true",
+                   help="quantise the graphs that make discrete decisions too (STMG's mask generator; default FP32)")
     p.add_argument("--keep-slower", action="store_true",
                    help="keep INT8 graphs that ran slower than FP32 on this machine (default: they stay FP32)")
     p.add_argument("--json", help="write the calibration report as JSON to this file")
@@ -554,12 +559,15 @@ def cmd_calibrate(args) -> int:
 
     # checks the options and that calibration and evaluation frames are disjoint, before any work
     config = CalibrationConfig(precision=args.precision, method=args.method, per_channel=not args.no_per_channel,
-                               reduce_range=args.reduce_range, keep_slower=args.keep_slower,
+                               reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
+                               keep_float_roles=() if args.quantize_decisions else ("mask_generator",),
+                               keep_slower=args.keep_slower,
                                calibration_frames=args.calibration_frames, evaluation_frames=args.evaluation_frames)
     if args.max_drop is not None:
         from vss_edge.calibration.budget import calibrate_within_budget
 
-        out, report = calibrate_within_budget(args.bundle, args.video, args.out, args.max_drop, config)
+        out, report = calibrate_within_budget(args.bundle, args.video, args.out, args.max_drop, config,
+                                              level=args.budget_level)
     else:
         from vss_edge.calibration.budget import end_to_end_drop
         from vss_edge.runtime.sources import read_frames
@@ -582,6 +590,14 @@ def cmd_calibrate(args) -> int:
     print(f"end-to-end drop vs FP32 (1 - mIoU agreement) on frames {args.evaluation_frames}: {drop:.4f}")
     for kept in report.get("budget", {}).get("kept_float", []):
         print(f"kept FP32: {kept['graph']} ({kept['reason']})")
+    budget = report.get("budget")
+    if budget and budget["worst_nodes"]:
+        print(f"budget: {budget['level']} level, {budget['float_nodes']} nodes in float; the nodes that cost the most:")
+        print("| graph | node | op | SQNR in (dB) | SQNR out (dB) | added (dB) |")
+        print("|---|---|---|---:|---:|---:|")
+        for w in budget["worst_nodes"]:
+            print(f"| {w['graph']} | {w['node']} | {w['op']} | {w['input_sqnr_db']:.1f} | {w['sqnr_db']:.1f} | "
+                  f"{w['added_db']:.1f} |")
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
     return 0
