@@ -343,47 +343,44 @@ def main(argv=None) -> int:
     args.speed_frames = ("0:10", "10:20") if args.quick else ("0:30", "30:60")
     video = sample_clip_path()
     acc_video = Path(args.accuracy_video)
-    split = ("0:60", "60:120") if acc_video.is_file() else ("0:30", "30:60")
-    if args.quick:
-        split = ("0:15", "60:75") if acc_video.is_file() else ("0:15", "30:45")
-    acc_video = acc_video if acc_video.is_file() else video
+    long_video = acc_video.is_file()  # else the 60-frame sample clip
+    split = {(False, False): ("0:30", "30:60"), (False, True): ("0:15", "30:45"),
+             (True, False): ("0:60", "60:120"), (True, True): ("0:15", "60:75")}[long_video, args.quick]
+    acc_video = acc_video if long_video else video
     root = Path(args.bundle_dir)
     root.mkdir(parents=True, exist_ok=True)
     monitor = CpuMonitor()
     speed, accuracy = {}, {}
-    for method in methods if not args.no_speed else ():
-        try:
-            speed[method] = speed_part(method, args, root, video, monitor)
-        except Exception as e:  # noqa: BLE001 - one method failing must not lose the others' figures
-            log(f"{method}: speed part failed: {type(e).__name__}: {e}")
-            cfg, model = speed_setup(method, args.quick)[:2]
-            speed[method] = {"error": short(e), "model": model, "size": f"{cfg.height}x{cfg.width}"}
-    for method in methods if not args.no_accuracy else ():
-        try:
-            accuracy[method] = accuracy_part(method, args, root, acc_video, split)
-        except Exception as e:  # noqa: BLE001
-            log(f"{method}: accuracy part failed: {type(e).__name__}: {e}")
-            cfg = trained_setup(method)[0]
-            accuracy[method] = {"error": short(e), "size": f"{cfg.height}x{cfg.width}"}
+    for part, results in (("speed", speed), ("accuracy", accuracy)):
+        for method in methods if not getattr(args, f"no_{part}") else ():
+            try:
+                results[method] = (speed_part(method, args, root, video, monitor) if part == "speed" else
+                                   accuracy_part(method, args, root, acc_video, split))
+            except Exception as e:  # noqa: BLE001 - one method failing must not lose the others' figures
+                log(f"{method}: {part} part failed: {type(e).__name__}: {e}")
+                cfg, model = speed_setup(method, args.quick)[:2] if part == "speed" else (trained_setup(method)[0], "")
+                results[method] = {"error": short(e), "model": model, "size": f"{cfg.height}x{cfg.width}"}
 
     total = time.perf_counter() - start
-    sizes = ", ".join(f"{m} ({s['model']}) {s['size']}" for m, s in speed.items())
-    details = [
-        f"speed: seeded random weights (seed {SEED}) at {sizes or '-'}"
-        + (" (--quick: small sizes, figures only check the script)" if args.quick else "")
-        + f"; INT8 minmax calibrated on frames {args.speed_frames[0]} of the sample clip, every graph kept INT8 "
-          f"(keep_slower); graphs timed on {args.samples} recorded inputs x {args.rounds} rounds; pipelines on "
-          f"frames {args.speed_frames[1]}",
-        "float tail: kernel time in ops other than QLinear*, QGemm, NhwcMaxPool (uint8), MatMul/ConvInteger and "
-        "(De)QuantizeLinear, from ONNX Runtime's profiler on the INT8 session with the runtime's options",
-        f"accuracy: the committed trained weights (vss_edge/data/weights) at the demo size; INT8 calibrated on "
-        f"frames {split[0]} of {acc_video.name}, scored against FP32 on the held-out frames {split[1]}; "
-        "key-frame flips = frames where INT8 and FP32 disagree on key vs non-key (GSVNet and MPVSS: fixed "
-        "interval, so 0); STMG's block-keep decision flips are not reported: compare_pipelines does not expose them",
-        f"run time: {total / 60:.1f} min (exports {sum(s.get('export_s', 0) for s in speed.values()):.0f} s, "
-        f"calibrations of the speed part {sum(s.get('calibration_s', 0) for s in speed.values()):.0f} s); "
-        f"command: `python benchmarks/calibration_speed.py {' '.join(sys.argv[1:])}`".rstrip(),
-    ]
+    details = []
+    if speed:
+        sizes = ", ".join(f"{m} ({s['model']}) {s['size']}" for m, s in speed.items())
+        details.append(
+            f"speed: seeded random weights (seed {SEED}) at {sizes}"
+            f"{' (--quick: figures only check the script)' * args.quick}; "
+            f"INT8 minmax on frames {args.speed_frames[0]} of the sample clip, every graph kept INT8 (keep_slower); "
+            f"graphs timed on {args.samples} recorded inputs x {args.rounds} rounds; pipelines on frames "
+            f"{args.speed_frames[1]}; float tail: kernel time in ops other than QLinear*, QGemm, NhwcMaxPool (uint8), "
+            "MatMul/ConvInteger and (De)QuantizeLinear, in ONNX Runtime's profile of the INT8 session")
+    if accuracy:
+        details.append(
+            f"accuracy: the committed trained weights (vss_edge/data/weights) at the demo size; INT8 calibrated on "
+            f"frames {split[0]} of {acc_video.name}, scored against FP32 on the held-out frames {split[1]}; key-frame "
+            "flips: frames where INT8 and FP32 disagree on key vs non-key (GSVNet, MPVSS: fixed interval, so 0); STMG's "
+            "block-keep decision flips are not reported (compare_pipelines does not expose them)")
+    details.append(f"run time: {total / 60:.1f} min (exports {sum(s.get('export_s', 0) for s in speed.values()):.0f} s, "
+                   f"calibrations of the speed part {sum(s.get('calibration_s', 0) for s in speed.values()):.0f} s); "
+                   f"command: `python benchmarks/calibration_speed.py {' '.join(sys.argv[1:])}`".rstrip())
     title = "INT8 vs FP32 on the CPU: " + ", ".join(methods)
     header = report_header(title, args.threads, details, monitor)
     text = "\n".join((speed_tables(speed, monitor) if speed else []) + (accuracy_table(accuracy) if accuracy else []))

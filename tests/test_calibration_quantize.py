@@ -284,7 +284,7 @@ def test_calibration_runs_without_torch(gsvnet_bundle, tmp_path):
         "from vss_edge.calibration.quantize import CalibrationConfig, calibrate_bundle\n"
         "from vss_edge.runtime.sources import sample_clip_path\n"
         f"out, report = calibrate_bundle(r'{gsvnet_bundle}', sample_clip_path(), r'{tmp_path / 'b'}', "
-        "CalibrationConfig(calibration_frames='0:7', graphs=['flow']))\n"
+        "CalibrationConfig(calibration_frames='0:7', graphs=['flow'], keep_slower=True))\n"
         "assert report['graphs']['flow']['precision'] == 'int8', report\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -339,7 +339,7 @@ def test_budget_takes_a_config_and_chooses_the_float_graphs_itself(tmp_path):
     from vss_edge.calibration.budget import calibrate_within_budget
 
     for config in (CalibrationConfig(graphs=["flow"]), CalibrationConfig(keep_float_graphs=["flow"])):
-        with pytest.raises(VssEdgeError, match="leave graphs and keep_float_graphs unset"):
+        with pytest.raises(VssEdgeError, match="leave graphs, keep_float_graphs and keep_float_nodes unset"):
             calibrate_within_budget(tmp_path, None, tmp_path / "x", 0.05, config)
     with pytest.raises(TypeError, match="must be a CalibrationConfig"):
         calibrate_within_budget(tmp_path, None, tmp_path / "x", 0.05, "int8")

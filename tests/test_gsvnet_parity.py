@@ -39,8 +39,10 @@ GRAPH_REL = {
 @pytest.mark.parametrize("graph", ["keyframe", "flow", "propagation"])
 def test_each_graph_matches_pytorch_on_real_frames(graph, gsvnet_moving, sample_frames):
     """Frames 20..25 of the clip (not the frames the exporter verified on), compared with
-    tests/oracle.py's comparator, not the exporter's: labels exactly (measured: no tie in these
-    examples), floats to GRAPH_REL."""
+    tests/oracle.py's comparator, not the exporter's: labels exactly but for ties (TIE; measured:
+    none on an AVX-512 CPU, 1 pixel of 32768 on an AVX2 one), floats to GRAPH_REL."""
+    import torch.nn.functional as F
+
     from vss_edge.runtime.preprocess import to_graph_input
 
     model, bundle = gsvnet_moving
@@ -55,6 +57,12 @@ def test_each_graph_matches_pytorch_on_real_frames(graph, gsvnet_moving, sample_
             expected = [t.numpy() for t in module(*ex)]
         got = session.run(outputs, {n: t.numpy() for n, t in zip(inputs, ex)})
         for name, g, e in zip(outputs, got, expected):
+            if name == "labels":  # ties are read off the reference's logits at the labels' size
+                scores = F.interpolate(torch.from_numpy(expected[outputs.index("logits")]), size=e.shape[-2:],
+                                       mode="bilinear", align_corners=True)[0].numpy()
+                assert g.shape == e.shape and g.dtype == e.dtype, (g.shape, g.dtype, e.shape, e.dtype)
+                assert_labels_equal_but_ties(f"{graph}.labels example {i}", g[0], e[0], scores, TIE)
+                continue
             assert_outputs_match(f"{graph}.{name} example {i}", g, e, GRAPH_REL[graph].get(name, 0.0))
     if graph == "flow":  # the hand-set flows really are several pixels, in the set direction
         flow = expected[0]

@@ -179,3 +179,13 @@ def test_the_manifest_optimization_level_is_checked_and_used(gsvnet_bundle, tmp_
     (bundle / MANIFEST_NAME).write_text(json.dumps(raw))
     with pytest.raises(BundleError, match="optimization must be one of all, extended"):
         load_manifest(bundle)
+
+
+def test_graphs_with_if_gates_quantise(stmg_bundle, tmp_path):
+    """STMG's partial graph gates its blocks with ONNX If nodes whose branches read outer weights:
+    the rewrites must count those reads (dropping the 'unused' weights broke the graph)."""
+    recorded = collect_inputs(stmg_bundle, sample_clip_path(), "0:6")
+    record = quantize_graph_int8(stmg_bundle / "partial.onnx", tmp_path / "partial.int8.onnx", recorded["partial"])
+    model = onnx.load(str(tmp_path / "partial.int8.onnx"))
+    assert any(n.op_type == "If" for n in model.graph.node)
+    assert record["quantized_ops"] > 0

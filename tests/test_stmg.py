@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from vss_edge import runtime
-from oracle import assert_outputs_match
+from oracle import assert_labels_equal_but_ties, assert_outputs_match, recording_label_grids
 from vss_edge.exporters.stmg import example_inputs
 from vss_edge.runtime.preprocess import to_graph_input
 from vss_edge.runtime.schedulers import DistortionAware, FixedInterval
@@ -123,26 +123,48 @@ def test_a_dropped_block_runs_no_kernel(stmg_bundle, sample_frames, tmp_path):
     assert counts[6] - counts[3] == 6 and counts[3] - counts[0] == 6, counts
 
 
+# A label may differ from the reference only where the reference's two best resized logits are
+# within TIE (there float rounding, ~1e-7 of the logits, picks either class; which way differs
+# between CPUs: measured 15 tied pixels on one frame on an AVX2 CPU, none on an AVX-512 one).
+TIE = 1e-4
+
+
 def _parity(bundle, model, frames, keep=None, interval=None):
-    """Run the ONNX pipeline and the PyTorch reference side by side; the labels must be equal on
-    every pixel (measured: equal on all frames of every parity test here). Returns the key
+    """Run the ONNX pipeline and the PyTorch reference side by side; the same key decisions, and the
+    same labels at the bundle's label resolution on every pixel but ties. Returns the key
     decisions and, per frame, the generator's (keep, spatial-mask mean)."""
+    import torch.nn.functional as F
+
     pipe = runtime.load(bundle, device="cpu", interval=interval)  # default: the bundle's distortion scheduler
     pipe.program.force_keep(keep)
     scheduler = FixedInterval(interval) if interval else DistortionAware()
     reference = STMGReference(model, scheduler, keep_override=None if keep is None else list(keep))
-    keys, masks = [], []
-    for i, frame in enumerate(frames):
-        result = pipe.step(frame)
-        labels, is_key = reference.step(frame)
-        assert result.is_key == is_key, f"frame {i}: key decision differs"
-        differ = int(np.count_nonzero(result.labels != labels))
-        assert differ == 0, f"frame {i}: {differ} pixels differ from the reference"
-        keys.append(is_key)
-        if not is_key and keep is not None:
-            assert np.array_equal(pipe.program.last_keep, keep)
-        generated = pipe.program.masks
-        masks.append((tuple(bool(b) for b in generated["keep"]), float(np.mean(generated["spatial_mask"]))))
+    logits = {}
+    parts = {id(p): p for p in (model.key, model.nonkey)}.values()
+    for part in parts:  # keep the reference's logits: ties are read off them
+        def recorded(features, head=part.head):
+            logits["last"] = head(features)
+            return logits["last"]
+        part.head = recorded
+    keys, masks, grids = [], [], {}
+    try:
+        with pipe.wrapped_sessions(recording_label_grids(grids)):
+            for i, frame in enumerate(frames):
+                result = pipe.step(frame)
+                labels, is_key = reference.step(frame)
+                assert result.is_key == is_key, f"frame {i}: key decision differs"
+                scores = F.interpolate(logits["last"], size=model.cfg.label_size, mode="bilinear",
+                                       align_corners=False)[0].numpy()
+                assert_labels_equal_but_ties(f"frame {i}", grids["labels"], scores.argmax(0).astype(np.uint8),
+                                             scores, TIE)
+                keys.append(is_key)
+                if not is_key and keep is not None:
+                    assert np.array_equal(pipe.program.last_keep, keep)
+                generated = pipe.program.masks
+                masks.append((tuple(bool(b) for b in generated["keep"]), float(np.mean(generated["spatial_mask"]))))
+    finally:
+        for part in parts:
+            del part.head
     return keys, masks
 
 
