@@ -582,10 +582,16 @@ def cmd_calibrate(args) -> int:
     for warning in report["warnings"]:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {args.precision} bundle {out}")
-    print("| graph | precision |")
-    print("|---|---|")
+    print("| graph | precision | INT8 ms (optimisation level) | FP32 ms | measured here |")
+    print("|---|---|---:|---:|---|")
     for name, g in report["graphs"].items():
-        print(f"| {name} | {g['precision']} |")
+        session = (g["record"] or {}).get("session")
+        if session:
+            level = session["optimization"]
+            print(f"| {name} | {g['precision']} | {session['ms'][level]:.2f} ({level}) | "
+                  f"{_fmt_ms(session['fp32_ms'])} | yes |")
+        else:
+            print(f"| {name} | {g['precision']} | - | - | - |")
     drop = report["budget"]["drop"] if "budget" in report else report["evaluation"]["drop"]
     print(f"end-to-end drop vs FP32 (1 - mIoU agreement) on frames {args.evaluation_frames}: {drop:.4f}")
     for kept in report.get("budget", {}).get("kept_float", []):
@@ -601,6 +607,10 @@ def cmd_calibrate(args) -> int:
     if args.json:
         write_text_atomic(args.json, json.dumps(report, indent=2) + "\n")
     return 0
+
+
+def _fmt_ms(value) -> str:
+    return "-" if value is None else f"{value:.2f}"
 
 
 def cmd_check(args) -> int:
