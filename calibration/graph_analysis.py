@@ -63,6 +63,24 @@ _WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 _SHAPE_ONLY = {"Unsqueeze", "Squeeze", "Reshape", "Flatten", "Transpose", "Identity"}
 
 
+def subgraph_reads(node) -> set[str]:
+    """Names a node's subgraphs (If / Loop / Scan branches) read from the enclosing graphs: ONNX lets a
+    branch use any outer tensor or initializer by name, so these count as the node's inputs."""
+    reads: set[str] = set()
+    for attr in node.attribute:
+        for sub in list(attr.g.node and [attr.g] or []) + list(attr.graphs):
+            made = {i.name for i in sub.initializer} | {i.name for i in sub.input}
+            for n in sub.node:
+                reads.update(i for i in list(n.input) + sorted(subgraph_reads(n)) if i and i not in made)
+                made.update(n.output)
+    return reads
+
+
+def node_reads(node) -> list[str]:
+    """Everything a node reads: its inputs and what its subgraphs read from outside."""
+    return list(node.input) + sorted(subgraph_reads(node))
+
+
 def _in_channels(node, weight_dims: dict) -> int:
     """A Conv's input channels (weight [Co, Ci / group, ...] times group); a large number if unknown."""
     dims = weight_dims.get(node.input[1]) if len(node.input) > 1 else None

@@ -27,28 +27,12 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from vss_edge.calibration.graph_analysis import node_reads
+
 if TYPE_CHECKING:
     import onnx
 
 _AFFINE_OPS = ("Mul", "Add", "Sub", "Div")
-
-
-def _subgraph_reads(node) -> set[str]:
-    """Names a node's subgraphs (If / Loop / Scan branches) read from the enclosing graphs: ONNX lets a
-    branch use any outer tensor or initializer by name, so these count as the node's inputs."""
-    reads: set[str] = set()
-    for attr in node.attribute:
-        for sub in list(attr.g.node and [attr.g] or []) + list(attr.graphs):
-            made = {i.name for i in sub.initializer} | {i.name for i in sub.input}
-            for n in sub.node:
-                reads.update(i for i in list(n.input) + sorted(_subgraph_reads(n)) if i and i not in made)
-                made.update(n.output)
-    return reads
-
-
-def _reads(node) -> list[str]:
-    """Everything a node reads: its inputs and what its subgraphs read from outside."""
-    return list(node.input) + sorted(_subgraph_reads(node))
 
 
 class _Graph:
@@ -75,7 +59,7 @@ class _Graph:
         self.producer = {o: n for n in self.graph.node for o in n.output}
         self.consumers: dict[str, list] = {}
         for n in self.graph.node:
-            for i in _reads(n):
+            for i in node_reads(n):
                 self.consumers.setdefault(i, []).append(n)
 
     def channels(self, tensor: str) -> int | None:
@@ -242,7 +226,7 @@ def _splice(g: _Graph, replaced: set, new_nodes: dict) -> None:
             nodes.append(n)
     del g.graph.node[:]
     g.graph.node.extend(nodes)
-    used = {i for n in g.graph.node for i in _reads(n)} | g.outputs
+    used = {i for n in g.graph.node for i in node_reads(n)} | g.outputs
     keep = [i for i in g.graph.initializer if i.name in used]
     del g.graph.initializer[:]
     g.graph.initializer.extend(keep)
@@ -295,7 +279,7 @@ def _drop_unread_qdq(g: _Graph) -> None:
                 if n.op_type != op or g.consumers.get(n.output[0]) or n.output[0] in g.outputs]
         del g.graph.node[:]
         g.graph.node.extend(kept)
-    used = {i for n in g.graph.node for i in _reads(n)}
+    used = {i for n in g.graph.node for i in node_reads(n)}
     keep = [i for i in g.graph.initializer if i.name in used]
     del g.graph.initializer[:]
     g.graph.initializer.extend(keep)

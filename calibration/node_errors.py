@@ -12,7 +12,8 @@ of the FP32 graph whose output both graphs have, the largest added error first:
      "quantized_output": whether the INT8 graph rounds it (Q/DQ),
      "readers": the nodes that read it,
      "sqnr_db": SQNR of what the INT8 graph passes on (after its Q/DQ) against the FP32 value,
-     "input_sqnr_db": the worst SQNR among what the node reads (after their Q/DQ),
+     "input_sqnr_db": the worst SQNR among what the node reads (after their Q/DQ; for an If gate,
+     what its branches read from outside too),
      "added_db": min(input_sqnr_db, CAP_DB) - min(sqnr_db, CAP_DB): how much accuracy this node
      (its int8 weights and the rounding of its output) costs by itself}
 
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vss_edge.calibration.graph_analysis import node_reads
 from vss_edge.calibration.metrics import output_metrics
 
 CAP_DB = 60.0  # SQNR above this is as good as exact here
@@ -97,7 +99,7 @@ def node_errors(prepared_fp32: str | Path, int8_graph: str | Path, samples: list
         if out is None or math.isnan(out[0]):
             continue
         fused: list[str] = []
-        inputs = [x for x in (reads(i, fused) for i in node.input if i) if not math.isnan(x)]
+        inputs = [x for x in (reads(i, fused) for i in node_reads(node) if i) if not math.isnan(x)]
         worst_in = min(inputs, default=math.inf)
         rows.append({"node": node.name, "op": node.op_type, "fused": fused, "output": node.output[0],
                      "quantized_output": out[1], "readers": readers.get(node.output[0], []), "sqnr_db": out[0],
