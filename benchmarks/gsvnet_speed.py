@@ -120,6 +120,40 @@ def run_pipeline(manifest, sessions, interval: int, frames) -> tuple[list, float
     return results[WARMUP:], time.perf_counter() - t0
 
 
+def graphs_alone(manifest, sessions, frames, calls: int = 6) -> dict[str, float]:
+    """Mean ms per call of each graph run alone, back to back on the feeds it got in the pipeline
+    (interval 5), to set against its mean inside the pipeline (where the small graphs' pools
+    sleep between calls)."""
+    from vss_edge.runtime import FixedInterval, Pipeline
+
+    feeds: dict[str, list] = {}
+
+    class Recording:
+        def __init__(self, name, session):
+            self.name, self.session = name, session
+
+        def __getattr__(self, attr):
+            return getattr(self.session, attr)
+
+        def run(self, inputs, host_outputs=()):
+            feeds.setdefault(self.name, []).append(dict(inputs))
+            return self.session.run(inputs, host_outputs)
+
+    pipe = Pipeline(manifest, sessions, FixedInterval(5))
+    with pipe.wrapped_sessions(lambda name, session: Recording(name, session)):
+        for frame in frames[:WARMUP + 10]:
+            pipe.step(frame)
+    alone = {}
+    for name, recorded in feeds.items():
+        session, samples = sessions[name], recorded[-calls:]
+        session.run(samples[0])  # warm
+        t0 = time.perf_counter()
+        for feed in samples:
+            session.run(feed)
+        alone[name] = (time.perf_counter() - t0) * 1000.0 / len(samples)
+    return alone
+
+
 def run_engines(torch_graph, ort_session, inputs, rep: int, block: int = 5) -> dict:
     """Keyframe graph in PyTorch eager vs ONNX Runtime on the same inputs; ms after warm-up.
 
@@ -176,20 +210,24 @@ def pipeline_table(ls: str, summaries: dict, fps_reps: dict, base_fps: float, re
     return lines + [""]
 
 
-def graphs_table(summaries_i5: dict, pixels: int) -> list[str]:
+def graphs_table(summaries_i5: dict, pixels: int, alone: dict) -> list[str]:
     scale = pixels / PAPER_PIXELS
-    lines = ["### Graphs at interval 5 (mean latency per call)", "",
-             "| variant | graph | role | calls | mean ms | p50 ms | p99 ms | GFLOPs (2 x MACs) | GMACs "
-             f"| paper GMACs at 1024x2048 (x{scale:g} for this resolution) |",
-             "|---:|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    lines = ["### Graphs at interval 5 (mean latency per call; alone: the same graph run back to back on "
+             "the feeds it got in the pipeline)", "",
+             "| variant | graph | role | calls | mean ms | p50 ms | p99 ms | alone ms | in pipeline / alone "
+             f"| GFLOPs (2 x MACs) | GMACs | paper GMACs at 1024x2048 (x{scale:g} for this resolution) |",
+             "|---:|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
     for ls, s in summaries_i5.items():
         for name, g in s["graphs"].items():
             gflops = g.get("gflops")
             paper = {"keyframe": f"{PAPER_GMACS['keyframe']} ({PAPER_GMACS['keyframe'] * scale:.1f})",
                      "flow": f"{PAPER_GMACS['non-key']} for flow + propagation "
                              f"({PAPER_GMACS['non-key'] * scale:.2f})"}.get(name, "")
+            solo = alone.get(ls, {}).get(name)
+            ratio = g["mean_ms"] / solo if solo and g.get("mean_ms") else None
             lines.append(f"| {ls} | {name} | {g['role']} | {g['count']} | {fmt(g.get('mean_ms'))} | "
-                         f"{fmt(g.get('p50_ms'), '.1f')} | {fmt(g.get('p99_ms'))} | {fmt(gflops, '.2f')} | "
+                         f"{fmt(g.get('p50_ms'), '.1f')} | {fmt(g.get('p99_ms'))} | {fmt(solo)} | "
+                         f"{fmt(ratio, '.2f')} | {fmt(gflops, '.2f')} | "
                          f"{fmt(gflops / 2 if gflops is not None else None, '.2f')} | {paper} |")
     return lines + [""]
 
@@ -330,6 +368,8 @@ def main(argv=None) -> int:
                     log(f"rep {rep + 1}/{args.repeat} keyframe torch {np.mean(e['torch']):.1f} ms, "
                         f"ORT {np.mean(e['ort']):.1f} ms ({time.perf_counter() - t0:.1f} s)")
 
+        alone = {ls: graphs_alone(manifests[ls], sessions[ls], frames) for ls in VARIANTS_ORDER}
+
     everything = CpuMonitor()
     for m in [engines_monitor] + [m for per in monitors.values() for m in per.values()]:
         everything.add(m)
@@ -341,7 +381,7 @@ def main(argv=None) -> int:
     for ls in VARIANTS_ORDER:
         body += pipeline_table(ls, summaries[ls], fps_reps[ls], base_fps, args.repeat, monitors[ls])
     summaries_i5 = {ls: summaries[ls][5] for ls in VARIANTS_ORDER}
-    body += graphs_table(summaries_i5, args.height * args.width)
+    body += graphs_table(summaries_i5, args.height * args.width, alone)
     body += ratios_lines(summaries_i5)
     body += engines_table(engines, args.threads, engines_monitor)
     body += goals_table(summaries, engines)
