@@ -68,7 +68,8 @@ def subgraph_reads(node) -> set[str]:
     branch use any outer tensor or initializer by name, so these count as the node's inputs."""
     reads: set[str] = set()
     for attr in node.attribute:
-        for sub in list(attr.g.node and [attr.g] or []) + list(attr.graphs):
+        subgraphs = ([attr.g] if attr.HasField("g") else []) + list(attr.graphs)
+        for sub in subgraphs:
             made = {i.name for i in sub.initializer} | {i.name for i in sub.input}
             for n in sub.node:
                 reads.update(i for i in list(n.input) + sorted(subgraph_reads(n)) if i and i not in made)
