@@ -79,7 +79,8 @@ def cpu_record(cpuinfo: str | Path | None = None) -> dict:
 def tuning_warnings(manifest, cpuinfo: str | Path | None = None) -> list[str]:
     """One warning per bundle whose INT8 graphs were tuned on a CPU with fast int8 dot products
     (VNNI, AMX, Arm dot product) when this CPU has none: they will run, but gain little over FP32
-    here, and the optimisation level calibration measured may be the wrong one."""
+    here, the optimisation level calibration measured may be the wrong one, and graphs calibrated
+    without reduce_range may lose accuracy (u8s8 saturation, which VNNI does not have)."""
     here = cpu_int8_support(cpuinfo)
     if not here["known"] or here["vnni"]:
         return []
@@ -88,6 +89,9 @@ def tuning_warnings(manifest, cpuinfo: str | Path | None = None) -> list[str]:
     if not tuned:
         return []
     on = (manifest.graphs[tuned[0]].calibration or {})["tuned_on"].get("cpu", "another CPU")
+    saturating = [n for n in tuned if not (manifest.graphs[n].calibration or {}).get("reduce_range")]
+    risk = (f", and {', '.join(saturating)} (8-bit weights) may lose accuracy where the u8s8 kernels' sums "
+            f"saturate" if saturating else "")
     return [f"INT8 graph(s) {', '.join(tuned)} were calibrated on a CPU with VNNI ({on}); this CPU "
-            f"({cpu_model(cpuinfo)}) has none, so they will gain little over FP32 here: recalibrate on "
-            f"this machine (vss-edge calibrate) or use the FP32 bundle"]
+            f"({cpu_model(cpuinfo)}) has none, so they will gain little over FP32 here{risk}: recalibrate "
+            f"on this machine (vss-edge calibrate) or use the FP32 bundle"]

@@ -157,6 +157,7 @@ def test_a_graph_tuned_for_vnni_warns_on_a_cpu_without_it(gsvnet_bundle, tmp_pat
     assert runtime_cpu.tuning_warnings(manifest, vnni) == []
     [warning] = runtime_cpu.tuning_warnings(manifest, avx2)
     assert "flow" in warning and "Test CPU with VNNI" in warning and "Test CPU, AVX2 only" in warning
+    assert "may lose accuracy" in warning  # calibrated with 8-bit weights (no reduce_range in its record)
     assert runtime_cpu.tuning_warnings(load_manifest(gsvnet_bundle), avx2) == []  # FP32: nothing to say
     plain = _fake_int8_bundle(gsvnet_bundle, tmp_path / "c", runtime_cpu.cpu_record(avx2))
     assert runtime_cpu.tuning_warnings(load_manifest(plain), avx2) == []
