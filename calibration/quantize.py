@@ -59,6 +59,11 @@ class CalibrationMethod(_StrEnum):
     PERCENTILE = "percentile"
 
 
+# Graph roles that make a method's discrete decisions (STMG's mask generator: which blocks run, which
+# frames are key); CalibrationConfig.keep_float_roles leaves them FP32 by default.
+DECISION_ROLES = ("mask_generator",)
+
+
 @dataclass(frozen=True, kw_only=True)
 class CalibrationConfig:
     """The options of `calibrate_bundle` (and `calibration.budget.calibrate_within_budget`).
@@ -102,7 +107,7 @@ class CalibrationConfig:
     fp16_block: tuple[str, ...] = DEFAULT_FP16_BLOCK
     max_samples: int | None = None
     reduce_range: bool | None = None
-    keep_float_roles: tuple[str, ...] = ("mask_generator",)
+    keep_float_roles: tuple[str, ...] = DECISION_ROLES
     keep_float_nodes: tuple[tuple[str, str], ...] = ()
     keep_slower: bool = False
     interval: int | None = None

@@ -90,3 +90,11 @@ def test_fp16_bundle_runs(gsvnet_bundle, tmp_path, capsys):
     assert main(["-q", "calibrate", str(gsvnet_bundle), CLIP, "--precision", "fp16", "--out", str(out)]) == 0
     assert "CUDA" in capsys.readouterr().err  # the CPU warning
     assert main(["-q", "run", str(out), CLIP, "--out", str(tmp_path / "run"), "--max-frames", "4"]) == 0
+
+
+def test_budget_level_without_max_drop_is_refused(gsvnet_bundle, tmp_path, capsys):
+    assert main(["calibrate", str(gsvnet_bundle), CLIP, "--precision", "int8", "--out", str(tmp_path / "x"),
+                 "--budget-level", "graph"]) == 2
+    err = capsys.readouterr().err
+    assert "--budget-level" in err and "--max-drop" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()

@@ -18,7 +18,7 @@ import torch
 from vss_edge import runtime
 from oracle import assert_labels_equal_but_ties, assert_outputs_match, recording_label_grids
 from vss_edge.exporters.stmg import example_inputs
-from vss_edge.runtime.preprocess import to_graph_input
+from vss_edge.runtime.preprocess import labels_to_frame, to_graph_input
 from vss_edge.runtime.schedulers import DistortionAware, FixedInterval
 from vss_edge.models.stmg.graphs import INPUTS, OUTPUTS, stmg_graphs
 from vss_edge.reference import STMGReference
@@ -155,8 +155,9 @@ def _parity(bundle, model, frames, keep=None, interval=None):
                 assert result.is_key == is_key, f"frame {i}: key decision differs"
                 scores = F.interpolate(logits["last"], size=model.cfg.label_size, mode="bilinear",
                                        align_corners=False)[0].numpy()
-                assert_labels_equal_but_ties(f"frame {i}", grids["labels"], scores.argmax(0).astype(np.uint8),
-                                             scores, TIE)
+                expected = scores.argmax(0).astype(np.uint8)
+                assert np.array_equal(labels_to_frame(expected, frame.shape), labels)  # the recorded logits are its
+                assert_labels_equal_but_ties(f"frame {i}", grids["labels"], expected, scores, TIE)
                 keys.append(is_key)
                 if not is_key and keep is not None:
                     assert np.array_equal(pipe.program.last_keep, keep)

@@ -24,7 +24,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 # OpenCV's own warnings ("Failed to write frame", once a frame on a full disk): errors only.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from vss_edge.calibration.quantize import CalibrationConfig, CalibrationMethod, Precision  # noqa: E402
+from vss_edge.calibration.quantize import DECISION_ROLES, CalibrationConfig, CalibrationMethod, Precision  # noqa: E402
 from vss_edge.configs import LABEL_PATHS  # noqa: E402
 from vss_edge.methods import METHODS, method_spec  # noqa: E402
 from vss_edge.methods.options import non_negative_int, positive_int  # noqa: E402
@@ -117,7 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-drop", type=float,
                    help="largest end-to-end drop (1 - mIoU agreement with FP32) allowed: the most sensitive "
                         "graphs stay FP32 until it fits")
-    p.add_argument("--budget-level", choices=("node", "graph"), default="node",
+    p.add_argument("--budget-level", choices=("node", "graph"),
                    help="with --max-drop: keep the worst nodes float (node, default; whole graphs if that cannot "
                         "fit) or whole graphs (graph)")
     p.add_argument("--keep-float", nargs="+", default=[], metavar="GRAPH", help="graphs to keep in FP32")
@@ -557,17 +557,19 @@ def cmd_calibrate(args) -> int:
 
     from vss_edge.runtime.outputs import write_text_atomic
 
+    if args.budget_level and args.max_drop is None:
+        raise VssEdgeError("--budget-level chooses how --max-drop is met: give --max-drop too")
     # checks the options and that calibration and evaluation frames are disjoint, before any work
     config = CalibrationConfig(precision=args.precision, method=args.method, per_channel=not args.no_per_channel,
                                reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
-                               keep_float_roles=() if args.quantize_decisions else ("mask_generator",),
+                               keep_float_roles=() if args.quantize_decisions else DECISION_ROLES,
                                keep_slower=args.keep_slower,
                                calibration_frames=args.calibration_frames, evaluation_frames=args.evaluation_frames)
     if args.max_drop is not None:
         from vss_edge.calibration.budget import calibrate_within_budget
 
         out, report = calibrate_within_budget(args.bundle, args.video, args.out, args.max_drop, config,
-                                              level=args.budget_level)
+                                              level=args.budget_level or "node")
     else:
         from vss_edge.calibration.budget import end_to_end_drop
         from vss_edge.runtime.sources import read_frames
