@@ -61,20 +61,21 @@ def speed_setup(method: str, quick: bool):
     h, w = (128, 256) if quick else (512, 1024)
     if method == "gsvnet":
         from vss_edge.exporters.gsvnet import export_gsvnet
-        return configs.GSVNetConfig(height=h, width=w), "SwiftNet-R18", f"gsvnet_{h}x{w}_label1_graph", export_gsvnet
+        cfg = configs.GSVNetConfig(height=h, width=w)
+        return cfg, "SwiftNet-R18", f"gsvnet_{h}x{w}_label1_{cfg.label_path}", export_gsvnet
     if method == "stmg":
         from vss_edge.exporters.stmg import export_stmg
         cfg = configs.STMGConfig(height=h, width=w, backbone="ddrnet23_slim" if quick else "ddrnet39")
-        return cfg, cfg.backbone, f"stmg_{cfg.backbone}_{h}x{w}_label1", export_stmg
+        return cfg, cfg.backbone, f"stmg_{cfg.backbone}_{h}x{w}_label1_{cfg.label_path}", export_stmg
     if method == "tdnet":
         from vss_edge.exporters.tdnet import export_tdnet
         cfg = configs.TDNetConfig(height=h, width=w, variant="td4_psp18", label_scale=1.0)
-        return cfg, "TD4-PSP18", f"tdnet_td4_psp18_{h}x{w}_label1", export_tdnet
+        return cfg, "TD4-PSP18", f"tdnet_td4_psp18_{h}x{w}_label1_{cfg.label_path}", export_tdnet
     from vss_edge.exporters.mpvss import export_mpvss
     cfg = (configs.MPVSSConfig(height=120, width=213, variant="small", num_classes=19) if quick else
            configs.MPVSSConfig(height=480, width=853, variant="r50", num_classes=124, interval=5))
     return (cfg, f"{cfg.variant}, {cfg.num_classes} classes",
-            f"mpvss_{cfg.variant}_{cfg.propagation}_{cfg.height}x{cfg.width}_c{cfg.num_classes}_label1",
+            f"mpvss_{cfg.variant}_{cfg.propagation}_{cfg.height}x{cfg.width}_c{cfg.num_classes}_label1_{cfg.label_path}",
             lambda path, c, seed: export_mpvss(path, c, seed=seed, verify_frames=1, simplify=False))
 
 

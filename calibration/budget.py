@@ -4,13 +4,15 @@ the end-to-end drop fits.
 drop = 1 - mIoU agreement of the candidate pipeline with the FP32 pipeline on the evaluation
 frames. Two levels, tried in order:
 
-- node level (the default): the nodes of the INT8 graphs are ranked by the error each adds
-  (calibration.node_errors: how far the SQNR against FP32 falls from the node's inputs to its
-  output, largest first, across all graphs); the worst k stay float, with the readers of their
-  rounded outputs (so those are not rounded either), for k = 1, 2, 4, ... until the drop fits.
+- node level (the default): the nodes of the INT8 graphs are ranked graph by graph, the most
+  sensitive graph first (sensitivity of a graph = the drop when only that graph is quantised),
+  and within a graph by the error each adds (calibration.node_errors: how far the SQNR against
+  FP32 falls from the node's inputs to its output, largest first). The first k stay float, with
+  the readers of their rounded outputs (so those are not rounded either), for k = 1, 2, 4, ...
+  until the drop fits, then a bisection between the last two k finds the fewest that fit.
   Each step is a real calibration and an end-to-end check.
-- graph level (level="graph", or when even the node level cannot fit): sensitivity of a graph =
-  the drop when only that graph is quantised; graphs go back to FP32 from the most sensitive down.
+- graph level (level="graph", or when even the node level cannot fit): graphs go back to FP32
+  from the most sensitive down.
 
 The report's budget says which level fitted, the steps tried, and `float_nodes`: how many of the
 bundle's nodes run in float (every node of an FP32 graph, the excluded nodes of an INT8 one).
@@ -85,10 +87,11 @@ def calibrate_within_budget(bundle, video, out, max_drop: float,
     config: the calibrate_bundle options (None: CalibrationConfig()); evaluation_frames
     None means 30:60. The budget chooses which graphs and nodes stay float, so config.graphs,
     config.keep_float_graphs and config.keep_float_nodes must be left unset.
-    level: "node" (node level first, then graph level if it cannot fit) or "graph".
+    level: "node" (node level first, then graph level if no count of nodes fits; module docstring)
+    or "graph".
     Returns (out, report) where report adds "budget": {max_drop, drop, level (the one that
-    fitted, or "none" when nothing had to stay float), float_nodes, worst_nodes (the ranking's
-    top 10: node_errors rows), node_steps [{worst_nodes, float_nodes, drop}], sensitivity [{graph, drop_alone}],
+    fitted, or "none" when nothing had to stay float), float_nodes, worst_nodes (the 10 nodes
+    that add the most error, of every graph: node_errors rows), node_steps [{worst_nodes, float_nodes, drop}], sensitivity [{graph, drop_alone}],
     kept_float [{graph, reason}], steps [{kept_float, drop}]}.
     """
     from vss_edge.runtime.sources import read_frames
@@ -117,36 +120,62 @@ def calibrate_within_budget(bundle, video, out, max_drop: float,
                                                     keep_float_nodes=nodes))
             return path, report, end_to_end_drop(bundle, path, frames)
 
+        def graph_sensitivity() -> list[dict]:
+            """[{graph, drop_alone}], the graph whose INT8 costs most end to end first."""
+            from vss_edge.runtime.manifest import load_manifest
+
+            rows = []
+            for g in load_manifest(bundle).graphs:
+                p, _, alone = trial(f"only-{g}", (), graphs=[g])
+                shutil.rmtree(p, ignore_errors=True)
+                rows.append({"graph": g, "drop_alone": alone})
+            return sorted(rows, key=lambda s: s["drop_alone"], reverse=True)
+
         path, report, drop = trial("all", ())
         steps = [{"kept_float": [], "drop": drop}]
         sensitivity, kept, node_steps, worst, fitted = [], [], [], [], "none"
         if drop > max_drop and level == "node" and any(g["precision"] == "int8" for g in report["graphs"].values()):
-            ranked = [r for r in _ranked_nodes(bundle, video, path, report, config) if r["added_db"] > 0]
+            # the nodes of the graph that costs most end to end first, each graph's by the error they add:
+            # a node's added SQNR says little about the labels across graphs (measured: GSVNet's flow net
+            # drops the labels most, its nodes add less error than the propagation head's)
+            sensitivity = graph_sensitivity()
+            order = {s["graph"]: i for i, s in enumerate(sensitivity)}
+            by_error = [r for r in _ranked_nodes(bundle, video, path, report, config) if r["added_db"] > 0]
             worst = [{k: r[k] for k in ("graph", "node", "op", "added_db", "input_sqnr_db", "sqnr_db")}
-                     for r in ranked[:10]]
-            k = 1
-            while ranked:
+                     for r in by_error[:10]]
+            ranked = sorted(by_error, key=lambda r: (order[r["graph"]], -r["added_db"]))
+            def nodes_trial(k: int):
                 chosen = ranked[:k]
                 nodes = tuple(sorted({(r["graph"], n) for r in chosen
                                       for n in [r["node"], *r["fused"],
                                                 *(r["readers"] if r["quantized_output"] else [])]}))
                 p, r, d = trial(f"nodes-{k}", (), nodes=nodes)
-                node_steps.append({"worst_nodes": len(chosen), "float_nodes": float_node_count(p, r), "drop": d})
-                if d <= max_drop:
-                    path, report, drop, fitted = p, r, d, "node"
-                    break
-                shutil.rmtree(p, ignore_errors=True)
-                if k >= len(ranked):
-                    break
-                k = min(2 * k, len(ranked))
-        if drop > max_drop:
-            from vss_edge.runtime.manifest import load_manifest
+                node_steps.append({"worst_nodes": k, "float_nodes": float_node_count(p, r), "drop": d})
+                if d > max_drop:
+                    shutil.rmtree(p, ignore_errors=True)
+                    return None
+                return p, r, d
 
-            names = list(load_manifest(bundle).graphs)
-            for g in names:
-                _, _, alone = trial(f"only-{g}", (), graphs=[g])
-                sensitivity.append({"graph": g, "drop_alone": alone})
-            sensitivity.sort(key=lambda s: s["drop_alone"], reverse=True)
+            # the worst 1, 2, 4 ... nodes float until the drop fits, then bisect between the last two counts
+            fails, fit, k = 0, None, 1
+            while ranked:
+                fit = nodes_trial(k)
+                if fit is not None or k >= len(ranked):
+                    break
+                fails, k = k, min(2 * k, len(ranked))
+            while fit is not None and k - fails > 1:
+                mid = (fails + k) // 2
+                smaller = nodes_trial(mid)
+                if smaller is None:
+                    fails = mid
+                else:
+                    shutil.rmtree(fit[0], ignore_errors=True)
+                    fit, k = smaller, mid
+            if fit is not None:
+                (path, report, drop), fitted = fit, "node"
+        if drop > max_drop:
+            sensitivity = sensitivity or graph_sensitivity()
+            names = [s["graph"] for s in sensitivity]
             for s in sensitivity:
                 if drop <= max_drop:
                     break

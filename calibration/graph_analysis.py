@@ -61,6 +61,8 @@ _GRID_CHAIN = {"Add", "Sub", "Mul", "Div", "Neg", "Transpose", "Reshape", "Unsqu
 _WARPS = {"GridSample", "AffineGrid"}
 _WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 _SHAPE_ONLY = {"Unsqueeze", "Squeeze", "Reshape", "Flatten", "Transpose", "Identity"}
+# Quantisable ops that may compute a divisor from a float value (walked back from a Div's second input)
+_DIVISOR_CHAIN = _SHAPE_ONLY | {"Add", "Mul", "Clip", "Relu"}
 
 
 def subgraph_reads(node) -> set[str]:
@@ -103,7 +105,8 @@ def name_nodes(model: onnx.ModelProto) -> None:
 
 
 def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) -> dict[str, str]:
-    """Nodes to keep in float, name -> reason: op types in keep_float_ops, warp grids, discrete values."""
+    """Nodes to keep in float, name -> reason: op types in keep_float_ops, warp grids, discrete values,
+    divisors, what is compared exactly, and convolutions int8 makes slower (with the shape ops feeding them)."""
     graph = model.graph
     producer = {o: n for n in graph.node for o in n.output}
     consumers: dict[str, list] = {}
@@ -150,6 +153,16 @@ def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) 
             while p is not None and p.op_type in _SHAPE_ONLY and p.name not in reasons:
                 reasons[p.name] = f"keeps the input of float {n.op_type} '{n.name}' float"
                 p = producer.get(p.input[0])
+    # A divisor: quantised, a small positive sum (x / (sum(x) + eps)) can round to 0 and the quotient is inf
+    for n in graph.node:
+        if n.op_type == "Div" and len(n.input) > 1:
+            stack = [n.input[1]]
+            while stack:
+                p = producer.get(stack.pop())
+                if p is None or p.name in reasons or p.op_type not in _DIVISOR_CHAIN:
+                    continue
+                reasons[p.name] = f"computes the divisor of Div '{n.name}' (quantised, it can round to 0)"
+                stack.extend(i for i in p.input if i)
     for n in graph.node:
         if n.op_type in _COMPARISONS:
             for i in n.input:

@@ -11,6 +11,11 @@ from vss_edge.runtime.manifest import TensorSpec, sha256_file
 from vss_edge.configs import TDNetConfig
 from vss_edge.models.tdnet.graphs import OUTPUTS, empty_state, input_names, path_graphs
 
+# How TDNet's labels come from its logits (the graphs' own tail, models.common.labels_from_logits):
+# argmax of the logits resized bilinearly with align_corners=True, as the official evaluation.
+# With cfg.label_path 'host' the runtime computes that on the host (exporters.bundle.host_labels).
+LABEL_TAIL = {"kind": "logits", "align_corners": True}
+
 
 def build_model(cfg: TDNetConfig, checkpoint: str | None = None, seed: int = 0):
     """TDNet in eval mode with official weights, or seeded random ones; (model, weights provenance)."""
@@ -63,10 +68,17 @@ def export_tdnet(out_dir: str | Path, cfg: TDNetConfig, checkpoint: str | None =
     inputs = input_names(cfg.queue_length)
     exported = [(export_graph(name, module, examples[name], inputs, OUTPUTS, simplify), "path_net")
                 for name, module in path_graphs(model).items()]
+    return write_tdnet_bundle(out_dir, cfg, exported, weights)
+
+
+def write_tdnet_bundle(out_dir: str | Path, cfg: TDNetConfig, exported: list, checkpoints: dict) -> Path:
+    """Write exported path graphs [(ExportedGraph path0.., "path_net")] as a TDNet bundle: the state
+    (q, k, v) as the first graph outputs them, round robin over these paths, and the label tail
+    (LABEL_TAIL: with cfg.label_path 'host' the graphs lose it and the runtime computes the labels)."""
     outputs = {t.name: t for t in exported[0][0].outputs}
     state = [TensorSpec(name, outputs[name].shape, "float32") for name in ("q", "k", "v")]
     return write_bundle(
         out_dir, method="tdnet", cfg=cfg, network_channel_order="RGB", graphs=exported, state=state,
-        scheduler={"name": "round_robin", "params": {"paths": n}}, checkpoints=weights,
-        label_tail={"kind": "logits", "align_corners": True},
+        scheduler={"name": "round_robin", "params": {"paths": len(exported)}}, checkpoints=checkpoints,
+        label_tail=LABEL_TAIL,
     )

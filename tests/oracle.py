@@ -8,7 +8,7 @@
   exporter's own `compare_outputs` (a bug in the comparator must not hide a bug in a graph):
   float outputs within an absolute bound scaled by the output's magnitude, integer and bool
   outputs exactly equal; `assert_labels_equal_but_ties` for label maps whose reference scores tie.
-- `recording_label_grids`: the label maps a pipeline's graphs return, before the resize to the frame.
+- `recording_label_grids`: the label maps a pipeline's program returns, before the resize to the frame.
 - `decoded_frames`: how many frames a written video really holds.
 
 Re-measuring a bar: `VSS_MEASURE=1 python -m pytest -s tests/test_x.py` prints every float error
@@ -16,6 +16,7 @@ Re-measuring a bar: `VSS_MEASURE=1 python -m pytest -s tests/test_x.py` prints e
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -96,28 +97,24 @@ def assert_outputs_match(where: str, got: np.ndarray, expected: np.ndarray, rel:
     return err
 
 
-class _RecordingSession:
-    """A runtime GraphSession that also keeps the last label map it returned."""
+@contextlib.contextmanager
+def recording_label_grids(pipe, holder: dict):
+    """Within the block, holder['labels'] is, after each pipeline step, the uint8 label map [Hl, Wl]
+    the method's program returned: at the bundle's label resolution, before the resize to the frame's
+    size (where one label pixel covers many frame pixels), whether the graphs or the host made it."""
+    program = pipe.program
+    step = program.step
 
-    def __init__(self, session, holder: dict):
-        self._session, self._holder = session, holder
+    def recording_step(*args, **kwargs):
+        labels = step(*args, **kwargs)
+        holder["labels"] = np.asarray(labels).reshape(np.shape(labels)[-2:])
+        return labels
 
-    def __getattr__(self, name):
-        return getattr(self._session, name)
-
-    def run(self, feeds, host_outputs=()):
-        out = self._session.run(feeds, host_outputs)
-        if "labels" in out:
-            labels = np.asarray(out["labels"])
-            self._holder["labels"] = labels.reshape(labels.shape[-2:])
-        return out
-
-
-def recording_label_grids(holder: dict):
-    """A wrap for `Pipeline.wrapped_sessions`: within the block, holder['labels'] is, after each
-    step, the label map at the bundle's label resolution that the last graph returned (before the
-    resize to the frame's size, where one label pixel covers many frame pixels)."""
-    return lambda name, session: _RecordingSession(session, holder)
+    program.step = recording_step
+    try:
+        yield holder
+    finally:
+        del program.step  # the class's method again
 
 
 def assert_labels_equal_but_ties(where: str, got: np.ndarray, expected: np.ndarray, scores: np.ndarray,

@@ -53,7 +53,8 @@ def program_state(pipe) -> dict:
             return [plain(v) for v in value]
         return np.asarray(value).copy() if isinstance(value, np.ndarray) else value
 
-    state = {k: plain(v) for k, v in vars(pipe.program).items() if k not in ("manifest", "frame_difference")}
+    fixed = ("manifest", "frame_difference", "label_tail")  # configuration, not state carried between frames
+    state = {k: plain(v) for k, v in vars(pipe.program).items() if k not in fixed}
     fd = getattr(pipe.program, "frame_difference", None)
     state["frame_difference"] = None if fd is None or fd.previous is None else fd.previous.copy()
     state["counters"] = (pipe._index, pipe._since_key)

@@ -120,6 +120,23 @@ def test_a_float_conv_reads_float_not_a_dequantised_copy(gsvnet_bundle, tmp_path
     assert record["session"]["optimization"] in ("all", "extended") and record["session"]["fp32_ms"] > 0
 
 
+def test_a_divisor_stays_float_so_no_quotient_is_inf(gsvnet_bundle, tmp_path):
+    """GSVNet's guidance weights are d / (sum(d) + eps): a quantised divisor rounds a small sum to 0.
+    With the quotient's readers left float (as the accuracy budget does) nothing hid the inf any more;
+    now the divisor's chain is float and the graph is finite."""
+    model = onnx.load(str(gsvnet_bundle / "propagation.onnx"))
+    producer = {o: n for n in model.graph.node for o in n.output}
+    divs = [n for n in model.graph.node if n.op_type == "Div" and n.input[1] in producer
+            and producer[n.input[1]].op_type == "Add"]
+    assert divs
+    readers = sorted({r.name for d in divs for r in model.graph.node if d.output[0] in r.input})
+    recorded = collect_inputs(gsvnet_bundle, sample_clip_path(), "0:6", interval=5)
+    record = quantize_graph_int8(gsvnet_bundle / "propagation.onnx", tmp_path / "p.onnx", recorded["propagation"],
+                                 nodes_to_exclude=readers)  # check_runs inside raises on a non-finite output
+    for d in divs:
+        assert "divisor" in record["excluded_nodes"][producer[d.input[1]].name]
+
+
 def test_an_int8_graph_slower_than_fp32_stays_fp32_unless_asked(gsvnet_bundle, tmp_path, monkeypatch):
     real = int8_module.faster_optimization
 

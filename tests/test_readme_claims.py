@@ -124,20 +124,47 @@ def test_onnxsim_result_is_kept_only_if_it_still_matches(tmp_path, monkeypatch):
 # --------------------------------------------------------------------------- ORT vs PyTorch eager
 
 
-def test_keyframe_graph_labels_are_pytorch_eagers(trained_gsvnet, trained_gsvnet_model, sample_frames):
+@pytest.fixture(scope="module")
+def trained_gsvnet_graph_labels(tmp_path_factory):
+    """The committed GSVNet demo weights at 288x384 exported with label_path 'graph': the keyframe
+    graph the README's figure measured (benchmarks/gsvnet_speed.py, "graph labels"), which ends in
+    the bilinear resize + argmax and outputs the labels itself."""
+    return export_gsvnet(tmp_path_factory.mktemp("trained_graph_labels") / "gsvnet",
+                         demo_weights.gsvnet_config(label_path="graph"),
+                         checkpoint=str(demo_weights.GSVNET_PROPAGATION),
+                         keyframe_checkpoint=str(demo_weights.GSVNET_KEYFRAME), verify_frames=2)
+
+
+@pytest.mark.parametrize("label_path", ["graph", "host"])
+def test_keyframe_graph_labels_are_pytorch_eagers(label_path, trained_gsvnet, trained_gsvnet_model, sample_frames,
+                                                  request):
     """README "ONNX Runtime vs PyTorch eager, GSVNet keyframe graph: labels identical", on every
-    fourth frame of the real clip with the trained weights (measured: identical on all 15)."""
+    fourth frame of the real clip with the trained weights: ONNX Runtime's labels equal PyTorch
+    eager's (the keyframe module's in-graph resize + argmax), pixel for pixel, with no tie allowance.
+    'graph': the figure's graph (label_path 'graph'), its "labels" output; 'host': the default bundle
+    (`vss-edge demo`'s), whose keyframe graph ends at its logits, labelled on the host as its
+    manifest's "labels" entry says (runtime.labels). Measured: identical on all 15 frames, both ways."""
     import onnxruntime as ort
 
+    from vss_edge.runtime.labels import label_tail
     from vss_edge.runtime.preprocess import to_graph_input
 
-    session = ort.InferenceSession(str(trained_gsvnet / "keyframe.onnx"), providers=["CPUExecutionProvider"])
+    bundle = request.getfixturevalue("trained_gsvnet_graph_labels") if label_path == "graph" else trained_gsvnet
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["labels"]["computed"] == label_path, manifest["labels"]
+    tail = label_tail(manifest["labels"])  # None: the graph outputs the labels
+    output = "labels" if tail is None else "logits"
+    session = ort.InferenceSession(str(bundle / "keyframe.onnx"), providers=["CPUExecutionProvider"])
+    assert ("labels" in [o.name for o in session.get_outputs()]) == (tail is None)
     graph = trained_gsvnet_model.graphs()["keyframe"]
     for i, frame in enumerate(sample_frames[::4]):
         image = to_graph_input(frame, demo_weights.HEIGHT, demo_weights.WIDTH)
-        (got,) = session.run(["labels"], {"image": image})
+        (got,) = session.run([output], {"image": image})
+        if tail is not None:
+            got = tail(got)[None]
         with torch.no_grad():
             expected = graph(torch.from_numpy(image))[1].numpy()
+        assert got.shape == expected.shape and got.dtype == expected.dtype == np.uint8, (got.shape, got.dtype)
         assert np.array_equal(got, expected), f"frame {4 * i}: {np.count_nonzero(got != expected)} labels differ"
         assert len(np.unique(expected)) > 1
 

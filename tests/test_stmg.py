@@ -18,6 +18,7 @@ import torch
 from vss_edge import runtime
 from oracle import assert_labels_equal_but_ties, assert_outputs_match, recording_label_grids
 from vss_edge.exporters.stmg import example_inputs
+from vss_edge.runtime.labels import label_tail
 from vss_edge.runtime.preprocess import labels_to_frame, to_graph_input
 from vss_edge.runtime.schedulers import DistortionAware, FixedInterval
 from vss_edge.models.stmg.graphs import INPUTS, OUTPUTS, stmg_graphs
@@ -42,22 +43,41 @@ GRAPH_REL = {
 }
 
 
+# A label may differ from the reference only where the reference's two best resized logits are
+# within TIE (there float rounding, ~1e-7 of the logits, picks either class; which way differs
+# between CPUs: measured 15 tied pixels on one frame on an AVX2 CPU, none on an AVX-512 one).
+TIE = 1e-4
+
+
 @pytest.mark.parametrize("graph", ["keyframe", "mask", "partial", "aggregation"])
 def test_each_graph_matches_pytorch_on_real_frames(graph, trained_stmg, sample_frames):
     """Trained weights, frames 20..25; the partial graph also with all-kept, all-dropped and
-    alternating masks. tests/oracle.py's comparator: labels and keep exactly, floats to GRAPH_REL."""
+    alternating masks. tests/oracle.py's comparator on every output the graph has (the default
+    host-label bundle: no labels output): keep exactly, floats to GRAPH_REL; and the labels the
+    runtime computes on the host from the graph's logits (the manifest's label tail) equal the
+    module's in-graph labels but ties (TIE) of the module's resized logits."""
     model, bundle = trained_stmg
+    tail = label_tail(runtime.load_manifest(bundle).labels)
+    assert tail is not None  # the bundle's labels are the host's
     examples = example_inputs(model, _tensors(model, sample_frames[20:26]))[graph]
     module = stmg_graphs(model)[graph]
     session = ort.InferenceSession(str(bundle / f"{graph}.onnx"), providers=["CPUExecutionProvider"])
+    names = [o.name for o in session.get_outputs()]
+    assert names == [o for o in OUTPUTS[graph] if o != "labels"], names
     assert examples
     for i, ex in enumerate(examples):
         with torch.no_grad():
             expected = module(*ex)
-            expected = [t.numpy() for t in (expected if isinstance(expected, tuple) else (expected,))]
-        got = session.run(OUTPUTS[graph], {n: t.numpy() for n, t in zip(INPUTS[graph], ex)})
-        for name, g, e in zip(OUTPUTS[graph], got, expected):
-            assert_outputs_match(f"{graph}.{name} example {i}", g, e, GRAPH_REL[graph].get(name, 0.0))
+            expected = dict(zip(OUTPUTS[graph], expected if isinstance(expected, tuple) else (expected,)))
+        got = dict(zip(names, session.run(names, {n: t.numpy() for n, t in zip(INPUTS[graph], ex)})))
+        for name in names:
+            assert_outputs_match(f"{graph}.{name} example {i}", got[name], expected[name].numpy(),
+                                 GRAPH_REL[graph].get(name, 0.0))
+        if "labels" in expected:
+            scores = torch.nn.functional.interpolate(expected["logits"], size=model.cfg.label_size, mode="bilinear",
+                                                     align_corners=False)[0].numpy()
+            assert_labels_equal_but_ties(f"{graph}.labels example {i}", tail(got["logits"]),
+                                         expected["labels"].numpy()[0], scores, TIE)
 
 
 def test_trained_blocks_matter(trained_stmg, sample_frames):
@@ -123,12 +143,6 @@ def test_a_dropped_block_runs_no_kernel(stmg_bundle, sample_frames, tmp_path):
     assert counts[6] - counts[3] == 6 and counts[3] - counts[0] == 6, counts
 
 
-# A label may differ from the reference only where the reference's two best resized logits are
-# within TIE (there float rounding, ~1e-7 of the logits, picks either class; which way differs
-# between CPUs: measured 15 tied pixels on one frame on an AVX2 CPU, none on an AVX-512 one).
-TIE = 1e-4
-
-
 def _parity(bundle, model, frames, keep=None, interval=None):
     """Run the ONNX pipeline and the PyTorch reference side by side; the same key decisions, and the
     same labels at the bundle's label resolution on every pixel but ties. Returns the key
@@ -136,6 +150,7 @@ def _parity(bundle, model, frames, keep=None, interval=None):
     import torch.nn.functional as F
 
     pipe = runtime.load(bundle, device="cpu", interval=interval)  # default: the bundle's distortion scheduler
+    assert pipe.program.label_tail is not None  # the default bundle: the host computes the labels
     pipe.program.force_keep(keep)
     scheduler = FixedInterval(interval) if interval else DistortionAware()
     reference = STMGReference(model, scheduler, keep_override=None if keep is None else list(keep))
@@ -148,7 +163,7 @@ def _parity(bundle, model, frames, keep=None, interval=None):
         part.head = recorded
     keys, masks, grids = [], [], {}
     try:
-        with pipe.wrapped_sessions(recording_label_grids(grids)):
+        with recording_label_grids(pipe, grids):
             for i, frame in enumerate(frames):
                 result = pipe.step(frame)
                 labels, is_key = reference.step(frame)

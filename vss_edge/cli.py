@@ -66,9 +66,10 @@ def _add_export_options(p: argparse.ArgumentParser, spec) -> None:
                    help=f"number of classes (default {spec.classes}; 19: Cityscapes names)")
     p.add_argument("--label-scale", type=float, default=1.0,
                    help="compute labels at this fraction of the input size (1: full, as the paper; 0.25: faster)")
-    p.add_argument("--label-path", choices=LABEL_PATHS, default="graph",
-                   help="graph (default): the graphs end in the paper's bilinear resize + argmax; host: they end "
-                        "at their scores and the runtime computes the same labels exactly, faster (runtime.labels)")
+    p.add_argument("--label-path", choices=LABEL_PATHS, default=None,
+                   help="host (the built-in methods' default): the graphs end at their scores and the runtime "
+                        "computes the paper's bilinear resize + argmax labels exactly, faster (runtime.labels); "
+                        "graph: the graphs end in that resize + argmax")
     for slot, text in spec.checkpoints.items():
         p.add_argument("--" + slot.replace("_", "-"), dest=slot, help=text)
     p.add_argument("--video", help="real video whose first frames verify the graphs (default: the sample clip)")
@@ -234,8 +235,9 @@ class Progress:
 
 def cmd_export(args) -> int:
     spec = method_spec(args.method)
-    common = dict(height=args.height, width=args.width, num_classes=args.classes, label_scale=args.label_scale,
-                  label_path=args.label_path)
+    common = dict(height=args.height, width=args.width, num_classes=args.classes, label_scale=args.label_scale)
+    if args.label_path is not None:  # else the method's config default
+        common["label_path"] = args.label_path
     try:
         cfg = spec.make_config(args, common)
     except (ValueError, TypeError) as e:

@@ -26,16 +26,16 @@ class MethodConfig:
 
     Fields every subclass declares (with its own defaults): height, width (int: the static
     input size of the graphs), num_classes (1..255: labels are uint8), label_scale (float in
-    (0, 1]: labels are computed at this fraction of the input), label_path ('graph', the
-    default: the graphs end in the paper's bilinear resize + argmax; 'host': they end at their
-    scores and the runtime computes the same labels on the host, exactly and faster:
-    runtime.labels), class_names (list[str]) and
+    (0, 1]: labels are computed at this fraction of the input), label_path ('host', the
+    built-in methods' default: the graphs end at their scores and the runtime computes the
+    paper's bilinear resize + argmax labels on the host, exactly and faster: runtime.labels;
+    'graph': the graphs end in that resize + argmax), class_names (list[str]) and
     palette (list of [r, g, b]); empty lists get the default names and colours of
     num_classes. A subclass defines `normalisation` (the in-graph pixel normalisation:
     {scale, mean_rgb, std_rgb}) and `check()` (its own rules; ValueError naming the field).
     """
 
-    label_path = "graph"  # for configs that do not declare the field (a plug-in method's, say)
+    label_path = "graph"  # for configs that do not declare the field (a plug-in method's, say: no host tail)
 
     def __post_init__(self):
         self.check()
@@ -99,7 +99,7 @@ class GSVNetConfig(MethodConfig):
     keyframe_scale: float = 0.75
     interval: int = 5
     label_scale: float = 1.0
-    label_path: str = "graph"
+    label_path: str = "host"
     class_names: list[str] = field(default_factory=list)
     palette: list[list[int]] = field(default_factory=list)
 
@@ -166,7 +166,7 @@ class TDNetConfig(MethodConfig):
     num_classes: int = 19
     variant: str = "td4_psp18"
     label_scale: float = 1.0
-    label_path: str = "graph"
+    label_path: str = "host"
     backbone_width: int = 64
     class_names: list[str] = field(default_factory=list)
     palette: list[list[int]] = field(default_factory=list)
@@ -254,7 +254,7 @@ class STMGConfig(MethodConfig):
     gamma_key: float = 2.0
     gamma_nonkey: float = 0.95
     label_scale: float = 1.0
-    label_path: str = "graph"
+    label_path: str = "host"
     class_names: list[str] = field(default_factory=list)
     palette: list[list[int]] = field(default_factory=list)
 
@@ -342,7 +342,7 @@ class MPVSSConfig(MethodConfig):
     propagation: str = "query_flow"
     interval: int = 5
     label_scale: float = 1.0
-    label_path: str = "graph"
+    label_path: str = "host"
     size_divisibility: int = 32
     backbone_width: int = 64
     motion_width: int = 0

@@ -33,7 +33,8 @@ class MethodSpec:
     config: its config dataclass (vss_edge.configs). height, width, classes: export defaults.
     checkpoints: slot -> help text; slot 'checkpoint' is the CLI's --checkpoint, others --slot-name.
     add_options(parser): the method's own export flags. make_config(args, common): the config from
-      the parsed flags; `common` holds height, width, num_classes, label_scale and label_path.
+      the parsed flags; `common` holds height, width, num_classes, label_scale and, when
+      given, label_path.
     exporter, reference: the export function and the PyTorch reference class, or (for the
       built-in methods, whose modules need torch) their "module:attribute", imported when used.
     """
