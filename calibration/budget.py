@@ -91,7 +91,8 @@ def calibrate_within_budget(bundle, video, out, max_drop: float,
     or "graph".
     Returns (out, report) where report adds "budget": {max_drop, drop, level (the one that
     fitted, or "none" when nothing had to stay float), float_nodes, worst_nodes (the 10 nodes
-    that add the most error, of every graph: node_errors rows), node_steps [{worst_nodes, float_nodes, drop}], sensitivity [{graph, drop_alone}],
+    that add the most error, of every graph: node_errors rows), node_steps [{worst_nodes, float_nodes,
+    drop}], sensitivity [{graph, drop_alone}],
     kept_float [{graph, reason}], steps [{kept_float, drop}]}.
     """
     from vss_edge.runtime.sources import read_frames
@@ -144,6 +145,7 @@ def calibrate_within_budget(bundle, video, out, max_drop: float,
             worst = [{k: r[k] for k in ("graph", "node", "op", "added_db", "input_sqnr_db", "sqnr_db")}
                      for r in by_error[:10]]
             ranked = sorted(by_error, key=lambda r: (order[r["graph"]], -r["added_db"]))
+
             def nodes_trial(k: int):
                 chosen = ranked[:k]
                 nodes = tuple(sorted({(r["graph"], n) for r in chosen
