@@ -12,7 +12,8 @@ start-up, defaults to DEFAULT_KEEP_FLOAT) needs the runtime's dependencies alone
 
 Left in float, by default:
 - op types in DEFAULT_KEEP_FLOAT: warps (GridSample, AffineGrid), Resize, Softmax,
-  ArgMax/ArgMin, TopK, and normalisations not folded into a conv (no int8 kernel);
+  ArgMax/ArgMin, TopK, normalisations not folded into a conv (no int8 kernel), and AveragePool
+  (quantised, it would keep its input's scale, too coarse for the narrower range of an average);
 - the nodes that compute a warp's sampling grid (e.g. flow -> Div -> Transpose -> Mul
   -> Add -> GridSample): a quantised grid moves every sampled pixel;
 - nodes that work on discrete values (class indices from ArgMax cast to float, masks
@@ -25,6 +26,8 @@ Left in float, by default:
 - convolutions over more than two spatial axes (Conv3d: 5-D weights, e.g. GSVNet's unfold of
   3x3 neighbourhoods): the CPU EP has no fast int8 kernel for them (36.9 ms as QLinearConv vs
   2.9 ms in float, GSVNet's propagation at 512x1024);
+- a Relu / Clip whose output an If / Loop branch reads (the quantiser would fold it into its
+  producer and the branch would read the value before the activation: STMG's gated blocks);
 - whatever ONNX Runtime cannot quantize anyway (Cast, Sub, Div, ReduceSum, Equal...).
 """
 from __future__ import annotations
@@ -46,8 +49,13 @@ if TYPE_CHECKING:
 # quantising their scale only adds error; and ORT 1.31 breaks on them: its per-channel axis (1) does not
 # fit BatchNormalization's rank-1 scale, and its int32-bias check raises on a LayerNormalization with a
 # 2-D scale (TDNet's attention).
+# AveragePool: ONNX Runtime's quantiser gives its output its input's scale (QDQDirect8BitOp), but an
+# average spans a narrower range than what it averages, so its int8 steps are coarse: on STMG's trained
+# DDRNet the DAPPM poolings lost 9-10 dB of SQNR each (logits 31.2 -> 34.0 dB with them float); they
+# run on 1/64-resolution maps, where float costs nothing.
 DEFAULT_KEEP_FLOAT = ("GridSample", "AffineGrid", "Softmax", "Resize", "ArgMax", "ArgMin", "TopK",
-                      "BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization")
+                      "BatchNormalization", "LayerNormalization", "InstanceNormalization", "GroupNormalization",
+                      "AveragePool")
 
 _COMPARISONS = {"Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual"}
 _DISCRETE_SOURCES = {"ArgMax", "ArgMin", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual", "Not",
@@ -63,6 +71,8 @@ _WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 _SHAPE_ONLY = {"Unsqueeze", "Squeeze", "Reshape", "Flatten", "Transpose", "Identity"}
 # Quantisable ops that may compute a divisor from a float value (walked back from a Div's second input)
 _DIVISOR_CHAIN = _SHAPE_ONLY | {"Add", "Mul", "Clip", "Relu"}
+# Activations ONNX Runtime's QDQ quantiser removes, folding them into the Q/DQ of what they read
+_REMOVABLE_ACTIVATIONS = {"Relu", "Clip"}
 
 
 def subgraph_reads(node) -> set[str]:
@@ -163,6 +173,15 @@ def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) 
                     continue
                 reasons[p.name] = f"computes the divisor of Div '{n.name}' (quantised, it can round to 0)"
                 stack.extend(i for i in p.input if i)
+    # An activation a branch reads by name (STMG's gated blocks read the Relu before them): ONNX Runtime's
+    # QDQ quantiser removes a Relu / Clip after a quantised op and gives that op the activation's output
+    # name, which its main-graph readers only see through a Q/DQ that clamps like the activation; a branch
+    # is not rewired, so it would read the value before the activation (negatives included).
+    branch_reads = set().union(*(subgraph_reads(n) for n in graph.node))
+    for n in graph.node:
+        if n.op_type in _REMOVABLE_ACTIVATIONS and n.output[0] in branch_reads and n.name not in reasons:
+            reasons[n.name] = ("an If / Loop branch reads its output (quantised, ONNX Runtime would fold it away "
+                               "and the branch would read the value before it)")
     for n in graph.node:
         if n.op_type in _COMPARISONS:
             for i in n.input:

@@ -207,3 +207,47 @@ def test_graphs_with_if_gates_quantise(stmg_bundle, tmp_path):
     model = onnx.load(str(tmp_path / "partial.int8.onnx"))
     assert any(n.op_type == "If" for n in model.graph.node)
     assert record["quantized_ops"] > 0
+
+
+def _gated_block_graph() -> onnx.ModelProto:
+    """x [1,4,8,8] -> Conv -> Relu -> If(keep){Conv(relu) | Identity(relu)} -> y: a gated block that
+    reads the Relu before it by name from inside its branches, as STMG's partial graph does."""
+    rng = np.random.default_rng(0)
+    w = lambda name, *shape: numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)  # noqa: E731
+    then = helper.make_graph([helper.make_node("Conv", ["r", "w2", "b2"], ["kept"], pads=[1, 1, 1, 1])], "then", [],
+                             [helper.make_tensor_value_info("kept", TensorProto.FLOAT, [1, 4, 8, 8])])
+    skip = helper.make_graph([helper.make_node("Identity", ["r"], ["skipped"])], "else", [],
+                             [helper.make_tensor_value_info("skipped", TensorProto.FLOAT, [1, 4, 8, 8])])
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c"], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("If", ["keep"], ["g"], then_branch=then, else_branch=skip, name="gate"),
+             helper.make_node("Conv", ["g", "w3", "b3"], ["y"], name="head")]
+    graph = helper.make_graph(
+        nodes, "gated", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8]),
+                         helper.make_tensor_value_info("keep", TensorProto.BOOL, [])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 8, 8])],
+        [w("w1", 4, 4, 3, 3), w("b1", 4), w("w2", 4, 4, 3, 3), w("b2", 4), w("w3", 4, 4, 1, 1), w("b3", 4)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def test_an_activation_a_gated_branch_reads_stays_float_so_the_branch_reads_it(tmp_path):
+    """ONNX Runtime's QDQ quantiser removes a Relu after a quantised op and gives the op the Relu's output
+    name; a branch reading that name then got the values before the Relu, negatives included (STMG's
+    trained partial graph: features 14.1 dB SQNR against FP32 with the blocks kept, 25.4 dB with the rule;
+    end to end STMG's INT8 mIoU agreement went 0.973 -> 0.989 on vtest)."""
+    model = _gated_block_graph()
+    assert float_only_nodes(model)["relu"].startswith("an If / Loop branch reads its output")
+    onnx.save(model, str(tmp_path / "gated.onnx"))
+    rng = np.random.default_rng(1)
+    samples = [{"x": rng.standard_normal((1, 4, 8, 8)).astype(np.float32), "keep": np.array(k)}
+               for k in (True, False) * 4]
+    quantize_graph_int8(tmp_path / "gated.onnx", tmp_path / "gated.int8.onnx", samples, pre_process=False)
+    fp32, int8 = (ort.InferenceSession(str(tmp_path / name), providers=["CPUExecutionProvider"])
+                  for name in ("gated.onnx", "gated.int8.onnx"))
+    for keep in (True, False):
+        feed = dict(samples[0], keep=np.array(keep))
+        ref, got = fp32.run(None, feed)[0], int8.run(None, feed)[0]
+        sqnr = 10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2))
+        assert sqnr > 25.0, f"keep={keep}: INT8 output {sqnr:.1f} dB from FP32"
