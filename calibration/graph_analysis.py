@@ -26,6 +26,8 @@ Left in float, by default:
 - convolutions over more than two spatial axes (Conv3d: 5-D weights, e.g. GSVNet's unfold of
   3x3 neighbourhoods): the CPU EP has no fast int8 kernel for them (36.9 ms as QLinearConv vs
   2.9 ms in float, GSVNet's propagation at 512x1024);
+- ops after the last int8 Conv / MatMul / Gemm on their path (a quantised op there only rounds);
+- a MatMul / Gemm that reads a Softmax (attention: 8-bit probabilities lose the small weights);
 - a Relu / Clip whose output an If / Loop branch reads (the quantiser would fold it into its
   producer and the branch would read the value before the activation: STMG's gated blocks);
 - whatever ONNX Runtime cannot quantize anyway (Cast, Sub, Div, ReduceSum, Equal...).
@@ -73,6 +75,13 @@ _SHAPE_ONLY = {"Unsqueeze", "Squeeze", "Reshape", "Flatten", "Transpose", "Ident
 _DIVISOR_CHAIN = _SHAPE_ONLY | {"Add", "Mul", "Clip", "Relu"}
 # Activations ONNX Runtime's QDQ quantiser removes, folding them into the Q/DQ of what they read
 _REMOVABLE_ACTIVATIONS = {"Relu", "Clip"}
+
+
+def ort_quantizable() -> set[str]:
+    """The op types ONNX Runtime's quantiser quantises (QOperator or QDQ)."""
+    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
+
+    return set(QLinearOpsRegistry) | set(QDQRegistry)
 
 
 def subgraph_reads(node) -> set[str]:
@@ -154,6 +163,18 @@ def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) 
             continue
         if any(i in discrete for i in ins) and n.name not in reasons:
             reasons[n.name] = "works on discrete values (class indices or a mask)"
+    # Attention weights: a MatMul that reads a Softmax (through shape ops) stays float; 8-bit probabilities
+    # round the small weights of a peaked softmax away (MPVSS's query self-attention: 16.5 -> 4.9 dB).
+    for n in graph.node:
+        if n.op_type != "Softmax":
+            continue
+        stack = [n.output[0]]
+        while stack:
+            for reader in consumers.get(stack.pop(), []):
+                if reader.op_type in _SHAPE_ONLY:
+                    stack.append(reader.output[0])
+                elif reader.op_type in ("MatMul", "Gemm") and reader.name not in reasons:
+                    reasons[reader.name] = f"weights values by the probabilities of Softmax '{n.name}'"
     # A float Conv/MatMul between a DequantizeLinear and a QuantizeLinear is quantised anyway by ONNX
     # Runtime at load (its WeightBiasQuantization pass gives the float weight a Q/DQ pair), so the
     # shape ops that feed it stay float too: its input then comes from a float op, not a DQ.
@@ -182,6 +203,25 @@ def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) 
         if n.op_type in _REMOVABLE_ACTIVATIONS and n.output[0] in branch_reads and n.name not in reasons:
             reasons[n.name] = ("an If / Loop branch reads its output (quantised, ONNX Runtime would fold it away "
                                "and the branch would read the value before it)")
+    # After the last int8 computation: an op that is not weighted and whose output reaches no int8 Conv /
+    # MatMul / Gemm through other quantised ops gains nothing from int8 (its output is dequantised for float
+    # readers at once) and only rounds its inputs: GSVNet's guided sum, Concat -> Mul -> ReduceSum, rounded
+    # the guidance weights (propagation logits 37.2 -> 42.0 dB with it float).
+    quantizable = ort_quantizable()
+    producer_of = {o: n for n in graph.node for o in n.output}
+    feeds_int8: set[str] = set()
+    stack = [n for n in graph.node if n.op_type in _WEIGHTED and n.name not in reasons]
+    while stack:
+        for i in node_reads(stack.pop()):
+            p = producer_of.get(i)
+            if (p is not None and p.name not in feeds_int8 and p.name not in reasons
+                    and p.op_type in quantizable and p.op_type not in _WEIGHTED):
+                feeds_int8.add(p.name)
+                stack.append(p)
+    for n in graph.node:
+        if (n.op_type in quantizable and n.op_type not in _WEIGHTED and n.name not in reasons
+                and n.name not in feeds_int8):
+            reasons[n.name] = "after the last int8 Conv / MatMul on its path: int8 would only round it"
     for n in graph.node:
         if n.op_type in _COMPARISONS:
             for i in n.input:

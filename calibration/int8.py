@@ -35,13 +35,14 @@ import numpy as np
 
 from vss_edge.calibration.graph_analysis import (
     DEFAULT_KEEP_FLOAT,
+    ort_quantizable,
     check_runs,
     float_only_nodes,
     graph_io,
     name_nodes,
     op_counts,
 )
-from vss_edge.calibration.int8_rewrites import drop_float_to_float_qdq, rewrite_for_int8
+from vss_edge.calibration.int8_rewrites import drop_float_to_float_qdq, rewrite_for_int8, unround_outputs
 from vss_edge.runtime.errors import VssEdgeError
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -81,12 +82,6 @@ def _even_subset(items: list, count: int | None) -> list:
         return list(items)
     picks = np.unique(np.linspace(0, len(items) - 1, count).round().astype(int))
     return [items[i] for i in picks]
-
-
-def _ort_quantizable() -> set[str]:
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    return set(QLinearOpsRegistry) | set(QDQRegistry)
 
 
 def prepare_for_int8(model_path: str | Path, prepared: str | Path, pre_process: bool = True,
@@ -214,7 +209,7 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
             if name not in known:
                 raise VssEdgeError(f"nodes_to_exclude: graph '{model_path.name}' has no node named {name!r}")
             reasons.setdefault(name, "asked for")
-        quantizable = _ort_quantizable()
+        quantizable = ort_quantizable()
         op_types = sorted(quantizable - set(keep_float_ops))
         calib = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
                  "percentile": CalibrationMethod.Percentile}[method]
@@ -237,7 +232,9 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
                 f"ONNX Runtime could not quantise '{model_path.name}' ({type(e).__name__}: {first}); leave the graph "
                 f"in float (keep_float_graphs) or exclude the offending op types or nodes") from e
         quantized = onnx.load(str(work / "int8.onnx"))
-        if drop_float_to_float_qdq(quantized, set(reasons)):
+        rewired = drop_float_to_float_qdq(quantized, set(reasons))
+        unrounded = unround_outputs(quantized)
+        if rewired or unrounded:
             onnx.save(quantized, str(work / "int8.onnx"))
         check_runs(work / "int8.onnx", source_io, samples[0])
         session = faster_optimization(work / "int8.onnx", samples, threads, fp32_path=model_path)
@@ -252,7 +249,7 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
         "precision": "int8", "method": method, "per_channel": bool(per_channel), "reduce_range": bool(reduce_range),
         "format": "QDQ", "activations": "QUInt8 asymmetric", "weights": "QInt8 symmetric",
         "samples": len(samples), "samples_recorded": len(inputs), "pre_process": pre_note,
-        "layout_rewrites": rewrites, "session": session,
+        "layout_rewrites": rewrites, "session": session, "float_outputs": unrounded,
         "excluded_op_types": sorted(set(keep_float_ops) & set(present)),
         "excluded_nodes": dict(sorted(reasons.items())),
         "left_float_by_ort": sorted(t for t in present if t not in quantizable and t not in keep_float_ops),

@@ -271,6 +271,45 @@ def drop_float_to_float_qdq(model: onnx.ModelProto, float_nodes: set[str]) -> in
     return rewired
 
 
+def unround_outputs(model: onnx.ModelProto) -> list[str]:
+    """Let each graph output leave the graph as the float value it was computed as, not through the
+    QuantizeLinear -> DequantizeLinear pair ONNX Runtime's quantiser put on it (after quantisation;
+    readers inside the graph keep reading the rounded copy). Returns the outputs changed.
+
+    Rounding an output to 8 bits buys no speed (nothing after it in the graph runs int8) and costs
+    accuracy where it counts most: MPVSS's flows (8-bit steps of the flow range move every warped
+    mask), the logits labels come from, and state such as STMG's features, which the next frame
+    quantises again at its own first reader. The op that computed the output keeps its int8 inputs
+    and weights and runs in float (its output is no longer quantised).
+    """
+    g = _Graph(model)
+    changed = []
+    for name in [o.name for o in model.graph.output]:
+        dq = g.producer.get(name)
+        q = g.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear":
+            continue
+        value = q.input[0]
+        source = g.producer.get(value)
+        readers = g.consumers.get(value, []) + g.consumers.get(name, [])
+        if source is None or value in g.outputs or any(name not in r.input and value not in r.input for r in readers):
+            continue  # a graph input, another output, or read from inside a branch: left as it is
+        rounded = f"{name}_rounded"
+        while rounded in g.producer or rounded in g.consumers or rounded in g.consts:
+            rounded += "_"
+        for reader in g.consumers.get(name, []):  # readers inside the graph keep the rounded copy
+            reader.input[:] = [rounded if i == name else i for i in reader.input]
+        dq.output[0] = rounded
+        for reader in g.consumers.get(value, []):
+            reader.input[:] = [name if i == value else i for i in reader.input]
+        source.output[:] = [name if o == value else o for o in source.output]
+        g.refresh()
+        changed.append(name)
+    if changed:
+        _drop_unread_qdq(g)
+    return changed
+
+
 def _drop_unread_qdq(g: _Graph) -> None:
     """Remove DequantizeLinear nodes nothing reads, then QuantizeLinear nodes nothing reads."""
     for op in ("DequantizeLinear", "QuantizeLinear"):

@@ -110,6 +110,19 @@ MUTANTS = [
              'feeds = {"image": image, "key_image": key["key_image"]}\n'
              '        key["key_image"] = run("keyframe", {"image": image}, ())["key_image"]')],
            ["tests/test_mpvss.py", "-k", "interval_5"]),
+    # --- INT8 numerics (issue 14) ------------------------------------------------------------------
+    Mutant("int8-branch-reads-folded-relu", "a Relu an If branch reads is quantised (ORT folds it; the branch reads pre-ReLU values)",
+           [("calibration/graph_analysis.py", "if n.op_type in _REMOVABLE_ACTIVATIONS and n.output[0] in branch_reads",
+             "if False and n.op_type in _REMOVABLE_ACTIVATIONS and n.output[0] in branch_reads")],
+           ["tests/test_int8_layout.py::test_an_activation_a_gated_branch_reads_stays_float_so_the_branch_reads_it"],
+           notes="the tail rule keeps STMG's Relu before an If float too; the rule is for a Relu int8 ops read as well"),
+    Mutant("int8-outputs-rounded", "graph outputs leave the INT8 graph rounded to 8 bits",
+           [("calibration/int8.py", "        unrounded = unround_outputs(quantized)\n", "        unrounded = []\n")],
+           ["tests/test_int8_layout.py", "-k", "unrounded"]),
+    Mutant("int8-tail-quantised", "ops after the last int8 Conv are quantised (they only round)",
+           [("calibration/graph_analysis.py", "                and n.name not in feeds_int8):",
+             "                and n.name not in feeds_int8 and False):")],
+           ["tests/test_int8_layout.py", "-k", "unrounded"]),
 ]
 
 

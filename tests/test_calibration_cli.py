@@ -17,7 +17,7 @@ CLIP = str(sample_clip_path())
 def int8_bundle(gsvnet_bundle, tmp_path_factory):
     out = tmp_path_factory.mktemp("int8") / "int8"
     assert main(["-q", "calibrate", str(gsvnet_bundle), CLIP, "--precision", "int8", "--out", str(out),
-                 "--calibration-frames", "0:20", "--evaluation-frames", "40:60", "--keep-slower"]) == 0
+                 "--calibration-frames", "0:20", "--evaluation-frames", "40:60", "--keep-slower", "--quantize-flow"]) == 0
     return out
 
 
@@ -68,7 +68,7 @@ def test_budget_keeps_the_most_sensitive_graph_in_float(gsvnet_bundle, tmp_path)
     report_path = tmp_path / "report.json"
     out = tmp_path / "budget"
     assert main(["-q", "calibrate", str(gsvnet_bundle), CLIP, "--precision", "int8", "--out", str(out),
-                 "--calibration-frames", "0:20", "--evaluation-frames", "40:60", "--max-drop", "0.05", "--keep-slower",
+                 "--calibration-frames", "0:20", "--evaluation-frames", "40:60", "--max-drop", "0.05", "--keep-slower", "--quantize-flow",
                  "--budget-level", "graph", "--json", str(report_path)]) == 0
     budget = json.loads(report_path.read_text())["budget"]
     steps, ranked = budget["steps"], budget["sensitivity"]

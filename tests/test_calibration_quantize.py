@@ -36,7 +36,8 @@ def recorded(gsvnet_bundle):
 def int8_bundle(gsvnet_bundle, tmp_path_factory):
     return calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path_factory.mktemp("int8") / "gsvnet-int8",
                             CalibrationConfig(precision="int8", method="minmax", calibration_frames=CALIBRATION,
-                                              evaluation_frames=EVALUATION, keep_slower=True))
+                                              evaluation_frames=EVALUATION, keep_slower=True,
+                                              keep_float_roles=()))  # every graph INT8, the flow net too
 
 
 def _labels(bundle, frames):
@@ -208,7 +209,8 @@ def test_entropy_calibrates_other_ranges_than_minmax(flow_by_method):
 
 def test_keep_float_graphs_stay_fp32(gsvnet_bundle, tmp_path):
     out, report = calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "mixed", CalibrationConfig(
-        precision="int8", calibration_frames="0:10", keep_float_graphs=("keyframe",), keep_slower=True))
+        precision="int8", calibration_frames="0:10", keep_float_graphs=("keyframe",), keep_slower=True,
+        keep_float_roles=()))
     source, derived = load_manifest(gsvnet_bundle), load_manifest(out)
     assert derived.graphs["keyframe"].precision == "fp32" and derived.graphs["keyframe"].calibration is None
     assert derived.graphs["keyframe"].sha256 == source.graphs["keyframe"].sha256
@@ -284,7 +286,7 @@ def test_calibration_runs_without_torch(gsvnet_bundle, tmp_path):
         "from vss_edge.calibration.quantize import CalibrationConfig, calibrate_bundle\n"
         "from vss_edge.runtime.sources import sample_clip_path\n"
         f"out, report = calibrate_bundle(r'{gsvnet_bundle}', sample_clip_path(), r'{tmp_path / 'b'}', "
-        "CalibrationConfig(calibration_frames='0:7', graphs=['flow'], keep_slower=True))\n"
+        "CalibrationConfig(calibration_frames='0:7', graphs=['flow'], keep_slower=True, keep_float_roles=()))\n"
         "assert report['graphs']['flow']['precision'] == 'int8', report\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

@@ -145,16 +145,16 @@ def test_an_int8_graph_slower_than_fp32_stays_fp32_unless_asked(gsvnet_bundle, t
         return {**measured, "fp32_ms": min(measured["ms"].values()) / 2}
 
     monkeypatch.setattr(int8_module, "faster_optimization", fp32_faster)
-    config = CalibrationConfig(calibration_frames="0:6", graphs=("flow",))
+    config = CalibrationConfig(calibration_frames="0:6", graphs=("propagation",))
     out, report = calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "auto", config)
-    assert load_manifest(out).graphs["flow"].precision == "fp32"
-    assert any("graph 'flow': INT8 ran slower than FP32" in w for w in report["warnings"])
+    assert load_manifest(out).graphs["propagation"].precision == "fp32"
+    assert any("graph 'propagation': INT8 ran slower than FP32" in w for w in report["warnings"])
     out, _ = calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "kept",
-                              CalibrationConfig(calibration_frames="0:6", graphs=("flow",), keep_slower=True))
-    flow = load_manifest(out).graphs["flow"]
-    assert flow.precision == "int8" and flow.optimization in ("all", "extended")
-    assert flow.optimization == flow.calibration["session"]["optimization"]
-    assert flow.calibration["tuned_on"]["cpu"] == runtime_cpu.cpu_model()
+                              CalibrationConfig(calibration_frames="0:6", graphs=("propagation",), keep_slower=True))
+    graph = load_manifest(out).graphs["propagation"]
+    assert graph.precision == "int8" and graph.optimization in ("all", "extended")
+    assert graph.optimization == graph.calibration["session"]["optimization"]
+    assert graph.calibration["tuned_on"]["cpu"] == runtime_cpu.cpu_model()
 
 
 def _fake_int8_bundle(gsvnet_bundle, out, tuned_on: dict, optimization: str | None = "all"):
@@ -251,3 +251,22 @@ def test_an_activation_a_gated_branch_reads_stays_float_so_the_branch_reads_it(t
         ref, got = fp32.run(None, feed)[0], int8.run(None, feed)[0]
         sqnr = 10 * np.log10(np.sum(ref ** 2) / np.sum((ref - got) ** 2))
         assert sqnr > 25.0, f"keep={keep}: INT8 output {sqnr:.1f} dB from FP32"
+
+
+def test_outputs_leave_unrounded_and_nothing_after_the_last_int8_op_is_quantised(gsvnet_bundle, tmp_path):
+    """An output rounded to 8 bits buys no speed and costs accuracy (MPVSS's flows, every method's
+    logits and state), and an op after the last int8 Conv only rounds (GSVNet's guided sum: the
+    propagation logits of the trained weights 37.2 -> 42.0 dB with it float)."""
+    recorded = collect_inputs(gsvnet_bundle, sample_clip_path(), "0:6")
+    flow = quantize_graph_int8(gsvnet_bundle / "flow.onnx", tmp_path / "f.int8.onnx", recorded["flow"])
+    assert flow["float_outputs"] == ["image_small"]  # the quantiser had rounded the state GSVNet carries
+    record = quantize_graph_int8(gsvnet_bundle / "propagation.onnx", tmp_path / "p.int8.onnx", recorded["propagation"])
+    for name in ("f.int8.onnx", "p.int8.onnx"):
+        model = onnx.load(str(tmp_path / name))
+        producer = {o: n for n in model.graph.node for o in n.output}
+        assert all(producer[o.name].op_type not in ("DequantizeLinear", "QuantizeLinear") for o in model.graph.output)
+    reasons = record["excluded_nodes"]
+    tail = [n for n, why in reasons.items() if why.startswith("after the last int8")]
+    assert any("Mul" in n for n in tail) and any("Concat" in n for n in tail), tail
+    mul = next(n for n in model.graph.node if n.name == next(t for t in tail if "Mul" in t))
+    assert all(producer[i].op_type != "DequantizeLinear" for i in mul.input if i in producer)

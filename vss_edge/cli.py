@@ -24,7 +24,7 @@ os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 # OpenCV's own warnings ("Failed to write frame", once a frame on a full disk): errors only.
 os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")
 
-from vss_edge.calibration.quantize import DECISION_ROLES, CalibrationConfig, CalibrationMethod, Precision  # noqa: E402
+from vss_edge.calibration.quantize import DECISION_ROLES, MOTION_ROLES, CalibrationConfig, CalibrationMethod, Precision  # noqa: E402
 from vss_edge.configs import LABEL_PATHS  # noqa: E402
 from vss_edge.methods import METHODS, method_spec  # noqa: E402
 from vss_edge.methods.options import non_negative_int, positive_int  # noqa: E402
@@ -127,6 +127,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="7-bit INT8 weights; auto (default): on where the CPU has no VNNI, where u8s8 sums saturate")
     p.add_argument("--quantize-decisions", action="store_true",
                    help="quantise the graphs that make discrete decisions too (STMG's mask generator; default FP32)")
+    p.add_argument("--quantize-flow", action="store_true",
+                   help="quantise the flow nets too (GSVNet, MPVSS; default FP32: a flow's error moves every warped "
+                        "pixel)")
     p.add_argument("--keep-slower", action="store_true",
                    help="keep INT8 graphs that ran slower than FP32 on this machine (default: they stay FP32)")
     p.add_argument("--json", help="write the calibration report as JSON to this file")
@@ -564,7 +567,8 @@ def cmd_calibrate(args) -> int:
     # checks the options and that calibration and evaluation frames are disjoint, before any work
     config = CalibrationConfig(precision=args.precision, method=args.method, per_channel=not args.no_per_channel,
                                reduce_range={"auto": None, "on": True, "off": False}[args.reduce_range],
-                               keep_float_roles=() if args.quantize_decisions else DECISION_ROLES,
+                               keep_float_roles=(() if args.quantize_decisions else DECISION_ROLES)
+                               + (() if args.quantize_flow else MOTION_ROLES),
                                keep_slower=args.keep_slower,
                                calibration_frames=args.calibration_frames, evaluation_frames=args.evaluation_frames)
     if args.max_drop is not None:
