@@ -130,6 +130,13 @@ def choose_policy(policy, scheduler: Scheduler):
     return policy
 
 
+def _copy(scheduler: Scheduler) -> Scheduler:
+    try:
+        return copy.deepcopy(scheduler)
+    except Exception as e:  # noqa: BLE001  a lock, a file, a session held by a user scheduler
+        raise VssEdgeError(f"scheduler {scheduler!r} cannot be copied for each stream (copy.deepcopy: {e})") from None
+
+
 class MultiStream:
     """N streams of one bundle on one set of graph sessions.
 
@@ -150,7 +157,7 @@ class MultiStream:
         self.sessions = sessions
         self.policy = choose_policy(policy, scheduler)
         self.pipelines = [Pipeline(manifest, dict(sessions),  # own dict: wrapped_sessions stays per stream
-                                   self.policy.stream_scheduler(copy.deepcopy(scheduler), s, streams))
+                                   self.policy.stream_scheduler(_copy(scheduler), s, streams))
                           for s in range(streams)]
         self.workers = min(streams, workers or usable_cpus())
         self.device = self.pipelines[0].device
@@ -176,7 +183,8 @@ class MultiStream:
             pipe.reset()
 
     def step(self, stream: int, frame: np.ndarray) -> FrameResult:
-        """Stream `stream`'s Pipeline.step(frame): all-or-nothing for that stream."""
+        """Stream `stream`'s Pipeline.step(frame): all-or-nothing for that stream. Streams may be
+        stepped from different threads at once; one stream from two threads at once may not."""
         return self.pipelines[self._check(stream)].step(frame)
 
     def step_all(self, frames: Sequence[np.ndarray | None], return_exceptions: bool = False) \

@@ -392,7 +392,7 @@ def drive(streams: list[Stream], step_all, stop: StopSignals, max_frames: int | 
                     stream.read(stop)
     except KeyboardInterrupt as e:  # raised by code (run's handlers only record)
         return signal_number(e)
-    return None
+    return stop.received  # one that came while the last frames were read (a live wait ends on it)
 
 
 def step_one(pipe):
