@@ -32,7 +32,7 @@ from vss_edge.runtime.sources import FrameSource, sample_clip_path
 from vss_edge.source_runs import stream_folders
 
 CLIP = str(sample_clip_path())
-STREAMS, TICKS = 3, 12
+STREAMS, TICKS = 3, 8
 OFFSETS = (0, 17, 34)  # where each stream starts in the 60-frame clip
 
 
