@@ -1,4 +1,5 @@
-"""vss-edge runtime: ONNX Runtime only, never torch. `load(bundle)` -> Pipeline."""
+"""vss-edge runtime: ONNX Runtime only, never torch. `load(bundle)` -> Pipeline; `load_streams(bundle, N)`
+-> MultiStream (N streams on one set of sessions)."""
 from __future__ import annotations
 
 import logging
@@ -7,6 +8,7 @@ from pathlib import Path
 from vss_edge.runtime.cpu import tuning_warnings
 from vss_edge.runtime.errors import BundleError, FrameError, OutputError, SourceError, VssEdgeError
 from vss_edge.runtime.manifest import Manifest, load_manifest
+from vss_edge.runtime.multistream import MultiStream
 from vss_edge.runtime.pipeline import FrameResult, Pipeline
 from vss_edge.runtime.schedulers import (
     DistortionAware,
@@ -36,6 +38,36 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
     budget: the program's compute-budget options (STMG: {"keep_threshold": 0.6, "max_blocks": 3});
     VssEdgeError for an option the method does not have or a value out of range.
     """
+    manifest, sessions, scheduler = _open_bundle(bundle, device, threads, scheduler, interval, io_binding,
+                                                 thread_pool)
+    pipe = Pipeline(manifest, sessions, scheduler)
+    if budget:
+        pipe.program.set_budget(**budget)
+    return pipe
+
+
+def load_streams(bundle: str | Path, streams: int, *, policy=None, workers: int | None = None,
+                 device: str = "auto", threads: int | None = None, scheduler: Scheduler | str | None = None,
+                 interval: int | None = None, io_binding: bool = False, thread_pool: str = "per_session",
+                 budget: dict | None = None) -> MultiStream:
+    """Check a bundle once and return a MultiStream of `streams` streams on one set of sessions.
+
+    policy: the cross-stream key-frame policy, 'staggered' or 'aligned' (or an object with
+    stream_scheduler(scheduler, stream, streams); default: staggered where the scheduler is
+    periodic, else aligned: runtime.multistream). workers: threads step_all runs the streams on
+    (default min(streams, CPUs)). The other options are load's, for every stream (each stream
+    gets its own copy of the scheduler and its own program state).
+    """
+    manifest, sessions, scheduler = _open_bundle(bundle, device, threads, scheduler, interval, io_binding,
+                                                 thread_pool)
+    multi = MultiStream(manifest, sessions, scheduler, streams, policy=policy, workers=workers)
+    for pipe in multi.pipelines if budget else ():
+        pipe.program.set_budget(**budget)
+    return multi
+
+
+def _open_bundle(bundle, device, threads, scheduler, interval, io_binding, thread_pool):
+    """(manifest, sessions, scheduler): what load and load_streams check and open, in this order."""
     check_threads(threads)
     manifest = load_manifest(bundle)
     from vss_edge.runtime.programs import program_for
@@ -47,12 +79,9 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
                              thread_pool=thread_pool)
     for warning in tuning_warnings(manifest):
         logging.getLogger("vss_edge").warning("vss-edge: %s", warning)
-    pipe = Pipeline(manifest, sessions, scheduler)
-    if budget:
-        pipe.program.set_budget(**budget)
-    return pipe
+    return manifest, sessions, scheduler
 
 
-__all__ = ["load", "Pipeline", "FrameResult", "Manifest", "load_manifest", "Scheduler", "FixedInterval",
+__all__ = ["load", "load_streams", "MultiStream", "Pipeline", "FrameResult", "Manifest", "load_manifest", "Scheduler", "FixedInterval",
            "DistortionAware", "FrameInfo", "build_scheduler", "VssEdgeError", "BundleError", "FrameError", "SourceError",
            "OutputError"]

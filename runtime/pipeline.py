@@ -89,14 +89,24 @@ class Pipeline:
     def step(self, frame: np.ndarray) -> FrameResult:
         start = time.perf_counter()
         image = to_graph_input(frame, self.manifest.height, self.manifest.width)
-        saved = _snapshot(self.program, self.scheduler, skip=(self,))
-        counters = self._index, self._since_key
+        saved = self.snapshot()
         try:
             return self._step(frame, image, start)
         except BaseException:
-            _restore(saved)
-            self._index, self._since_key = counters
+            self.restore(saved)
             raise
+
+    def snapshot(self) -> object:
+        """What `restore` needs to put the program, the scheduler and the frame counters back as
+        they are now (what step does when it raises; MultiStream.step_all undoes a whole tick with
+        it). Cheap: copies of attribute dicts, no arrays (see `_snapshot`)."""
+        return _snapshot(self.program, self.scheduler, skip=(self,)), (self._index, self._since_key)
+
+    def restore(self, snapshot: object) -> None:
+        """Put the state back as it was when `snapshot()` made `snapshot`."""
+        saved, counters = snapshot
+        _restore(saved)
+        self._index, self._since_key = counters
 
     def _step(self, frame: np.ndarray, image: np.ndarray, start: float) -> FrameResult:
         timings: dict[str, float] = {}

@@ -123,6 +123,48 @@ class RunStats:
         }
 
 
+class TickStats:
+    """Per-tick figures of a multi-stream run (runtime.multistream), in bounded memory.
+
+    add(results, tick_ms): one tick's FrameResults (None for a stream without a frame) and the
+    wall time of its step_all. The first `skip` ticks are left out (the start: every stream's
+    first frame is a key frame, whatever the policy); of the others: tick latency statistics,
+    max / mean, how many ticks had k key frames (exact), and for path methods (TDNet) how many
+    had at most m streams on one path.
+    """
+
+    def __init__(self, skip: int = 1):
+        self.skip = int(skip)
+        self.seen = 0
+        self.all_ms = 0.0  # summed over every tick, the skipped ones too
+        self.tick = LatencyStats()
+        self.key_frames: dict[int, int] = {}  # key frames on a tick -> ticks
+        self.same_path: dict[int, int] = {}  # most streams on one path on a tick -> ticks
+
+    def add(self, results, tick_ms: float) -> None:
+        self.seen += 1
+        self.all_ms += float(tick_ms)
+        if self.seen <= self.skip:
+            return
+        done = [r for r in results if r is not None]
+        self.tick.add(tick_ms)
+        keys = sum(bool(r.is_key) for r in done)
+        self.key_frames[keys] = self.key_frames.get(keys, 0) + 1
+        paths = [r.path for r in done if r.path is not None]
+        if paths:
+            most = max(paths.count(p) for p in set(paths))
+            self.same_path[most] = self.same_path.get(most, 0) + 1
+
+    def summary(self) -> dict:
+        tick = self.tick.to_dict()
+        return {**tick, "ticks_skipped": min(self.skip, self.seen),
+                "max_over_mean": tick["max_ms"] / tick["mean_ms"] if tick["count"] and tick["mean_ms"] else None,
+                "key_frames_per_tick": {"max": max(self.key_frames, default=None),
+                                        "ticks": {str(k): n for k, n in sorted(self.key_frames.items())}},
+                "most_streams_on_one_path": None if not self.same_path else {
+                    "max": max(self.same_path), "ticks": {str(k): n for k, n in sorted(self.same_path.items())}}}
+
+
 def summarize(results, manifest, warmup: int = 0) -> dict:
     """Summary of per-frame timings, skipping the first `warmup` frames.
 
@@ -163,4 +205,43 @@ def to_markdown(summary: dict) -> str:
     lines += ["", f"non-key / key latency: {_fmt(summary['non_key_over_key'], '.3f')}; "
                   f"time outside ONNX Runtime: {100 * summary['outside_ort_share']:.1f}%",
               "GFLOPs = 2 x multiply-accumulates of Conv/MatMul/Gemm (the papers' 'GFLOPs' count MACs: half)"]
+    return "\n".join(lines) + "\n"
+
+
+def streams_to_markdown(summary: dict) -> str:
+    """Tables for a multi-stream summary (vss_edge.source_runs.streams_summary): one row per stream
+    (with live counts and capture-to-labels latency where live), then the ticks."""
+    live = summary.get("live")
+    through = summary.get("throughput_fps")
+    lines = [
+        f"# {summary['method']} at {summary['resolution'][0]}x{summary['resolution'][1]}: {summary['streams']} "
+        f"streams, key frames {summary['policy']}, {summary['workers']} worker thread(s) on {summary['device']}: "
+        f"{summary['frames']} frames ({summary['key_frames']} key) in {summary['ticks']} ticks, {summary['fps']:.2f} "
+        f"FPS in the pipeline (all streams)" + (f", {through:.2f} FPS end to end" if through else ""),
+        "",
+        "| stream | frames | key | FPS | mean ms | p99 ms | max ms |" + (" captured | dropped | capture to labels "
+                                                                      "p50 / p99 / max ms |" if live else "")
+        + " error |",
+        "|---|---:|---:|---:|---:|---:|---:|" + ("---:|---:|---:|" if live else "") + "---|",
+    ]
+    for s in summary["per_stream"]:
+        frame = s.get("frame") or {}
+        row = (f"| {s['source']} | {s.get('frames_read', 0)} | {_fmt(s.get('key_frames'), 'd')} | "
+               f"{_fmt(s.get('fps'), '.2f')} | {_fmt(frame.get('mean_ms'))} | {_fmt(frame.get('p99_ms'))} | "
+               f"{_fmt(frame.get('max_ms'))} |")
+        if live:
+            lat = s.get("capture_to_labels") or {}
+            row += (f" {_fmt(s.get('frames_captured'), 'd')} | {_fmt(s.get('frames_dropped'), 'd')} | "
+                    f"{_fmt(lat.get('p50_ms'))} / {_fmt(lat.get('p99_ms'))} / {_fmt(lat.get('max_ms'))} |")
+        lines.append(row + f" {s['error'] or ''} |")
+    t = summary["tick"]
+    keys = t["key_frames_per_tick"]
+    paths = t.get("most_streams_on_one_path")
+    lines += ["", "| ticks | mean ms | p50 ms | p99 ms | max ms | max / mean | most key frames on a tick |"
+              + (" most streams on one path |" if paths else ""),
+              "|---:|---:|---:|---:|---:|---:|---:|" + ("---:|" if paths else ""),
+              f"| {t['count']} | {_fmt(t['mean_ms'])} | {_fmt(t['p50_ms'])} | {_fmt(t['p99_ms'])} | {_fmt(t['max_ms'])} | "
+              f"{_fmt(t['max_over_mean'], '.2f')} | {_fmt(keys['max'], 'd')} |" + (f" {paths['max']} |" if paths else ""),
+              "", f"A tick: one step_all, every stream's next frame at once. The first {t['ticks_skipped']} tick(s) "
+                  f"are left out of the tick figures (the first: every stream starts on a key frame)."]
     return "\n".join(lines) + "\n"

@@ -12,6 +12,10 @@ A scheduler that reads a signal names it in `signals_needed` (e.g. ("distortion"
 the program computes only the signals some scheduler asks for.
 The pipeline always makes the first frame (and any frame without propagation state)
 a key frame, whatever the scheduler says.
+A scheduler whose decisions depend only on FrameInfo.index and .since_key and repeat every N
+frames (fixed_interval, round_robin) says so with `period = N`: the staggered multi-stream
+policy (runtime.multistream) shifts such a scheduler's phase per stream. One that decides from
+the frames' content (distortion) has no period: no phase can move its key frames.
 """
 from __future__ import annotations
 
@@ -44,6 +48,10 @@ class FixedInterval:
             raise VssEdgeError(f"interval must be >= 1, got {interval}")
         self.interval = int(interval)
 
+    @property
+    def period(self) -> int:
+        return self.interval
+
     def reset(self) -> None:
         pass
 
@@ -63,6 +71,10 @@ class RoundRobin:
         if int(paths) < 1:
             raise VssEdgeError(f"paths must be >= 1, got {paths}")
         self.paths = int(paths)
+
+    @property
+    def period(self) -> int:
+        return self.paths
 
     def reset(self) -> None:
         pass

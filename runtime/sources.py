@@ -76,6 +76,7 @@ class FrameSource:
             streams). For videos it is the container's figure: a damaged file can
             yield fewer.
         size: (width, height) of the first frame.
+        is_camera: frames come at the device's pace (a camera), not as fast as they are read.
     """
 
     def __init__(self, name: str, fps: float, frame_count: int | None, first: np.ndarray):
@@ -87,6 +88,7 @@ class FrameSource:
         self._started = False
         self.frames_read = 0
         self.ended_early: str | None = None  # set when a stream ends well before its frame_count
+        self.is_camera = False
 
     def _rest(self) -> Iterator[np.ndarray]:
         """Frames after the first, already checked to be BGR uint8 at ``size``."""
@@ -255,7 +257,9 @@ def _open_camera(index: int) -> FrameSource:
     fps = cap.get(cv2.CAP_PROP_FPS)
     if not (math.isfinite(fps) and 0 < fps <= 1000):
         fps = CAMERA_FPS
-    return _CaptureSource(name, cap, fps, None, _as_bgr(first))
+    source = _CaptureSource(name, cap, fps, None, _as_bgr(first))
+    source.is_camera = True
+    return source
 
 
 def open_source(source: str | os.PathLike | int) -> FrameSource:

@@ -123,6 +123,22 @@ MUTANTS = [
            [("calibration/graph_analysis.py", "                and n.name not in feeds_int8):",
              "                and n.name not in feeds_int8 and False):")],
            ["tests/test_int8_layout.py", "-k", "unrounded"]),
+
+    # --- many streams (issue 16) ----------------------------------------------------------------
+    Mutant("multistream-no-stagger", "the staggered policy gives every stream phase 0 (key frames aligned)",
+           [("runtime/multistream.py", "lead = stream * period // streams", "lead = 0")],
+           ["tests/test_multistream.py", "-k", "ceil_n_over_k or real_streams"]),
+    Mutant("multistream-shared-scheduler", "every stream runs the one scheduler object (its state shared)",
+           [("runtime/multistream.py", "self.policy.stream_scheduler(_copy(scheduler), s, streams)",
+             "self.policy.stream_scheduler(scheduler, s, streams)")],
+           ["tests/test_multistream.py", "-k", "content_driven"]),
+    Mutant("multistream-tick-half-undone", "a failed tick leaves the streams that succeeded advanced",
+           [("runtime/multistream.py", "                self.pipelines[s].restore(saved[s])\n", "                pass\n")],
+           ["tests/test_multistream.py", "-k", "all_or_nothing"]),
+    Mutant("live-drop-uncounted", "a live frame replaced before it was taken is not counted",
+           [("runtime/live.py", "                    if self._newest is not None:\n                        "
+             "self.frames_dropped += 1\n", "")],
+           ["tests/test_multistream.py", "-k", "live"]),
 ]
 
 

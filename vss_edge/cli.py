@@ -12,11 +12,9 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import sys
 import threading
-import time
 from pathlib import Path
 
 # FFmpeg logs straight to stderr (e.g. "moov atom not found"); our errors say it better.
@@ -28,9 +26,11 @@ from vss_edge.calibration.quantize import DECISION_ROLES, MOTION_ROLES, Calibrat
 from vss_edge.configs import LABEL_PATHS  # noqa: E402
 from vss_edge.methods import METHODS, method_spec  # noqa: E402
 from vss_edge.methods.options import non_negative_int, positive_int  # noqa: E402
-from vss_edge.runtime.errors import OUTPUT_ERRNOS, OutputError, SourceError, VssEdgeError  # noqa: E402
+from vss_edge.runtime.errors import OUTPUT_ERRNOS, SourceError, VssEdgeError  # noqa: E402
+from vss_edge.runtime.multistream import POLICIES  # noqa: E402
 from vss_edge.runtime.schedulers import SCHEDULERS  # noqa: E402
 from vss_edge.runtime.session import THREAD_POOLS  # noqa: E402
+from vss_edge.stop_signals import StopSignals, signal_number  # noqa: E402
 
 
 EXPORT_ONLY = ("torch", "onnx", "onnxsim")  # the `export` extra: exporting and calibrating need them
@@ -55,6 +55,14 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
                         "exported 0.5; higher = fewer blocks, faster)")
     p.add_argument("--max-blocks", type=non_negative_int,
                    help="STMG compute budget: at most this many prunable blocks on a non-key frame")
+    p.add_argument("--live", action="store_true",
+                   help="cameras: decode each source on its own thread and always segment its newest frame, "
+                        "counting the frames dropped (files and folders play at their frame rate)")
+    p.add_argument("--policy", choices=tuple(POLICIES),
+                   help="several sources: key frames staggered across streams (default where the scheduler is "
+                        "periodic) or aligned (all on the same ticks)")
+    p.add_argument("--workers", type=_positive_int,
+                   help="several sources: threads the streams run on (default: one per stream, at most the CPUs)")
 
 
 def _add_export_options(p: argparse.ArgumentParser, spec) -> None:
@@ -88,16 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     for spec in METHODS.values():  # every registered method (vss_edge.methods)
         _add_export_options(methods.add_parser(spec.name, help=spec.summary), spec)
 
-    p = verbs.add_parser("run", help="segment a video, image folder or camera; write an overlay video")
+    p = verbs.add_parser("run", help="segment videos, image folders or cameras; write overlay videos")
     p.add_argument("bundle")
-    p.add_argument("source", help="video file, image folder, or camera index (0, 1, ...)")
-    p.add_argument("--out", required=True, help="output directory (overlay.mp4, summary.json, labels/)")
+    p.add_argument("source", nargs="+", help="video file, image folder, or camera index (0, 1, ...); several: "
+                                             "one stream each, on one set of sessions")
+    p.add_argument("--out", required=True, help="output directory (overlay.mp4, summary.json, labels/; with several "
+                                                "sources one sub-folder each and the run's summary.json)")
     p.add_argument("--save-labels", action="store_true", help="also write one label PNG per frame")
     _add_runtime_options(p)
 
-    p = verbs.add_parser("profile", help="per-graph latency, key vs non-key frames, FPS")
+    p = verbs.add_parser("profile", help="per-graph latency, key vs non-key frames, FPS (per stream and per tick "
+                                         "with several sources)")
     p.add_argument("bundle")
-    p.add_argument("source", help="video file, image folder, or camera index")
+    p.add_argument("source", nargs="+", help="video file, image folder, or camera index; several: one stream each")
     p.add_argument("--json", help="write the summary as JSON to this file (and the timeline PNG beside it)")
     p.add_argument("--timeline", metavar="PNG",
                    help="write a per-frame latency timeline (time split by graph, key frames marked) as a PNG "
@@ -168,74 +179,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Interrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM as an exception (a KeyboardInterrupt, so it stops what Ctrl-C stops).
-
-    signum: the signal; the process exits with 128 + signum (130 for SIGINT, 143 for SIGTERM).
-    """
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-
-
-def _signum(interrupt: BaseException) -> int:
-    return getattr(interrupt, "signum", signal.SIGINT)
-
-
-class StopSignals:
-    """While active, SIGINT and SIGTERM raise Interrupted, or with record_only are only recorded
-    (the caller looks at ``received`` where stopping is safe). ``received``: the first signal, or
-    None. Only the main thread can install handlers; elsewhere this does nothing."""
-
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
-
-    def __init__(self, record_only: bool = False):
-        self.record_only = record_only
-        self.received: int | None = None
-        self._previous: dict = {}
-
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        for sig, handler in self._previous.items():
-            if self.record_only and self.received is not None and isinstance(getattr(handler, "__self__", None),
-                                                                               StopSignals):
-                continue  # stopping already: later signals stay recorded until the enclosing one restores
-            signal.signal(sig, handler)
-        self._previous = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.received is None:
-            self.received = signum
-        if not self.record_only:
-            raise Interrupted(signum)
-
-
-class Progress:
-    """One stderr line updated in place (on a terminal) or every 50 frames (in a log)."""
-
-    def __init__(self, total: int | None, enabled: bool):
-        self.total, self.enabled, self.tty = total, enabled, sys.stderr.isatty()
-        self.start = time.perf_counter()
-
-    def update(self, done: int) -> None:
-        if not self.enabled or (not self.tty and done % 50):
-            return
-        fps = done / max(time.perf_counter() - self.start, 1e-9)
-        of = f"/{self.total}" if self.total else ""
-        end = "\r" if self.tty else "\n"
-        print(f"  frame {done}{of}  {fps:.1f} FPS", end=end, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.enabled and self.tty:
-            print(file=sys.stderr)
-
-
 def cmd_export(args) -> int:
     spec = method_spec(args.method)
     common = dict(height=args.height, width=args.width, num_classes=args.classes, label_scale=args.label_scale)
@@ -260,195 +203,94 @@ def cmd_export(args) -> int:
     return 0
 
 
-_LABEL_NAME = re.compile(r"(\d{6,})\.png")
-
-
-def _video_name(size: tuple[int, int]) -> str:
-    """overlay.mp4, or overlay.avi (Motion JPEG) for an odd width or height, which MPEG-4 through
-    FFmpeg cannot keep (OpenCV would drop the last column or row)."""
-    return "overlay.avi" if size[0] % 2 or size[1] % 2 else "overlay.mp4"
-
-
-def _remove_stale_labels(labels_dir: Path, keep: int) -> int:
-    """Delete label PNGs (NNNNNN.png) of an earlier run numbered `keep` or more; how many went."""
-    removed = 0
-    try:
-        entries = list(labels_dir.iterdir())
-    except OSError:
-        return 0
-    for path in entries:
-        m = _LABEL_NAME.fullmatch(path.name)
-        if m and int(m.group(1)) >= keep and path.is_file():
-            with contextlib.suppress(OSError):
-                path.unlink()
-                removed += 1
-    if keep == 0:
-        with contextlib.suppress(OSError):
-            labels_dir.rmdir()  # only if nothing else is in it
-    return removed
-
-
-def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | None, quiet: bool) -> dict:
-    """Segment every frame of source into out/overlay.mp4 (+ labels/); returns the summary.
-
-    The first frame is segmented before anything is written, so a frame the bundle cannot take
-    (1x1...) is a one-line error with no output. Ctrl-C and SIGTERM are only recorded while it
-    runs and looked at between frames, so one frame's outputs (its label PNG, its video frame,
-    its count) are a unit no signal cuts in two: the run stops after the frames done, which are
-    kept (summary 'interrupted': true), and the video and summary are finished whatever other
-    signals arrive. The video is verified before it takes its name. The folder is made
-    consistent with this run: label PNGs of an earlier, longer run (or of one with
-    --save-labels, when this one has none) are removed, and so are the temporary files of
-    killed runs; two runs cannot share one --out.
-
-    A user error part-way (an unreadable frame...) finishes the video of the frames before it,
-    then is raised with that said. An output that cannot be written (disk full, read-only)
-    stops the run: no video replaces the previous one, the summary says what happened (when it
-    can be written), and OutputError is raised with the first cause. Any other exception (a
-    bug) leaves a previous video as it was.
-    """
-    from vss_edge.runtime.errors import FrameError
-    from vss_edge.runtime.profiling import RunStats
-    from vss_edge.runtime.outputs import (
-        AtomicVideoWriter,
-        locked_folder,
-        overlay,
-        remove_stale_temporaries,
-        write_image_atomic,
-        write_text_atomic,
-    )
-
-    labels_dir = out / "labels"
-    video = out / _video_name(source.size)
-    palette = pipe.palette
-    with StopSignals(record_only=True) as stop:
-        stats = RunStats(pipe.manifest)
-        frames = iter(source)
-        first = next(frames)
-        try:
-            result = pipe.step(first)
-        except FrameError as e:
-            raise SourceError(f"source '{source.name}': {e}") from None
-        try:
-            out.mkdir(parents=True, exist_ok=True)
-            if save_labels:
-                labels_dir.mkdir(exist_ok=True)
-        except OSError as e:
-            raise OutputError(f"cannot create output folder '{out}': {e.strerror or e}") from None
-        with locked_folder(out):
-            removed = remove_stale_temporaries(out) + remove_stale_temporaries(labels_dir)
-            writer = AtomicVideoWriter(video, source.fps, source.size).__enter__()
-            committed, error, output_error, signum = 0, None, None, None
-            total = min(filter(None, (source.frame_count, max_frames)), default=None)
-            progress = Progress(total, not quiet)
-            try:
-                frame = first
-                while True:
-                    drawn = overlay(frame, result.labels, palette)
-                    png = labels_dir / f"{result.index:06d}.png"  # this frame's outputs: all, or none
-                    if save_labels:
-                        write_image_atomic(png, result.labels)
-                    try:
-                        writer.write(drawn)
-                    except BaseException:
-                        if save_labels:
-                            png.unlink(missing_ok=True)
-                        raise
-                    stats.add(result)
-                    committed += 1
-                    progress.update(committed)
-                    if stop.received is not None:
-                        signum = stop.received
-                        break
-                    if max_frames and committed >= max_frames:
-                        break
-                    frame = next(frames, None)
-                    if frame is None:
-                        break
-                    result = pipe.step(frame)
-            except KeyboardInterrupt as e:  # raised by code (the handlers only record)
-                signum = _signum(e)
-            except OutputError as e:
-                output_error = e
-            except VssEdgeError as e:
-                error = e
-            except BaseException:
-                writer.discard()  # a bug: the previous video stays as it was
-                raise
-            finally:
-                progress.close()
-            if output_error is None:
-                try:
-                    writer.finish()
-                except OutputError as e:
-                    output_error = e
-            else:
-                writer.discard()
-            warnings = []
-            if source.ended_early and signum is None and error is None and output_error is None \
-                    and not (max_frames and committed >= max_frames):
-                warnings.append(source.ended_early)
-            for warning in warnings:
-                print(f"vss-edge run: warning: {warning}", file=sys.stderr)
-            stale = _remove_stale_labels(labels_dir, committed if save_labels else 0)
-            if output_error is None:
-                other = out / ("overlay.avi" if video.suffix == ".mp4" else "overlay.mp4")
-                if other.is_file():  # an earlier run's overlay in the other format
-                    stale += 1
-                    with contextlib.suppress(OSError):
-                        other.unlink()
-            summary_error = None
-            while True:  # twice at most: a signal during the write is in the summary too
-                received = stop.received if signum is None else signum
-                summary = stats.summary()
-                summary.update(
-                    source=source.name, frames_read=committed,
-                    frames_written=writer.frames_written if writer.verified else 0,
-                    labels_written=committed if save_labels else 0,
-                    interrupted=received is not None,
-                    signal=None if received is None else signal.Signals(received).name,
-                    device=pipe.device, scheduler=repr(pipe.scheduler),
-                    compute_budget=pipe.program.budget_report(),
-                    outputs={"video": str(video) if writer.verified else None},
-                    warnings=warnings, stale_files_removed=stale + removed,
-                    error=None if error is None and output_error is None else str(output_error or error))
-                if save_labels:
-                    summary["outputs"]["labels"] = str(labels_dir)
-                try:
-                    write_text_atomic(out / "summary.json", json.dumps(summary, indent=2) + "\n")
-                except OutputError as e:
-                    summary_error = e
-                    break
-                if (stop.received if signum is None else signum) == received:
-                    break
-    if output_error is not None:  # the first cause first; then what is left in --out
-        said = f"; and {summary_error}" if summary_error else f"; see {out / 'summary.json'}"
-        raise OutputError(f"{output_error}; {video.name} was left as it was ({committed} frames were done){said}")
-    if error is not None:
-        raise type(error)(f"{error} (the {committed} frames before it are in {video})")
-    if summary_error is not None:
-        raise OutputError(f"{summary_error} (the {committed} frames are in {video})")
-    return summary
+def _budget(args) -> dict:
+    return {k: v for k, v in (("keep_threshold", args.keep_threshold), ("max_blocks", args.max_blocks)) if v is not None}
 
 
 def _load(args):
     from vss_edge import runtime
 
-    budget = {k: v for k, v in (("keep_threshold", args.keep_threshold), ("max_blocks", args.max_blocks))
-              if v is not None}
     return runtime.load(args.bundle, device=args.device, threads=args.threads, scheduler=args.scheduler,
-                        interval=args.interval, thread_pool=args.thread_pool, budget=budget)
+                        interval=args.interval, thread_pool=args.thread_pool, budget=_budget(args))
+
+
+def _load_streams(args, streams: int):
+    from vss_edge import runtime
+
+    return runtime.load_streams(args.bundle, streams, policy=args.policy, workers=args.workers, device=args.device,
+                                threads=args.threads, scheduler=args.scheduler, interval=args.interval,
+                                thread_pool=args.thread_pool, budget=_budget(args))
+
+
+@contextlib.contextmanager
+def _open_sources(names: list[str], verb: str):
+    """(opened sources, their positions, {position: (name, error)} of those that could not be
+    opened), before the bundle is loaded; VssEdgeError if none opened. Closed after."""
+    from vss_edge.runtime.sources import open_source
+
+    with contextlib.ExitStack() as stack:
+        sources, positions, unopened = [], [], {}
+        for i, name in enumerate(names):
+            try:
+                sources.append(stack.enter_context(open_source(name)))
+                positions.append(i)
+            except SourceError as e:
+                unopened[i] = (name, e)
+        if not sources:
+            raise VssEdgeError("; ".join(str(e) for _, e in unopened.values()))
+        yield sources, positions, unopened
 
 
 def cmd_run(args) -> int:
     from vss_edge.runtime.sources import open_source
+    from vss_edge.source_runs import run_source, run_sources, stream_folders
 
-    with open_source(args.source) as source:  # before the bundle: a bad source gives its error alone
+    if len(args.source) > 1:
+        folders = stream_folders(args.source)
+        with _open_sources(args.source, "run") as (sources, positions, unopened), \
+                _load_streams(args, len(sources)) as multi:
+            s = run_sources(multi, sources, [folders[i] for i in positions], Path(args.out), args.save_labels,
+                            args.max_frames, args.quiet, live=args.live, unopened=unopened)
+        return _report_streams(s, Path(args.out), "run")
+    with open_source(args.source[0]) as source:  # before the bundle: a bad source gives its error alone
         pipe = _load(args)
-        s = run_source(pipe, source, Path(args.out), args.save_labels, args.max_frames, args.quiet)
+        s = run_source(pipe, source, Path(args.out), args.save_labels, args.max_frames, args.quiet, live=args.live)
     print(f"{s['frames_read']} frames ({s['key_frames']} key) -> {s['outputs']['video']}: {_speed(s)} on "
-          f"{s['device']}" + (" (interrupted)" if s["interrupted"] else ""))
+          f"{s['device']}" + _live(s) + (" (interrupted)" if s["interrupted"] else ""))
     return 128 + signal.Signals[s["signal"]] if s["interrupted"] else 0
+
+
+def _live(s: dict) -> str:
+    """'; live: C captured, D dropped, capture to labels p50 / p99 / max ms' for a live stream."""
+    if not s.get("live"):
+        return ""
+    lat = s["capture_to_labels"]
+    return (f"; live: {s['frames_captured']} captured, {s['frames_dropped']} dropped, capture to labels "
+            f"p50 {_fmt_ms(lat['p50_ms'])} / p99 {_fmt_ms(lat['p99_ms'])} / max {_fmt_ms(lat['max_ms'])} ms")
+
+
+def _naming(source: str, error: str) -> str:
+    """A stream's error, prefixed with its source where the message does not name it."""
+    return error if source in error else f"stream '{source}': {error}"
+
+
+def _report_streams(s: dict, out: Path | None, verb: str) -> int:
+    """A line per stream (its error on stderr), one for the run; the exit status: 128 + the signal
+    if interrupted, else 2 if a stream failed, else 0."""
+    for entry in s["per_stream"]:
+        if entry["error"] is not None:
+            print(f"vss-edge {verb}: error: {_naming(entry['source'], entry['error'])}", file=sys.stderr)
+        elif out is not None:
+            print(f"{entry['source']}: {entry['frames_read']} frames ({entry['key_frames']} key) -> "
+                  f"{out / entry['folder']}" + _live(entry))
+    tick = s["tick"]
+    where = f" -> {out / 'summary.json'}" if out is not None else ""
+    print(f"{s['streams']} streams ({s['failed']} failed), {s['frames']} frames in {s['ticks']} ticks, key frames "
+          f"{s['policy']}: tick mean {_fmt_ms(tick['mean_ms'])} ms, max {_fmt_ms(tick['max_ms'])} ms; {_speed(s)} "
+          f"(all streams) on {s['device']}{where}" + (" (interrupted)" if s["interrupted"] else ""))
+    if s["interrupted"]:
+        return 128 + signal.Signals[s["signal"]]
+    return 2 if s["failed"] else 0
 
 
 def _speed(s: dict) -> str:
@@ -463,6 +305,8 @@ def cmd_profile(args) -> int:
     from vss_edge.runtime.outputs import check_writable_folder, write_bytes_atomic, write_text_atomic
     from vss_edge.runtime.timeline import Timeline
 
+    if len(args.source) > 1 or args.live:
+        return _profile_streams(args)
     timeline_path = None  # the PNG: --timeline, else beside --json (F.json -> F.png)
     if args.timeline or args.json:
         timeline_path = Path(args.timeline) if args.timeline else Path(args.json).with_suffix(".png")
@@ -473,7 +317,7 @@ def cmd_profile(args) -> int:
         check_writable_folder(Path(args.json).parent, f"--json '{args.json}'")
     if timeline_path is not None:
         check_writable_folder(timeline_path.parent, what)
-    with open_source(args.source) as source:
+    with open_source(args.source[0]) as source:
         pipe = _load(args)
         stats = RunStats(pipe.manifest, warmup=args.warmup)  # bounded memory: a camera may run for days
         timeline = Timeline(pipe.manifest.graphs, warmup=args.warmup)  # bounded too: thins itself
@@ -497,6 +341,30 @@ def cmd_profile(args) -> int:
         write_bytes_atomic(timeline_path, timeline.to_png(title))
         print(f"timeline written to {timeline_path}")
     return 0
+
+
+def _profile_streams(args) -> int:
+    """profile over several sources (or live): the per-stream and per-tick table, --json."""
+    from vss_edge.runtime.outputs import check_writable_folder, write_text_atomic
+    from vss_edge.runtime.profiling import streams_to_markdown
+    from vss_edge.source_runs import profile_sources
+
+    if args.timeline:
+        raise VssEdgeError("--timeline draws one stream read in full: give one source, without --live")
+    if args.json:
+        check_writable_folder(Path(args.json).parent, f"--json '{args.json}'")
+    with _open_sources(args.source, "profile") as (sources, _, unopened), _load_streams(args, len(sources)) as multi:
+        summary = profile_sources(multi, sources, args.warmup, args.max_frames, live=args.live, unopened=unopened)
+    if not summary["tick"]["count"]:
+        raise VssEdgeError(f"only {summary['ticks']} ticks run; need more than --warmup {args.warmup} "
+                           f"(and the first) to measure")
+    print(streams_to_markdown(summary), end="")
+    if args.json:
+        write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
+    for entry in summary["per_stream"]:
+        if entry["error"] is not None:
+            print(f"vss-edge profile: error: {_naming(entry['source'], entry['error'])}", file=sys.stderr)
+    return 2 if summary["failed"] else 0
 
 
 def _can_export() -> bool:
@@ -547,6 +415,7 @@ def _demo_bundle(args) -> Path:
 def cmd_demo(args) -> int:
     from vss_edge import runtime
     from vss_edge.runtime.sources import open_source, sample_clip_path
+    from vss_edge.source_runs import run_source
 
     out = Path(args.out)
     pipe = runtime.load(_demo_bundle(args))
@@ -707,7 +576,7 @@ def _main(argv: list[str] | None) -> int:
         return 2
     except KeyboardInterrupt as e:
         print(f"vss-edge {args.verb}: interrupted", file=sys.stderr)
-        return 128 + _signum(e)
+        return 128 + signal_number(e)
 
 
 if __name__ == "__main__":
