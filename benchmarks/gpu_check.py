@@ -754,7 +754,7 @@ def precision_section(ctx: Context, section: Section, fp32: Path, precision: str
     data["speedup"] = {"graphs": speedups, "frame": frame_speedup}
     lines = [f"Bundle `{out.name}`: " + ", ".join(f"{n} {p}" for n, p in data["graphs"].items())
              + (f"; stayed FP32: {', '.join(f'{n} ({why})' for n, why in failed.items())}" if failed else "")]
-    grid_ok = None
+    grid_ok, grids = None, []
     if precision == "fp16":
         grids = [dict(g, graph=n) for n, gs in data["gridsample"].items() for g in gs]
         grid_ok = all(g["X"] == g["grid"] == g["Y"] == "float32" for g in grids)
@@ -770,8 +770,7 @@ def precision_section(ctx: Context, section: Section, fp32: Path, precision: str
     section.md = lines
     section.headline = (f"agreement vs FP32 {fmt(result['agreement_mean'], '.5f')} (min "
                         f"{fmt(result['agreement_min'], '.5f')}); frame speed-up {fmt(frame_speedup)}x"
-                        + ("" if grid_ok is None or not data["gridsample"] else
-                           f"; GridSample float32: {'yes' if grid_ok else 'NO'}"))
+                        + ("" if not grids else f"; GridSample float32: {'yes' if grid_ok else 'NO'}"))
 
 
 def full_section(ctx: Context, section: Section, method: str) -> None:
