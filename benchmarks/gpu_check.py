@@ -25,16 +25,16 @@ skips the sections left once it is spent, each with a note. The sections, in pri
 * fp16 <m>: `calibrate --precision fp16` of that bundle; each GridSample's input and output types
   read from the FP16 graph (ONNX Runtime's CUDA GridSample is float32-only, so they must stay
   float32) and its provider in the profile; FP16 vs FP32 on the device: agreement, latency.
+* tensorrt: `load(bundle, device="tensorrt")` of the small GSVNet: which provider it ends on (the
+  fallback line where TensorRT does not load), agreement with the CPU, latency, engine build and
+  cached reload times, the cache files; FP16 engines.
+* stmg gates: STMG's partial graph (each prunable block an ONNX `If`) timed on the device with
+  every block kept, none kept, each block alone, and with the gates inlined; If and Memcpy nodes,
+  and the copies' time per run from the profile (the `If` condition is read on the host).
 * full gsvnet / full mpvss: seeded weights at full size (GSVNet 512x1024, MPVSS R50 480x853, 124
   classes): device vs CPU as above (near-ties of random weights flip a few pixels), and FP16.
 * int8 <m>: `calibrate --precision int8` (every graph INT8 that can be: keep_slower) on frames
   0:20; INT8 (QDQ) vs FP32 on the device: agreement, latency, nodes off the device.
-* stmg gates: STMG's partial graph (each prunable block an ONNX `If`) timed on the device with
-  every block kept, none kept, each block alone, and with the gates inlined; If and Memcpy nodes,
-  and the copies' time per run from the profile (the `If` condition is read on the host).
-* tensorrt: `load(bundle, device="tensorrt")` of the small GSVNet: which provider it ends on (the
-  fallback line where TensorRT does not load), agreement with the CPU, latency, engine build and
-  cached reload times, the cache files; FP16 engines.
 * multistream: throughput of 4 streams on shared sessions if `vss_edge.runtime.multistream`
   exists (another issue builds it), else skipped.
 * stmg gates full: the same gate timing on DDRNet-39 at 512x1024 (seeded).
@@ -68,8 +68,8 @@ from pathlib import Path
 
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+if str(ROOT) not in sys.path:  # for `benchmarks._common`; last, so that an installed vss_edge (a copy
+    sys.path.append(str(ROOT))  # installed with --target, as gpu_run.sh does) wins over the checkout's folder
 
 import numpy as np  # noqa: E402
 
@@ -1006,12 +1006,12 @@ def plan(ctx: Context) -> list[tuple[str, object]]:
     steps += [(f"method {m}", lambda s, m=m: method_section(ctx, s, m)) for m in small]
     steps += [(f"fp16 {m}", lambda s, m=m: precision_section(ctx, s, small_bundle(ctx, m), "fp16", "FP16"))
               for m in small]
+    steps.append(("tensorrt", lambda s: tensorrt_section(ctx, s)))
+    if "stmg" in small:
+        steps.append(("stmg gates", lambda s: gates_section(ctx, s, small_bundle(ctx, "stmg"))))
     steps += [(f"full {m}", lambda s, m=m: full_section(ctx, s, m)) for m in full]
     steps += [(f"int8 {m}", lambda s, m=m: precision_section(ctx, s, small_bundle(ctx, m), "int8", "INT8"))
               for m in small if not a.no_int8]
-    if "stmg" in small:
-        steps.append(("stmg gates", lambda s: gates_section(ctx, s, small_bundle(ctx, "stmg"))))
-    steps.append(("tensorrt", lambda s: tensorrt_section(ctx, s)))
     steps.append(("multistream", lambda s: multistream_section(ctx, s)))
     if "stmg" in small and not a.no_stmg_full:
         steps.append(("stmg gates full", lambda s: gates_section(ctx, s, seeded_bundle(ctx, "stmg"))))

@@ -29,7 +29,7 @@ fi
 export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 pip() { python3 -m pip install -q --no-deps --no-index --no-compile --no-cache-dir --upgrade --target "$SITE" "$@"; }
 
-if ! python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())" 2>/dev/null; then
+if ! (cd /tmp && python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' not in o.get_available_providers())") 2>/dev/null; then
     wheel=$(ls .gpu/*.whl 2>/dev/null | head -1)
     sums=$(pwd)/.gpu/ort.sha256
     if [ -n "$wheel" ]; then
@@ -48,7 +48,8 @@ if ! python3 -c "import onnxruntime as o, sys; sys.exit('CUDAExecutionProvider' 
 fi
 python3 -m pip install -q --no-deps --no-build-isolation --no-index --no-cache-dir --target "$SITE" --upgrade . \
     || { echo "gpu_run: vss-edge did not install"; exit 2; }
-python3 -c "import onnxruntime as o, vss_edge; print('gpu_run: onnxruntime', o.__version__, o.get_available_providers())"
+(cd /tmp && python3 -c "import onnxruntime as o, vss_edge.runtime; print('gpu_run: onnxruntime', o.__version__, \
+    o.get_available_providers())") || { echo "gpu_run: vss-edge does not import"; exit 2; }
 
 timeout -s TERM -k 20 "$LIMIT" python3 benchmarks/gpu_check.py --bundle-dir "$BUNDLES" "$@" 2>&1 | tee /tmp/gpu_check.log
 status=${PIPESTATUS[0]}
