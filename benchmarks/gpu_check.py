@@ -165,8 +165,7 @@ class Context:
     tmp: Path
     frames: list
     size: tuple[int, int]
-    bundles: dict = field(default_factory=dict)  # name -> Path
-    results: dict = field(default_factory=dict)  # what later sections reuse
+    bundles: dict = field(default_factory=dict)  # name -> Path, exported or reused once per run
 
     def left(self) -> float:
         return self.deadline - time.perf_counter()
@@ -526,7 +525,6 @@ def environment(ctx: Context, section: Section) -> None:
     kept = [r["provider"] for r in probe.get("providers", []) if r.get("kept") and r.get("ran")]
     section.headline = (f"{smi.get('gpus') or 'no GPU seen'}; really loads: "
                         f"{', '.join(p.replace('ExecutionProvider', '') for p in kept) or 'CPU only'}")
-    ctx.results["loads"] = kept
 
 
 def _ort_package() -> str:
@@ -675,7 +673,6 @@ def method_section(ctx: Context, section: Section, method: str) -> None:
     result = compare(ctx, ref, dev, frames, record=feeds)
     result["state"] = state_devices(dev.program)
     result["placement"] = placement(ctx, bundle, feeds)
-    ctx.results[f"feeds_{method}"] = feeds
     section.data = result
     section.md = method_md(ctx, result)
     section.headline = headline(ctx, result)
@@ -758,8 +755,9 @@ def precision_section(ctx: Context, section: Section, fp32: Path, precision: str
     if precision == "fp16":
         grids = [dict(g, graph=n) for n, gs in data["gridsample"].items() for g in gs]
         grid_ok = all(g["X"] == g["grid"] == g["Y"] == "float32" for g in grids)
-        lines += ["", f"GridSample in the FP16 graphs: {len(grids)} node(s), "
-                      f"{'all float32 in and out' if grid_ok else 'NOT all float32'}" + (
+        lines += ["", "GridSample in the FP16 graphs: none" if not grids else
+                  f"GridSample in the FP16 graphs: {len(grids)} node(s), "
+                  f"{'all float32 in and out' if grid_ok else 'NOT all float32'}" + (
                       "" if grid_ok or not grids else ": " + "; ".join(
                           f"{g['graph']}/{g['node']} X {g['X']} grid {g['grid']} Y {g['Y']}" for g in grids
                           if not g["X"] == g["grid"] == g["Y"] == "float32"))]
