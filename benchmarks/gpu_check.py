@@ -116,7 +116,8 @@ class Report:
                  f"- CPU: {m['cpu']}; Python {m['python']}; onnxruntime {m['onnxruntime']}",
                  f"- device under test: {m['device']} ({m['provider']}), compared with the CPU EP"
                  f"{' (--quick: small sizes, few frames; the figures mean little)' if m['quick'] else ''}",
-                 f"- budget {m['budget_s']:.0f} s; run time {m.get('run_s', 0):.0f} s", "",
+                 f"- budget {m['budget_s']:.0f} s; run time {m.get('run_s', 0):.0f} s"
+                 + ("; torch imported first (its CUDA libraries)" if m.get("torch_libs") else ""), "",
                  "## Summary", "", "| section | status | s | result |", "|---|---|---:|---|"]
         for s in self.sections:
             lines.append(f"| {s.name} | {s.status} | {s.seconds:.1f} | {(s.headline or s.error).replace('|', '/')} |")
@@ -560,7 +561,8 @@ def nvidia_smi() -> dict:
 def child_probe(ctx: Context) -> dict:
     """Run probe() in a child process (a provider that crashes cannot take the run down)."""
     try:
-        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--probe"], capture_output=True,
+        flags = ["--probe"] + (["--torch-libs"] if ctx.args.torch_libs else [])
+        done = subprocess.run([sys.executable, str(Path(__file__).resolve()), *flags], capture_output=True,
                               text=True, timeout=max(30.0, min(240.0, ctx.left())))
     except subprocess.TimeoutExpired:
         return {"probe_error": "the provider probe did not finish in time"}
@@ -1039,6 +1041,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="where bundles are exported once and reused")
     p.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     p.add_argument("--out", help="report file name (default gpu_<device>.md)")
+    p.add_argument("--torch-libs", action="store_true",
+                   help="import torch first, so that ONNX Runtime uses the CUDA and cuDNN libraries PyTorch loads "
+                        "(where onnxruntime.preload_dlls finds none; gpu_run.sh decides)")
     p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)  # the child process of the environment
     args = p.parse_args(argv)
     args.methods = [m.strip() for m in args.methods.split(",") if m.strip() and m.strip() != "none"]
@@ -1056,6 +1061,8 @@ def device_slug(device: str) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.torch_libs:
+        import torch  # noqa: F401  (loads its CUDA and cuDNN libraries before onnxruntime looks for them)
     if args.probe:
         print(json.dumps(probe(), default=_jsonable))
         return 0
@@ -1068,6 +1075,7 @@ def main(argv=None) -> int:
             "command": " ".join(["python benchmarks/gpu_check.py", *(argv if argv is not None else sys.argv[1:])]),
             "device": args.device, "provider": provider, "cpu": cpu_model(), "python": platform.python_version(),
             "onnxruntime": ort.__version__, "quick": args.quick, "budget_s": args.budget_s,
+            "torch_libs": args.torch_libs,
             "device_description": (nvidia_smi().get("name") or "CUDA (no GPU name from nvidia-smi)")
             if args.device == "cuda" else "CPU (the CUDA path's machinery, on the CPU EP)"}
     report = Report(out_md, meta)

@@ -51,7 +51,16 @@ python3 -m pip install -q --no-deps --no-build-isolation --no-index --no-cache-d
 (cd /tmp && python3 -c "import onnxruntime as o, vss_edge.runtime; print('gpu_run: onnxruntime', o.__version__, \
     o.get_available_providers())") || { echo "gpu_run: vss-edge does not import"; exit 2; }
 
-timeout -s TERM -k 20 "$LIMIT" python3 benchmarks/gpu_check.py --bundle-dir "$BUNDLES" "$@" 2>&1 | tee /tmp/gpu_check.log
+# Does CUDA load with the libraries onnxruntime finds itself, or only with those PyTorch loads?
+cuda_kept() { python3 benchmarks/gpu_check.py --probe "$@" 2>/dev/null | python3 -c "import json, sys
+rows = json.loads(sys.stdin.read().splitlines()[-1])['providers']
+sys.exit(not any(r['provider'] == 'CUDAExecutionProvider' and r.get('kept') for r in rows))"; }
+extra=()
+if ! cuda_kept && cuda_kept --torch-libs; then
+    echo "gpu_run: CUDA loads only with PyTorch's libraries: --torch-libs"; extra=(--torch-libs)
+fi
+timeout -s TERM -k 20 "$LIMIT" python3 benchmarks/gpu_check.py --bundle-dir "$BUNDLES" "${extra[@]}" "$@" 2>&1 \
+    | tee /tmp/gpu_check.log
 status=${PIPESTATUS[0]}
 if [ -n "${OUT:-}" ]; then
     cp benchmarks/results/gpu_*.md benchmarks/results/gpu_*.json /tmp/gpu_check.log "$OUT"/ 2>/dev/null
