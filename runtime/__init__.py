@@ -23,10 +23,16 @@ from vss_edge.runtime.session import check_threads, open_sessions
 
 def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None,
          scheduler: Scheduler | str | None = None, interval: int | None = None,
-         io_binding: bool = False, thread_pool: str = "per_session", budget: dict | None = None) -> Pipeline:
+         io_binding: bool = False, thread_pool: str = "per_session", budget: dict | None = None,
+         trt_cache_dir: str | Path | None = None, trt_fp16: bool = False) -> Pipeline:
     """Check a bundle (manifest, hashes, graph I/O) and return a ready Pipeline.
 
-    device: 'auto' (CUDA when it really loads, else CPU), 'cuda' or 'cpu'.
+    device: 'auto' (CUDA when it really loads, else CPU), 'cuda', 'tensorrt' (ONNX Runtime's TensorRT
+    provider, CUDA beside it for the nodes TensorRT does not take; where TensorRT does not load, as
+    'auto', said in the log line) or 'cpu'.
+    trt_cache_dir: where TensorRT keeps its engines and timing cache (default: `<bundle>.trt_cache`
+    beside the bundle, never inside it); trt_fp16: let TensorRT use FP16 kernels (FP16 graphs always
+    do; INT8 QDQ graphs run INT8 with their own scales).
     threads: ONNX Runtime intra-op threads, 1 .. the CPUs this process may use (default: ONNX
     Runtime's choice); more raises VssEdgeError.
     scheduler: any object with reset() and is_key(FrameInfo) (or path(FrameInfo) for TDNet),
@@ -39,7 +45,7 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
     VssEdgeError for an option the method does not have or a value out of range.
     """
     manifest, sessions, scheduler = _open_bundle(bundle, device, threads, scheduler, interval, io_binding,
-                                                 thread_pool)
+                                                 thread_pool, trt_cache_dir, trt_fp16)
     pipe = Pipeline(manifest, sessions, scheduler)
     if budget:
         pipe.program.set_budget(**budget)
@@ -49,7 +55,8 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
 def load_streams(bundle: str | Path, streams: int, *, policy=None, workers: int | None = None,
                  device: str = "auto", threads: int | None = None, scheduler: Scheduler | str | None = None,
                  interval: int | None = None, io_binding: bool = False, thread_pool: str = "per_session",
-                 budget: dict | None = None) -> MultiStream:
+                 budget: dict | None = None, trt_cache_dir: str | Path | None = None,
+                 trt_fp16: bool = False) -> MultiStream:
     """Check a bundle once and return a MultiStream of `streams` streams on one set of sessions.
 
     policy: the cross-stream key-frame policy, 'staggered' or 'aligned' (or an object with
@@ -59,14 +66,14 @@ def load_streams(bundle: str | Path, streams: int, *, policy=None, workers: int 
     gets its own copy of the scheduler and its own program state).
     """
     manifest, sessions, scheduler = _open_bundle(bundle, device, threads, scheduler, interval, io_binding,
-                                                 thread_pool)
+                                                 thread_pool, trt_cache_dir, trt_fp16)
     multi = MultiStream(manifest, sessions, scheduler, streams, policy=policy, workers=workers)
     for pipe in multi.pipelines if budget else ():
         pipe.program.set_budget(**budget)
     return multi
 
 
-def _open_bundle(bundle, device, threads, scheduler, interval, io_binding, thread_pool):
+def _open_bundle(bundle, device, threads, scheduler, interval, io_binding, thread_pool, trt_cache_dir, trt_fp16):
     """(manifest, sessions, scheduler): what load and load_streams check and open, in this order."""
     check_threads(threads)
     manifest = load_manifest(bundle)
@@ -76,7 +83,7 @@ def _open_bundle(bundle, device, threads, scheduler, interval, io_binding, threa
     if scheduler is None or isinstance(scheduler, str):
         scheduler = choose_scheduler(manifest.scheduler, scheduler, interval)
     sessions = open_sessions(manifest, device=device, threads=threads, io_binding=io_binding,
-                             thread_pool=thread_pool)
+                             thread_pool=thread_pool, trt_cache_dir=trt_cache_dir, trt_fp16=trt_fp16)
     for warning in tuning_warnings(manifest):
         logging.getLogger("vss_edge").warning("vss-edge: %s", warning)
     return manifest, sessions, scheduler

@@ -1,17 +1,21 @@
 """One ONNX Runtime session per graph, and the choice of execution provider (torch-free).
 
-Provider choice: CUDA only when it really loads (the build has the CUDA provider, an
-NVIDIA driver answers, and a session created with it keeps it), else CPU. One log
-line says which and why. On CUDA, GraphSession.run keeps outputs on the device
-(OrtValue) unless asked for on the host, so state and intermediates never leave the
-GPU between the graphs of a frame.
+Provider choice (choose_providers, then open_sessions tries the plan): CUDA only when it
+really loads (the build has the CUDA provider, an NVIDIA driver answers, and a session
+created with it keeps it), else CPU; TensorRT only when asked for (device="tensorrt"), with
+CUDA, then the CPU, as the fallbacks. One log line says which and why. On the GPU,
+GraphSession.run keeps outputs on the device (OrtValue) unless asked for on the host, so
+state and intermediates never leave the GPU between the graphs of a frame.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import logging
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,7 +62,16 @@ def check_threads(threads: int | None) -> None:
                            f"choose 1 to {cpus}")
 
 
-def _cuda_driver_devices() -> int:
+DEVICES = ("auto", "cuda", "tensorrt", "cpu")
+TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
+_LABELS = {TENSORRT: "TensorRT", CUDA: "CUDA"}
+_NO_DRIVER = "no NVIDIA GPU or driver found"
+_DID_NOT_LOAD = {CUDA: "the CUDA provider did not load (CUDA 12/13 or cuDNN 9 libraries missing?)",
+                 TENSORRT: "the TensorRT provider did not load (TensorRT 10 libraries missing, or not on "
+                           "LD_LIBRARY_PATH?)"}
+
+
+def cuda_driver_devices() -> int:
     """Number of CUDA devices the driver reports; 0 if there is no driver."""
     try:
         lib = ctypes.CDLL("libcuda.so.1")
@@ -72,11 +85,96 @@ def _cuda_driver_devices() -> int:
 
 def cuda_unavailable_reason() -> str | None:
     """Why the CUDA provider cannot be used here, or None if it may be tried."""
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+    if CUDA not in ort.get_available_providers():
         return "this onnxruntime build has no CUDA provider"
-    if _cuda_driver_devices() == 0:
-        return "no NVIDIA GPU or driver found"
+    if cuda_driver_devices() == 0:
+        return _NO_DRIVER
     return None
+
+
+@dataclass(frozen=True)
+class ProviderPlan:
+    """What open_sessions tries, in order: `candidates` (execution provider names, the CPU last
+    unless the device is required), `notes` (why a faster provider is not among them, one
+    "CUDA: why" each) and `required` (the provider that must load, else VssEdgeError)."""
+
+    candidates: tuple[str, ...]
+    notes: tuple[str, ...] = ()
+    required: str | None = None
+
+
+def choose_providers(device: str, available, driver_ok: bool) -> ProviderPlan:
+    """The providers to try for `device`, given the ones this onnxruntime build reports
+    (ort.get_available_providers()) and whether an NVIDIA driver answers.
+
+    cpu: the CPU. auto: CUDA, then the CPU. cuda: CUDA, required. tensorrt: TensorRT (with CUDA
+    beside it for the nodes TensorRT does not take), then CUDA, then the CPU. A provider the build
+    lacks, or any GPU provider without a driver, is left out with a note; whether a listed one
+    really loads is for open_sessions to find out (a build can list providers whose libraries are
+    missing).
+    """
+    if device not in DEVICES:
+        raise VssEdgeError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+    if device == "cpu":
+        return ProviderPlan((CPU,), ("CPU requested",))
+    wanted = {"auto": (CUDA,), "cuda": (CUDA,), "tensorrt": (TENSORRT, CUDA)}[device]
+    candidates, notes = [], []
+    for provider in wanted:
+        if provider not in available:
+            notes.append(f"{_LABELS[provider]}: this onnxruntime build has no {_LABELS[provider]} provider")
+        elif not driver_ok:
+            notes.append(f"{_LABELS[provider]}: {_NO_DRIVER}")
+        else:
+            candidates.append(provider)
+    if not driver_ok and len(wanted) > 1 and all(p in available for p in wanted):
+        notes = [f"{' and '.join(_LABELS[p] for p in wanted)}: {_NO_DRIVER}"]
+    return ProviderPlan(tuple(candidates) + (CPU,), tuple(notes), CUDA if device == "cuda" else None)
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """TensorRT settings: engines and timing caches in `cache_dir` (never inside the bundle, whose
+    files are hashed), FP16 kernels when `fp16` (and always for FP16 graphs). INT8 graphs (static
+    QDQ) get INT8 kernels with the scales of their own Q/DQ nodes: ONNX Runtime's TensorRT provider
+    takes no calibration table for QDQ models."""
+
+    cache_dir: Path
+    fp16: bool = False
+
+    def provider_options(self, precision: str) -> dict:
+        return {"device_id": 0,
+                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(self.cache_dir),
+                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(self.cache_dir),
+                "trt_fp16_enable": self.fp16 or precision == "fp16",
+                "trt_int8_enable": precision == "int8"}
+
+
+def default_trt_cache_dir(bundle_dir: Path) -> Path:
+    """`<bundle>.trt_cache`, beside the bundle folder."""
+    bundle_dir = Path(bundle_dir).resolve()
+    return bundle_dir.with_name(bundle_dir.name + ".trt_cache")
+
+
+def trt_cache_dir_for(bundle_dir: Path, cache_dir: str | Path | None) -> Path:
+    """The TensorRT cache folder to use (default_trt_cache_dir if None); VssEdgeError if it is the
+    bundle folder or inside it."""
+    bundle_dir = Path(bundle_dir).resolve()
+    folder = default_trt_cache_dir(bundle_dir) if cache_dir is None else Path(cache_dir).resolve()
+    if folder == bundle_dir or bundle_dir in folder.parents:
+        raise VssEdgeError(f"TensorRT cache folder '{folder}' is inside the bundle '{bundle_dir}': choose one "
+                           f"outside it (the bundle's files are hashed; default: {default_trt_cache_dir(bundle_dir)})")
+    return folder
+
+
+def providers_for(provider: str, precision: str = "fp32", tensorrt: TensorRTOptions | None = None) -> list:
+    """The providers list of ort.InferenceSession for one graph of `precision` on `provider`."""
+    if provider == TENSORRT:
+        if tensorrt is None:
+            raise ValueError("providers_for(TensorrtExecutionProvider) needs TensorRTOptions")
+        return [(TENSORRT, tensorrt.provider_options(precision)), (CUDA, {"device_id": 0}), CPU]
+    if provider == CUDA:
+        return [(CUDA, {"device_id": 0}), CPU]
+    return [CPU]
 
 
 THREAD_POOLS = ("shared", "per_session")
@@ -157,7 +255,7 @@ class GraphSession:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BundleError(f"graph file '{path}' cannot be loaded by ONNX Runtime: {first}") from None
         self.provider = self.session.get_providers()[0]
-        self.device = "cuda" if self.provider == "CUDAExecutionProvider" else "cpu"
+        self.device = "cuda" if self.provider in (CUDA, TENSORRT) else "cpu"
         self.io_binding = io_binding or self.device == "cuda"
         self._check_against_manifest(path)
         self.output_names = [o.name for o in spec.outputs]
@@ -205,37 +303,41 @@ class GraphSession:
 
 
 def open_sessions(manifest, device: str = "auto", threads: int | None = None,
-                  io_binding: bool = False, thread_pool: str = "per_session") -> dict[str, GraphSession]:
-    """Open every graph of a bundle on the chosen device ('auto', 'cuda' or 'cpu').
+                  io_binding: bool = False, thread_pool: str = "per_session",
+                  trt_cache_dir: str | Path | None = None, trt_fp16: bool = False) -> dict[str, GraphSession]:
+    """Open every graph of a bundle on the chosen device ('auto', 'cuda', 'tensorrt' or 'cpu').
 
+    The plan comes from choose_providers; each GPU provider in it is tried by opening every graph
+    with it and kept only if every session kept it (a build can list a provider whose libraries
+    are missing: ONNX Runtime then quietly runs the graph on the CPU). One log line says which
+    provider runs and why not the faster ones. tensorrt: engines and timing caches in
+    trt_cache_dir (default `<bundle>.trt_cache` beside the bundle; refused inside it), FP16
+    kernels with trt_fp16.
     thread_pool (CPU): 'per_session' (each graph its own intra-op pool; the small graphs'
     pools do not spin) or 'shared' (ONNX Runtime's process-wide pool, see shared_pool_threads;
     where it cannot be had at this size, per-session pools, said in the log line).
     """
-    if device not in ("auto", "cuda", "cpu"):
-        raise VssEdgeError(f"device must be auto, cuda or cpu, got {device!r}")
+    if device not in DEVICES:
+        raise VssEdgeError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if thread_pool not in THREAD_POOLS:
         raise VssEdgeError(f"thread_pool must be one of {', '.join(THREAD_POOLS)}, got {thread_pool!r}")
     check_threads(threads)
-    reason = "requested" if device == "cpu" else cuda_unavailable_reason()
-    if reason is None:
-        if hasattr(ort, "preload_dlls"):
-            try:
-                ort.preload_dlls()
-            except Exception:  # missing CUDA/cuDNN wheels: the probe below decides
-                pass
-        providers = [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]
-        sessions = {}
-        for name, spec in manifest.graphs.items():
-            sessions[name] = GraphSession(manifest.graph_path(name), spec, providers, threads, io_binding, quiet=True)
-            if sessions[name].device != "cuda":
-                reason = "the CUDA provider did not load (CUDA 12/13 or cuDNN 9 libraries missing?)"
-                break
-        else:
-            log.info("vss-edge: running on CUDAExecutionProvider")
+    trt_folder = trt_cache_dir_for(manifest.root, trt_cache_dir) if device == "tensorrt" else None
+    plan = choose_providers(device, ort.get_available_providers(), device != "cpu" and cuda_driver_devices() > 0)
+    notes = list(plan.notes)
+    for provider in plan.candidates:
+        if provider == CPU:
+            break
+        sessions = _open_on_gpu(manifest, provider, threads, io_binding, trt_folder, trt_fp16)
+        if sessions is not None:
+            detail = notes + ([f"engines cached in {trt_folder}"] if provider == TENSORRT else [])
+            log.info("vss-edge: running on %s%s", provider, f" ({'; '.join(detail)})" if detail else "")
             return sessions
-    if device == "cuda":
-        raise VssEdgeError(f"--device cuda: {reason}")
+        notes.append(f"{_LABELS[provider]}: {_DID_NOT_LOAD[provider]}")
+    if plan.required is not None:
+        label = _LABELS[plan.required]
+        why = "; ".join(n.removeprefix(f"{label}: ") for n in notes if n.startswith(f"{label}: "))
+        raise VssEdgeError(f"--device {device}: the {label} provider cannot run here: {why}")
     pool, shared = "per-session thread pools", False
     if thread_pool == "shared" or _shared_pool_threads is not None:  # once made, every session must use it
         size = shared_pool_threads(threads)
@@ -248,12 +350,41 @@ def open_sessions(manifest, device: str = "auto", threads: int | None = None,
                 pool += f" (made earlier in this process; threads={threads} does not resize it)"
 
     sessions = {
-        name: GraphSession(manifest.graph_path(name), spec, ["CPUExecutionProvider"], threads, io_binding,
-                           shared_pool=shared)
+        name: GraphSession(manifest.graph_path(name), spec, [CPU], threads, io_binding, shared_pool=shared)
         for name, spec in manifest.graphs.items()
     }  # opened before logging: a bad bundle gives its error alone
-    log.info("vss-edge: running on CPUExecutionProvider (%s; %s)",
-             "CPU requested" if device == "cpu" else f"CUDA: {reason}", pool)
+    log.info("vss-edge: running on CPUExecutionProvider (%s)", "; ".join(notes + [pool]))
+    return sessions
+
+
+def _open_on_gpu(manifest, provider: str, threads, io_binding: bool, trt_folder: Path | None,
+                 trt_fp16: bool) -> dict[str, GraphSession] | None:
+    """Every graph opened on `provider` (CUDA or TensorRT), or None if a session did not keep it."""
+    tensorrt, made = None, False
+    if provider == TENSORRT:
+        made = not trt_folder.exists()
+        try:
+            trt_folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise VssEdgeError(f"cannot create the TensorRT cache folder '{trt_folder}': {e.strerror or e}; "
+                               f"choose another (trt_cache_dir, --trt-cache)") from None
+        tensorrt = TensorRTOptions(trt_folder, trt_fp16)
+    sessions = {}
+    with contextlib.redirect_stdout(io.StringIO()):  # ONNX Runtime prints its library misses and fallbacks
+        if hasattr(ort, "preload_dlls"):
+            try:
+                ort.preload_dlls()
+            except Exception:  # missing CUDA/cuDNN wheels: the sessions below tell
+                pass
+        for name, spec in manifest.graphs.items():
+            sessions[name] = GraphSession(manifest.graph_path(name), spec,
+                                          providers_for(provider, spec.precision, tensorrt), threads, io_binding,
+                                          quiet=True)
+            if sessions[name].provider != provider:
+                if made:
+                    with contextlib.suppress(OSError):
+                        trt_folder.rmdir()  # only if still empty: leave nothing behind for a provider that did not load
+                return None
     return sessions
 
 

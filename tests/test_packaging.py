@@ -120,8 +120,8 @@ def wheel(tmp_path_factory) -> Path:
     # A copy of the tree: building in place would leave build/ in the checkout, whose stale files
     # a later build would package.
     source = out / "source"
-    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "out", "*.egg-info",
-                                                                 "__pycache__", ".pytest_cache"))
+    shutil.copytree(REPO, source, ignore=shutil.ignore_patterns(".git", ".venv", ".gpu", "build", "out",
+                                                                 "*.egg-info", "__pycache__", ".pytest_cache"))
     subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(source)],
                    check=True, capture_output=True)
     (found,) = out.glob("vss_edge-*.whl")

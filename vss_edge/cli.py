@@ -29,7 +29,7 @@ from vss_edge.methods.options import non_negative_int, positive_int  # noqa: E40
 from vss_edge.runtime.errors import OUTPUT_ERRNOS, SourceError, VssEdgeError  # noqa: E402
 from vss_edge.runtime.multistream import POLICIES  # noqa: E402
 from vss_edge.runtime.schedulers import SCHEDULERS  # noqa: E402
-from vss_edge.runtime.session import THREAD_POOLS  # noqa: E402
+from vss_edge.runtime.session import DEVICES, THREAD_POOLS  # noqa: E402
 from vss_edge.stop_signals import StopSignals, signal_number  # noqa: E402
 
 
@@ -43,8 +43,13 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
                    help="key-frame scheduler (default: the bundle's; distortion = STMG's Algorithm 1, "
                         "on GSVNet a frame difference stands in for STMG's mask)")
     p.add_argument("--interval", type=_positive_int, help="fixed key-frame interval (selects fixed_interval)")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto",
-                   help="execution provider: CUDA when it really loads (auto), or forced")
+    p.add_argument("--device", choices=DEVICES, default="auto",
+                   help="execution provider: CUDA when it really loads (auto), or forced; tensorrt: ONNX Runtime's "
+                        "TensorRT provider (CUDA, then the CPU, where it does not load)")
+    p.add_argument("--trt-cache", metavar="DIR",
+                   help="--device tensorrt: folder of the TensorRT engine and timing caches (default: "
+                        "BUNDLE.trt_cache beside the bundle; never inside it)")
+    p.add_argument("--trt-fp16", action="store_true", help="--device tensorrt: let TensorRT use FP16 kernels")
     p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--thread-pool", choices=THREAD_POOLS, default="per_session",
                    help="per_session: each graph its own pool; shared: one process-wide ONNX Runtime pool for "
@@ -168,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--frame-range", help="frames A:B of --video (default: all)")
     p.add_argument("--intervals", default="1-5", help="key-frame intervals, A-B or A,B,... (default 1-5)")
     p.add_argument("--json", help="write the result as JSON to this file")
-    p.add_argument("--device", choices=("auto", "cuda", "cpu"), default="auto")
+    p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
 
     p = verbs.add_parser("demo", help="export the trained GSVNet demo bundle if needed (without the export "
@@ -211,7 +216,8 @@ def _load(args):
     from vss_edge import runtime
 
     return runtime.load(args.bundle, device=args.device, threads=args.threads, scheduler=args.scheduler,
-                        interval=args.interval, thread_pool=args.thread_pool, budget=_budget(args))
+                        interval=args.interval, thread_pool=args.thread_pool, budget=_budget(args),
+                        trt_cache_dir=args.trt_cache, trt_fp16=args.trt_fp16)
 
 
 def _load_streams(args, streams: int):
@@ -219,7 +225,8 @@ def _load_streams(args, streams: int):
 
     return runtime.load_streams(args.bundle, streams, policy=args.policy, workers=args.workers, device=args.device,
                                 threads=args.threads, scheduler=args.scheduler, interval=args.interval,
-                                thread_pool=args.thread_pool, budget=_budget(args))
+                                thread_pool=args.thread_pool, budget=_budget(args),
+                                trt_cache_dir=args.trt_cache, trt_fp16=args.trt_fp16)
 
 
 @contextlib.contextmanager
