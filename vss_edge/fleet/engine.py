@@ -241,6 +241,11 @@ def _drive(task: FleetTask, jobs: list[VideoJob], plan: WorkerPlan, gpus: float,
                 try:
                     entry = ray.get(ref)
                 except RayActorError as e:  # the worker's process died (killed, out of memory, node lost)
+                    if getattr(e, "actor_init_failed", False):  # it could not start (vss-edge missing on a node?)
+                        error = f"a worker could not start: {str(e).strip().splitlines()[-1]}"
+                        entries[job.index] = {"video": job.source, "folder": job.folder, "status": "interrupted",
+                                              "attempts": job.attempt, "error": error}
+                        continue
                     deaths.append({"video": job.source, "folder": job.folder, "attempt": job.attempt,
                                    "cause": str(e).strip().splitlines()[0]})
                     idle.append(actor_class.remote(task))

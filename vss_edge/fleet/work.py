@@ -85,9 +85,9 @@ def fingerprint(task: FleetTask, job: VideoJob) -> dict:
         manifest = Path(bundle) / "manifest.json"
         bundles.append(sha256_file(manifest) if manifest.is_file() else None)
     load = {k: v for k, v in sorted(task.load.items()) if k not in SPEED_ONLY}
-    print_ = {"verb": task.verb, "bundles": bundles, "load": load, "options": task.options, "video": job.source,
-              "video_file": _stat(job.source), "labels": job.labels}
-    return json.loads(json.dumps(print_, default=str))
+    job_print = {"verb": task.verb, "bundles": bundles, "load": load, "options": task.options, "video": job.source,
+                 "video_file": _stat(job.source), "labels": job.labels}
+    return json.loads(json.dumps(job_print, default=str))
 
 
 def _intact(path: Path, expected: dict) -> bool:
@@ -106,16 +106,16 @@ def _intact(path: Path, expected: dict) -> bool:
     return False
 
 
-def completed(folder: Path, fingerprint_: dict) -> dict | None:
+def completed(folder: Path, expected: dict) -> dict | None:
     """The result recorded for the video in folder if its outputs are complete and this job's
-    (stamp matching fingerprint_, every output verified), else None."""
+    (stamp matching the expected fingerprint, every output verified), else None."""
     try:
         stamp = json.loads((folder / STAMP).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(stamp, dict) or stamp.get("job") != fingerprint_ or not isinstance(stamp.get("outputs"), dict):
+    if not isinstance(stamp, dict) or stamp.get("job") != expected or not isinstance(stamp.get("outputs"), dict):
         return None
-    if not all(_intact(folder / name, expected) for name, expected in stamp["outputs"].items()):
+    if not all(_intact(folder / name, how) for name, how in stamp["outputs"].items()):
         return None
     return stamp.get("result")
 
@@ -145,13 +145,13 @@ class FleetWorker:
         self.task = task
         self.pipes = None
         self.current: VideoJob | None = None
-        self.progress_ = WorkerProgress()
+        self.counter = WorkerProgress()
 
     def progress(self) -> dict:
         """{pid, folder, attempt, frames}: the video under way (folder None when idle) and its frames done."""
         job = self.current
         return {"pid": os.getpid(), "folder": None if job is None else job.folder,
-                "attempt": None if job is None else job.attempt, "frames": self.progress_.frames}
+                "attempt": None if job is None else job.attempt, "frames": self.counter.frames}
 
     def process(self, job: VideoJob) -> dict:
         """Do one video (or find it complete); returns its result entry: video, folder, status
@@ -160,20 +160,20 @@ class FleetWorker:
         video would fail alike)."""
         start = time.perf_counter()
         folder = Path(self.task.out) / job.folder
-        print_ = fingerprint(self.task, job)
+        expected = fingerprint(self.task, job)
         entry = {"video": job.source, "folder": job.folder, "labels": job.labels, "worker_pid": os.getpid()}
-        previous = completed(folder, print_)
+        previous = completed(folder, expected)
         if previous is not None:
             return {**previous, **entry, "status": "skipped", "wall_s": time.perf_counter() - start}
         try:
             pipes = self._pipes()
         except VssEdgeError as e:
             return {**entry, "status": "failed", "fatal": True, "error": str(e), "wall_s": time.perf_counter() - start}
-        self.current, self.progress_ = job, WorkerProgress(job.kill_at)
+        self.current, self.counter = job, WorkerProgress(job.kill_at)
         try:
             (folder / STAMP).unlink(missing_ok=True)
             figures, outputs = getattr(self, f"_{self.task.verb}")(pipes, job, folder)
-            write_text_atomic(folder / STAMP, json.dumps({"job": print_, "outputs": outputs, "result": figures},
+            write_text_atomic(folder / STAMP, json.dumps({"job": expected, "outputs": outputs, "result": figures},
                                                          indent=1) + "\n")
         except VssEdgeError as e:
             return {**entry, "status": "failed", "error": str(e), "wall_s": time.perf_counter() - start}
@@ -202,7 +202,7 @@ class FleetWorker:
         pipe.reset()
         with open_source(job.source) as source:
             summary = run_source(pipe, source, folder, save_labels, self.task.options.get("max_frames"), quiet=True,
-                                 progress=self.progress_)
+                                 progress=self.counter)
             size = source.size
         if summary["interrupted"] or summary["error"] or summary["frames_written"] != summary["frames_read"]:
             raise VssEdgeError(f"'{job.source}' did not finish: {summary['error'] or 'interrupted'}")
