@@ -223,6 +223,18 @@ def report_header(title: str, threads: int, details: list[str], monitor: "CpuMon
             *[f"- {d}" for d in details], disturbance(monitor), ""]
 
 
+def report_path(out, quick: bool, name: str) -> Path:
+    """Where a script writes its report: --out if given, else a temporary file for --quick, else
+    benchmarks/results/NAME_cpu.md."""
+    import tempfile
+
+    if out:
+        return Path(out)
+    if quick:
+        return Path(tempfile.gettempdir()) / f"{name}_quick.md"
+    return ROOT / "benchmarks" / "results" / f"{name}_cpu.md"
+
+
 def publish(header: list[str], text: str, out, total_s: float) -> int:
     """Print header + text and write them atomically to `out`; returns 0 (the script's exit code)."""
     from vss_edge.runtime.outputs import write_text_atomic

@@ -47,7 +47,8 @@ if str(ROOT) not in sys.path:
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks._common import CpuMonitor, clip_frames, cpu_load, log, measure, publish, report_header  # noqa: E402
+from benchmarks._common import (CpuMonitor, clip_frames, cpu_load, log, measure, publish, report_header,  # noqa: E402
+                                report_path)
 
 FLEETS = ((1, 1), (2, 1), (1, 2))  # (workers, threads)
 PLAIN_THREADS = (1, 2)
@@ -193,7 +194,8 @@ def main(argv=None) -> int:
     base = fps(("fleet", 1, 1))
     labels = {"fleet": "`fleet run` (Ray, in-process runtime already up)", "plain": "plain `run_source` loop, "
               "no Ray (bundle loaded once)", "cli": "`vss-edge run` per clip (a process each)"}
-    lines = [f"## {args.clips} clips x {args.frames} frames ({total_frames} frames, 768x576 in, overlay videos out)", "",
+    lines = [f"## {args.clips} clips x {args.frames} frames ({total_frames} frames, 768x576 in, overlay videos out)",
+             "",
              "| how | workers x threads | wall s (mean) | FPS | x fleet 1 x 1 | fleet / plain (same threads) "
              "| workers busy | other processes' CPU |",
              "|---|---|---:|---:|---:|---:|---:|---|"]
@@ -205,11 +207,11 @@ def main(argv=None) -> int:
         overhead = (f"{wall / float(np.mean(results[plain_key]['wall'])):.2f}"
                     if kind == "fleet" and workers == 1 and plain_key in results else "-")
         busy = f"{100 * float(np.mean(block['busy'])):.0f}%" if kind == "fleet" else "-"
-        lines.append(f"| {labels[kind]} | {workers} x {threads} | {wall:.2f} | {fps(key):.1f} | {fps(key) / base:.2f} | "
-                     f"{overhead} | {busy} | {cpu_load(block['monitor'])} |")
-    lines += ["", f"2 workers / 1 worker (1 thread each): **{fps(('fleet', 2, 1)) / base:.2f}x**; "
-                  f"fleet of 1 worker / plain run (1 thread): **{np.mean(results[('fleet', 1, 1)]['wall']) / np.mean(results[('plain', 1, 1)]['wall']):.2f}x** "
-                  "the wall time.", "",
+        lines.append(f"| {labels[kind]} | {workers} x {threads} | {wall:.2f} | {fps(key):.1f} | "
+                     f"{fps(key) / base:.2f} | {overhead} | {busy} | {cpu_load(block['monitor'])} |")
+    overhead = np.mean(results[("fleet", 1, 1)]["wall"]) / np.mean(results[("plain", 1, 1)]["wall"])
+    lines += ["", f"2 workers / 1 worker (1 thread each): **{fps(('fleet', 2, 1)) / base:.2f}x** the throughput; "
+                  f"fleet of 1 worker / plain run (1 thread): **{overhead:.2f}x** the wall time.", "",
               "## Ray start-up (a local runtime, as `fleet` without --ray-address)", "",
               "| | mean s | min s | max s |", "|---|---:|---:|---:|",
               f"| `ray.init` until it answers ({cpus} CPUs) | {np.mean(startups):.2f} | {min(startups):.2f} | "
@@ -222,9 +224,8 @@ def main(argv=None) -> int:
         f"Fleet run on Ray: {manifest.method} {manifest.height}x{manifest.width}", "1 or 2 (per row)",
         [f"bundle {bundle}" + (" (--quick)" if args.quick else ""), f"ray {ray_module.__version__}, {cpus} CPUs given "
          f"to the local runtime; {args.repeat} repetition(s), blocks interleaved"], monitor)
-    out = args.out or (Path(tempfile.gettempdir()) / "fleet_quick.md" if args.quick
-                       else ROOT / "benchmarks" / "results" / "fleet_cpu.md")
-    return publish(header, "\n".join(lines) + "\n", out, time.perf_counter() - start)
+    return publish(header, "\n".join(lines) + "\n", report_path(args.out, args.quick, "fleet"),
+                   time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,8 @@ _positive_int, _non_negative_int = positive_int, non_negative_int
 
 
 def _add_runtime_options(p: argparse.ArgumentParser, streams: bool = True) -> None:
-    """run's and profile's runtime options (fleet run, streams=False: all but --threads and the several-sources ones)."""
+    """run's and profile's runtime options (streams=False, for fleet run: all but --threads and the
+    several-sources ones)."""
     p.add_argument("--scheduler", choices=tuple(SCHEDULERS),
                    help="key-frame scheduler (default: the bundle's; distortion = STMG's Algorithm 1, "
                         "on GSVNet a frame difference stands in for STMG's mask)")
@@ -241,7 +242,8 @@ def _add_fleet_parser(verbs) -> None:
     p.add_argument("candidate", help="candidate bundle of the same method and resolution")
     _add_fleet_options(p)
     _add_labels_root(p, needed=False)
-    p.add_argument("--frames", default="30:60", help="frames A:B of each video to evaluate on (default 30:60, as check)")
+    p.add_argument("--frames", default="30:60",
+                   help="frames A:B of each video to evaluate on (default 30:60, as check)")
 
 
 def cmd_export(args) -> int:
@@ -275,7 +277,8 @@ def _budget(args) -> dict:
 def _load_options(args) -> dict:
     """runtime.load's keyword options from the runtime options (_add_runtime_options)."""
     return dict(device=args.device, threads=args.threads, scheduler=args.scheduler, interval=args.interval,
-                thread_pool=args.thread_pool, budget=_budget(args), trt_cache_dir=args.trt_cache, trt_fp16=args.trt_fp16)
+                thread_pool=args.thread_pool, budget=_budget(args), trt_cache_dir=args.trt_cache,
+                trt_fp16=args.trt_fp16)
 
 
 def _load(args):
@@ -634,8 +637,9 @@ def cmd_fleet(args) -> int:
         if e["status"] == "failed":
             print(f"vss-edge fleet {verb}: error: {_naming(e['video'], e['error'])}", file=sys.stderr)
     c = r["counts"]
+    stopped = f", {c['interrupted']} interrupted, {c['not_started']} not started" if r["stopped_by"] or r["error"] else ""
     print(f"{r['videos']} videos: {c['done']} done, {c['skipped']} skipped (complete already), {c['failed']} failed"
-          + (f", {c['interrupted']} interrupted, {c['not_started']} not started" if r["stopped_by"] or r["error"] else "")
+          + stopped
           + f"; {r['frames']} frames" + (f", {r['throughput_fps']:.2f} FPS end to end" if r["throughput_fps"] else "")
           + f" on {r['workers']['workers']} workers -> {Path(args.out) / 'fleet.md'}")
     if r["error"]:

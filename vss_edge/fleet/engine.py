@@ -49,7 +49,8 @@ from vss_edge.stop_signals import StopSignals
 
 INSTALL = "pip install 'vss-edge[fleet]'"
 KILL_ENV = "VSS_EDGE_FLEET_KILL"
-POLL_S = 0.25  # how often the driver looks at stop signals and the workers' frame counts
+POLL_S = 0.25  # how often the driver looks at stop signals
+PROGRESS_S = 1.0  # how often a live progress line asks the busy workers for their frame counts (one call each)
 # A local runtime's shared-memory object store: the driver and workers exchange only paths and
 # result dicts (a few KB per video), so Ray's default (30% of RAM) would only reserve memory.
 LOCAL_OBJECT_STORE_BYTES = 128 * 1024 * 1024
@@ -157,10 +158,20 @@ class FleetProgress:
     def __init__(self, videos: int, enabled: bool):
         self.videos, self.enabled, self.tty = videos, enabled, sys.stderr.isatty()
         self.live = enabled and self.tty  # updated while videos run (else once per finished video)
-        self.start = time.perf_counter()
+        self.start = self.asked = time.perf_counter()
+
+    def due(self) -> bool:
+        """Whether to ask the workers for their frames now (live, at most every PROGRESS_S)."""
+        if not self.live or time.perf_counter() - self.asked < PROGRESS_S:
+            return False
+        self.asked = time.perf_counter()
+        return True
 
     def update(self, entries: dict, running_frames: int, finished: bool) -> None:
-        if not self.enabled or (not self.tty and not finished):
+        """entries: the results so far; running_frames: the videos under way's frames (live only);
+        finished: a video just finished (a log's line; a terminal's line waits for the next poll,
+        which counts the frames under way too)."""
+        if not self.enabled or self.tty == finished:
             return
         counts = collections.Counter(e["status"] for e in entries.values())
         frames = sum(e.get("frames") or 0 for e in entries.values() if e["status"] == "done") + running_frames
@@ -168,8 +179,9 @@ class FleetProgress:
         print(f"  videos {len(entries)}/{self.videos} ({counts['skipped']} skipped, {counts['failed']} failed)  "
               f"frames {frames}  {rate:.1f} FPS", end="\r" if self.tty else "\n", file=sys.stderr, flush=True)
 
-    def close(self) -> None:
-        if self.enabled and self.tty:
+    def close(self, entries: dict) -> None:
+        if self.live:
+            self.update(entries, 0, finished=False)
             print(file=sys.stderr)
 
 
@@ -253,7 +265,8 @@ def _drive(task: FleetTask, jobs: list[VideoJob], plan: WorkerPlan, gpus: float,
                         queue.appendleft(job.again())
                         continue
                     entry = {"video": job.source, "folder": job.folder, "status": "failed",
-                             "error": f"its worker died on each of {job.attempt} attempts (last: {deaths[-1]['cause']})"}
+                             "error": f"its worker died on each of {job.attempt} attempts "
+                                      f"(last: {deaths[-1]['cause']})"}
                 except RayTaskError as e:  # a bug in vss-edge on this video: reported, the others go on
                     idle.append(actor)
                     cause = e.cause if isinstance(getattr(e, "cause", None), BaseException) else e
@@ -266,16 +279,17 @@ def _drive(task: FleetTask, jobs: list[VideoJob], plan: WorkerPlan, gpus: float,
                         error = entry["error"]
                 entries[job.index] = {**entry, "attempts": job.attempt}
                 progress.update(entries, 0, finished=True)
-            if progress.live:
+            if progress.due():
                 progress.update(entries, _running_frames(ray, running), finished=False)
     finally:
-        progress.close()
+        progress.close(entries)
         for actor, job in running.values():  # stopped (or a bug in the driver): the videos under way end now
             ray.kill(actor, no_restart=True)
         for actor in idle:
             ray.kill(actor, no_restart=True)
     for actor, job in running.values():
-        entries[job.index] = {"video": job.source, "folder": job.folder, "status": "interrupted", "attempts": job.attempt,
+        entries[job.index] = {"video": job.source, "folder": job.folder, "status": "interrupted",
+                              "attempts": job.attempt,
                               "error": "stopped before it finished: its outputs are as before; the next run does it"}
     for job in queue:
         entries[job.index] = {"video": job.source, "folder": job.folder, "status": "not_started",
