@@ -633,11 +633,12 @@ def cmd_fleet(args) -> int:
     task = FleetTask(verb, tuple(str(Path(b).resolve()) for b in bundles), args.out, load, options)
     r = run_fleet(task, videos, workers=args.workers, threads=args.threads, gpus_per_worker=args.gpus_per_worker,
                   ray_address=args.ray_address, retries=args.retries, quiet=args.quiet)
-    for e in r["per_video"]:
-        if e["status"] == "failed":
+    for e in r["per_video"]:  # (the error that stopped the fleet, if one did, is said once, below)
+        if e["status"] == "failed" and e["error"] != r["error"]:
             print(f"vss-edge fleet {verb}: error: {_naming(e['video'], e['error'])}", file=sys.stderr)
     c = r["counts"]
-    stopped = f", {c['interrupted']} interrupted, {c['not_started']} not started" if r["stopped_by"] or r["error"] else ""
+    stopped = (f", {c['interrupted']} interrupted, {c['not_started']} not started" if r["stopped_by"] or r["error"]
+               else "")
     print(f"{r['videos']} videos: {c['done']} done, {c['skipped']} skipped (complete already), {c['failed']} failed"
           + stopped
           + f"; {r['frames']} frames" + (f", {r['throughput_fps']:.2f} FPS end to end" if r["throughput_fps"] else "")
