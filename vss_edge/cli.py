@@ -201,7 +201,7 @@ def _add_fleet_options(p: argparse.ArgumentParser) -> None:
                    help="Ray workers, each doing one video at a time (default: one per CPU, at most one per video)")
     p.add_argument("--threads", type=_positive_int,
                    help="ONNX Runtime intra-op threads per worker (default: the CPUs left per worker; workers x "
-                        "threads stay within the CPUs unless both are given)")
+                        "threads stay within the CPUs unless asked: both given, or more workers than CPUs)")
     p.add_argument("--ray-address", metavar="ADDR",
                    help="join this Ray cluster (its nodes must see the bundles, videos and --out at the same paths); "
                         "default: a local Ray runtime, started and stopped by this command")

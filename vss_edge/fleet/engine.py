@@ -14,7 +14,7 @@ seeing the bundles, videos and --out at the same paths: a shared filesystem); wi
 Ray runtime already started in this process is used as it is (tests start one per module),
 else a local one is started in-process with the CPUs this process may use, and stopped at
 the end. Workers x threads (ONNX Runtime intra-op threads per worker) stay within the
-cluster's CPUs unless both are asked for (`plan_workers`).
+cluster's CPUs unless asked (`plan_workers`).
 
 Failures: a video that fails (unreadable, corrupt part-way, labels missing) is reported with its
 error and the others go on; a worker that dies (its process killed, its node lost) has its
@@ -83,8 +83,9 @@ def plan_workers(cpus: int, node_cpus: int, videos: int, workers: int | None = N
     """Workers and threads for `videos` videos on `cpus` CPUs (the largest node has node_cpus).
 
     Neither given: one worker per CPU, at most one per video, each with the CPUs left over
-    (at most a node's); one given: the other from the CPUs; both: as asked. Workers never
-    outnumber the videos; workers x threads exceed the CPUs only when both were asked.
+    (at most a node's); one given: the other from the CPUs (at least 1); both: as asked. Workers
+    never outnumber the videos; workers x threads exceed the CPUs only when asked (both given,
+    or more workers than CPUs).
     """
     cpus, node_cpus = max(1, int(cpus)), max(1, int(node_cpus))
     if threads is not None and threads > node_cpus:

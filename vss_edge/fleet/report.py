@@ -118,7 +118,7 @@ def to_markdown(r: dict) -> str:
     c, w, ray = r["counts"], r["workers"], r["ray"]
     lines = [f"# vss-edge fleet {r['verb']}: {r['videos']} videos", "",
              f"{' vs '.join(r['bundles'])}; Ray {ray['address']} ({ray['nodes']} node(s), {ray['cpus']} CPUs, "
-             f"ready in {ray['startup_s']:.1f} s); {w['workers']} workers x {w['threads']} threads; "
+             f"ready in {ray['startup_s']:.1f} s); {w['workers']} worker(s) x {w['threads']} thread(s); "
              f"{r['wall_s']:.1f} s" + (f"; stopped by {r['stopped_by']}" if r["stopped_by"] else ""), "",
              f"{c['done']} done, {c['skipped']} skipped (complete already), {c['failed']} failed, "
              f"{c['interrupted']} interrupted, {c['not_started']} not started; {len(r['worker_deaths'])} worker "
