@@ -20,8 +20,9 @@ Failures: a video that fails (unreadable, corrupt part-way, labels missing) is r
 error and the others go on; a worker that dies (its process killed, its node lost) has its
 video given again to a fresh worker, up to `retries` more times; a bundle that does not load
 stops the fleet (every video would fail alike). Ctrl-C or SIGTERM: no video is started after
-it, the workers are stopped at once (a video's outputs are atomic: it keeps its previous ones,
-and the next run does it again), and the report says which videos were not done.
+it, the workers are stopped at once (each output is atomic, so no file is left half-written, and
+a video under way has no stamp: the next run does it again), and the report says which videos
+were not done.
 
 Test hook: KILL_ENV="FOLDER:FRAME" (read by the driver) makes the worker doing that video's
 first attempt kill its own process (SIGKILL) after FRAME frames (`run` only).
@@ -291,7 +292,7 @@ def _drive(task: FleetTask, jobs: list[VideoJob], plan: WorkerPlan, gpus: float,
     for actor, job in running.values():
         entries[job.index] = {"video": job.source, "folder": job.folder, "status": "interrupted",
                               "attempts": job.attempt,
-                              "error": "stopped before it finished: its outputs are as before; the next run does it"}
+                              "error": "stopped before it finished (no stamp: the next run does it again)"}
     for job in queue:
         entries[job.index] = {"video": job.source, "folder": job.folder, "status": "not_started",
                               "attempts": job.attempt - 1, "error": None}

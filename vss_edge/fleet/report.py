@@ -9,7 +9,7 @@ warnings, and eval's `miou` rows or check's `agreement` / `ground_truth`. Status
 | done | done by this run |
 | skipped | complete already (verified: work.completed), not done again |
 | failed | its error says why (unreadable, corrupt part-way, labels missing, its worker died on every attempt) |
-| interrupted | under way when a signal (or a bundle error) stopped the fleet; its outputs are as before |
+| interrupted | under way when a signal (or a bundle error) stopped the fleet; done again by the next run |
 | not_started | still queued then |
 
 In total: counts by status; frames and key frames of the videos complete (done or skipped);
