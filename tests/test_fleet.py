@@ -214,19 +214,22 @@ def test_fleet_check_equals_check_alone_from_a_manifest(clips, fp16_bundle, tmp_
 
 def test_a_rerun_skips_complete_videos_and_redoes_half_written_ones(clips, alone, tmp_path):
     out = tmp_path / "fleet"
-    args = ["-q", "fleet", "run", str(DEMO_BUNDLE), *clips[:3], "--out", str(out), "--save-labels", "--interval", "3",
-            *FLEET]
-    assert main(args) == 0
+
+    def fleet(interval: int = 3) -> int:
+        return main(["-q", "fleet", "run", str(DEMO_BUNDLE), *clips[:3], "--out", str(out), "--save-labels",
+                     "--interval", str(interval), *FLEET])
+
+    assert fleet() == 0
     (out / "clip0" / "summary.json").unlink()  # killed between the video and the summary
     video = out / "clip1" / "overlay.mp4"
     video.write_bytes(video.read_bytes()[: video.stat().st_size // 2])  # a cut copy
-    assert main(args) == 0
+    assert fleet() == 0
     assert statuses(report(out)) == {"clip0": "done", "clip1": "done", "clip2": "skipped"}
     for clip in clips[:3]:
         assert_same_run(out / Path(clip).stem, alone[Path(clip).stem])
-    assert main(args) == 0
+    assert fleet() == 0
     assert set(statuses(report(out)).values()) == {"skipped"}
-    assert main(args[:-4] + ["--interval", "4", *FLEET]) == 0  # another job: nothing is taken as done
+    assert fleet(interval=4) == 0  # another job: nothing is taken as done
     assert set(statuses(report(out)).values()) == {"done"}
 
 
