@@ -90,26 +90,54 @@ def clip_frames(count: int) -> list[np.ndarray]:
     return [clip[i % len(clip)] for i in range(count)]
 
 
+def tree_cpu_seconds() -> float:
+    """CPU seconds used by this process and every process below it (live ones from /proc; ones
+    that ended through their parents' children times): a benchmark's own work where it runs in
+    other processes (Ray's workers are the raylet's children, the raylet this process's)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    children: dict[int, list[int]] = {}
+    times: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry)
+        children.setdefault(int(fields[1]), []).append(pid)  # fields[1]: ppid
+        times[pid] = sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    total, todo = 0, [os.getpid()]
+    while todo:
+        pid = todo.pop()
+        total += times.get(pid, 0)
+        todo += children.get(pid, [])
+    return total / tick
+
+
 class CpuMonitor:
     """CPU time used by OTHER processes (and stolen by the hypervisor) while a block runs.
 
     On a shared machine this says how much a measurement was disturbed: the share of all
-    cores' time that went to other processes / to steal during the block.
+    cores' time that went to other processes / to steal during the block. tree: count this
+    process's descendants as its own (the block runs work in child processes).
     """
 
-    def __init__(self):
+    def __init__(self, tree: bool = False):
         self.other, self.steal, self.wall = 0.0, 0.0, 0.0
+        self.tree = tree
 
-    @staticmethod
-    def _sample():
+    def _sample(self):
         try:
             with open("/proc/stat") as f:
                 v = [int(x) for x in f.readline().split()[1:9]]
         except (OSError, ValueError):
             return None
         t = os.times()
+        own = tree_cpu_seconds() if self.tree else t.user + t.system
         # user nice system idle iowait irq softirq steal
-        return time.perf_counter(), (v[0] + v[1] + v[2] + v[5] + v[6]), v[7], t.user + t.system
+        return time.perf_counter(), (v[0] + v[1] + v[2] + v[5] + v[6]), v[7], own
 
     def __enter__(self):
         self._start = self._sample()
@@ -149,13 +177,13 @@ def wait_for_quiet(max_wait: float, threshold: float = BUSY) -> None:
 
 
 def measure(fn, quiet_wait: float, into: CpuMonitor, what: str):
-    """fn() under a CpuMonitor, added to `into`. With quiet_wait > 0: first wait for a quiet
-    machine, and measure again (at most twice) when other processes disturbed the block,
-    keeping the least disturbed attempt."""
+    """fn() under a CpuMonitor (counting child processes as ours if `into` does), added to `into`.
+    With quiet_wait > 0: first wait for a quiet machine, and measure again (at most twice) when
+    other processes disturbed the block, keeping the least disturbed attempt."""
     best = None
     for attempt in range(3 if quiet_wait > 0 else 1):
         wait_for_quiet(quiet_wait)
-        with CpuMonitor() as monitor:
+        with CpuMonitor(tree=into.tree) as monitor:
             result = fn()
         if best is None or monitor.share("other") < best[1].share("other"):
             best = (result, monitor)
@@ -193,6 +221,18 @@ def report_header(title: str, threads: int, details: list[str], monitor: "CpuMon
             f"- {cpu_model()}, {os.cpu_count()} cores, ONNX Runtime CPU EP, {threads} threads, "
             f"Python {platform.python_version()}",
             *[f"- {d}" for d in details], disturbance(monitor), ""]
+
+
+def report_path(out, quick: bool, name: str) -> Path:
+    """Where a script writes its report: --out if given, else a temporary file for --quick, else
+    benchmarks/results/NAME_cpu.md."""
+    import tempfile
+
+    if out:
+        return Path(out)
+    if quick:
+        return Path(tempfile.gettempdir()) / f"{name}_quick.md"
+    return ROOT / "benchmarks" / "results" / f"{name}_cpu.md"
 
 
 def publish(header: list[str], text: str, out, total_s: float) -> int:

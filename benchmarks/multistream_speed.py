@@ -53,7 +53,7 @@ if str(ROOT) not in sys.path:
 import numpy as np  # noqa: E402
 
 from benchmarks._common import (CpuMonitor, clip_frames, cpu_load, ensure_bundle, log, measure,  # noqa: E402
-                                publish, report_header)
+                                publish, report_header, report_path)
 
 SEED = 0
 POLICIES = ("staggered", "aligned")
@@ -250,9 +250,8 @@ def main(argv=None) -> int:
         [f"bundle {bundle} (seeded weights, host labels)" if not args.quick else f"bundle {bundle} (--quick)",
          f"the sample clip at {n} start offsets, {args.ticks} measured ticks after {warmup} warm-up ticks, "
          f"{args.repeat} repetition(s)"], monitor)
-    out = args.out or (Path(tempfile.gettempdir()) / "multistream_quick.md" if args.quick
-                       else ROOT / "benchmarks" / "results" / "multistream_cpu.md")
-    return publish(header, "\n".join(lines) + "\n", out, time.perf_counter() - start)
+    return publish(header, "\n".join(lines) + "\n", report_path(args.out, args.quick, "multistream"),
+                   time.perf_counter() - start)
 
 
 if __name__ == "__main__":

@@ -344,6 +344,17 @@ def run_check(reference, candidate, video, labels_dir=None, start: int = 0, stop
     frames = read_frames(video, start, stop)
     ref_pipe = runtime.load(reference, device=device, threads=threads)
     cand_pipe = runtime.load(candidate, device=device, threads=threads)
+    return check_pipelines(ref_pipe, cand_pipe, video, labels_dir, start, stop, graph_samples, warmup, frames)
+
+
+def check_pipelines(ref_pipe, cand_pipe, video, labels_dir=None, start: int = 0, stop: int | None = None,
+                    graph_samples: int | None = 32, warmup: int = 1, frames: list | None = None) -> dict:
+    """run_check on loaded pipelines of compatible bundles (a fleet's worker keeps them across
+    videos): the same result. frames: the video's frames start..stop-1 if already read (else read
+    here, after refusing frames the candidate was calibrated on)."""
+    if frames is None:
+        check_split(cand_pipe.manifest, video, start, stop)
+        frames = read_frames(video, start, stop)
     feeds = record_feeds(ref_pipe, frames, graph_samples)
     graphs = compare_graphs(ref_pipe, cand_pipe, feeds)
     del feeds

@@ -365,7 +365,7 @@ class AtomicVideoWriter:
         try:
             if self._frames_written == 0:
                 raise VssEdgeError(f"no frames were written to '{self.path}'; not creating an empty video")
-            problem = _check_video(self._tmp, self._frames_written, self.size)
+            problem = video_problem(self._tmp, self._frames_written, self.size)
             if problem:
                 cause = f"the disk is full ({self._where_full()})" if _disk_full(self.path.parent) else \
                     f"codec {self._codec}"
@@ -386,8 +386,11 @@ class AtomicVideoWriter:
         self._tmp = None
 
 
-def _check_video(path: pathlib.Path, frames: int, size: tuple[int, int]) -> str | None:
-    """What is wrong with a finished video file that should hold `frames` frames of `size`, or None."""
+def video_problem(path: str | os.PathLike, frames: int, size: tuple[int, int]) -> str | None:
+    """What is wrong with a finished video file that should hold `frames` frames of `size` (width,
+    height), or None: how AtomicVideoWriter verifies a video before it takes its name, and how a
+    resumed fleet verifies one it would skip."""
+    path = pathlib.Path(path)
     try:
         if path.stat().st_size == 0:
             return "is empty"

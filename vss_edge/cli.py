@@ -1,4 +1,4 @@
-"""`vss-edge` command line: export | run | profile | calibrate | check | eval | demo.
+"""`vss-edge` command line: export | run | profile | calibrate | check | eval | demo | fleet.
 
 User errors (VssEdgeError: bad bundle, bad video, bad checkpoint, an output that cannot be
 written...) print one line and exit 2; Ctrl-C exits 130 and SIGTERM 143 (run keeps the frames
@@ -38,7 +38,9 @@ EXPORT_ONLY = ("torch", "onnx", "onnxsim")  # the `export` extra: exporting and 
 _positive_int, _non_negative_int = positive_int, non_negative_int
 
 
-def _add_runtime_options(p: argparse.ArgumentParser) -> None:
+def _add_runtime_options(p: argparse.ArgumentParser, streams: bool = True) -> None:
+    """run's and profile's runtime options (streams=False, for fleet run: all but --threads and the
+    several-sources ones)."""
     p.add_argument("--scheduler", choices=tuple(SCHEDULERS),
                    help="key-frame scheduler (default: the bundle's; distortion = STMG's Algorithm 1, "
                         "on GSVNet a frame difference stands in for STMG's mask)")
@@ -50,7 +52,8 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
                    help="--device tensorrt: folder of the TensorRT engine and timing caches (default: "
                         "BUNDLE.trt_cache beside the bundle; never inside it)")
     p.add_argument("--trt-fp16", action="store_true", help="--device tensorrt: let TensorRT use FP16 kernels")
-    p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
+    if streams:  # a fleet has its own --threads: per worker
+        p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--thread-pool", choices=THREAD_POOLS, default="per_session",
                    help="per_session: each graph its own pool; shared: one process-wide ONNX Runtime pool for "
                         "every graph (no wake-ups between a frame's graphs)")
@@ -60,6 +63,8 @@ def _add_runtime_options(p: argparse.ArgumentParser) -> None:
                         "exported 0.5; higher = fewer blocks, faster)")
     p.add_argument("--max-blocks", type=non_negative_int,
                    help="STMG compute budget: at most this many prunable blocks on a non-key frame")
+    if not streams:
+        return
     p.add_argument("--live", action="store_true",
                    help="cameras: decode each source on its own thread and always segment its newest frame, "
                         "counting the frames dropped (files and folders play at their frame rate)")
@@ -176,12 +181,69 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
 
+    _add_fleet_parser(verbs)
+
     p = verbs.add_parser("demo", help="export the trained GSVNet demo bundle if needed (without the export "
                                       "extra: use the prebuilt one) and run it on the sample clip")
     p.add_argument("--out", default="out/demo", help="output directory (bundle/ and the run's outputs)")
     p.add_argument("--height", type=_positive_int, default=288)
     p.add_argument("--width", type=_positive_int, default=384)
     return parser
+
+
+def _add_fleet_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("videos", nargs="+", metavar="VIDEOS",
+                   help="video files, folders (their videos, recursively), .txt lists (a source a line) or .csv/.tsv "
+                        "manifests (columns video[,labels])")
+    p.add_argument("--out", required=True, help="output folder: a sub-folder per video (the single-video verb's "
+                                                "outputs) and the fleet's report, fleet.json and fleet.md")
+    p.add_argument("--workers", type=_positive_int,
+                   help="Ray workers, each doing one video at a time (default: one per CPU, at most one per video)")
+    p.add_argument("--threads", type=_positive_int,
+                   help="ONNX Runtime intra-op threads per worker (default: the CPUs left per worker; workers x "
+                        "threads stay within the CPUs unless asked: both given, or more workers than CPUs)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="join this Ray cluster (its nodes must see the bundles, videos and --out at the same paths); "
+                        "default: a local Ray runtime, started and stopped by this command")
+    p.add_argument("--retries", type=_non_negative_int, default=2,
+                   help="times a video is given to a fresh worker after its worker died (default 2)")
+    p.add_argument("--gpus-per-worker", type=float, default=0.0,
+                   help="GPUs Ray reserves for each worker (with --device cuda on a cluster with GPUs; default 0)")
+
+
+def _add_labels_root(p: argparse.ArgumentParser, needed: bool) -> None:
+    p.add_argument("--labels-root", metavar="DIR",
+                   help=("each video's labels" if needed else "ground truth, where there is some") +
+                        ": DIR/<video name without extension>/ of label PNGs named by frame index (a manifest's "
+                        "labels column comes first)")
+
+
+def _add_fleet_parser(verbs) -> None:
+    fleet = verbs.add_parser("fleet", help="run, eval or check over many videos on Ray (pip install "
+                                           "'vss-edge[fleet]'): per-video outputs, one report, resumable")
+    kinds = fleet.add_subparsers(dest="fleet_verb", required=True, metavar="VERB")
+    p = kinds.add_parser("run", help="`run` on every video (overlay, summary, labels per video)")
+    p.add_argument("bundle")
+    _add_fleet_options(p)
+    p.add_argument("--save-labels", action="store_true", help="also write one label PNG per frame")
+    _add_runtime_options(p, streams=False)
+
+    p = kinds.add_parser("eval", help="`eval` on every video with its labels (eval.json, eval.md per video)")
+    p.add_argument("bundle")
+    _add_fleet_options(p)
+    _add_labels_root(p, needed=True)
+    p.add_argument("--intervals", default="1-5", help="key-frame intervals, A-B or A,B,... (default 1-5)")
+    p.add_argument("--frame-range", help="frames A:B of each video (default: all)")
+    p.add_argument("--device", choices=DEVICES, default="auto")
+
+    p = kinds.add_parser("check", help="`check` of a candidate against its reference on every video "
+                                       "(check.json, check.md, check_agreement.png per video)")
+    p.add_argument("reference", help="reference bundle (usually the FP32 export)")
+    p.add_argument("candidate", help="candidate bundle of the same method and resolution")
+    _add_fleet_options(p)
+    _add_labels_root(p, needed=False)
+    p.add_argument("--frames", default="30:60",
+                   help="frames A:B of each video to evaluate on (default 30:60, as check)")
 
 
 def cmd_export(args) -> int:
@@ -212,21 +274,23 @@ def _budget(args) -> dict:
     return {k: v for k, v in (("keep_threshold", args.keep_threshold), ("max_blocks", args.max_blocks)) if v is not None}
 
 
+def _load_options(args) -> dict:
+    """runtime.load's keyword options from the runtime options (_add_runtime_options)."""
+    return dict(device=args.device, threads=args.threads, scheduler=args.scheduler, interval=args.interval,
+                thread_pool=args.thread_pool, budget=_budget(args), trt_cache_dir=args.trt_cache,
+                trt_fp16=args.trt_fp16)
+
+
 def _load(args):
     from vss_edge import runtime
 
-    return runtime.load(args.bundle, device=args.device, threads=args.threads, scheduler=args.scheduler,
-                        interval=args.interval, thread_pool=args.thread_pool, budget=_budget(args),
-                        trt_cache_dir=args.trt_cache, trt_fp16=args.trt_fp16)
+    return runtime.load(args.bundle, **_load_options(args))
 
 
 def _load_streams(args, streams: int):
     from vss_edge import runtime
 
-    return runtime.load_streams(args.bundle, streams, policy=args.policy, workers=args.workers, device=args.device,
-                                threads=args.threads, scheduler=args.scheduler, interval=args.interval,
-                                thread_pool=args.thread_pool, budget=_budget(args),
-                                trt_cache_dir=args.trt_cache, trt_fp16=args.trt_fp16)
+    return runtime.load_streams(args.bundle, streams, policy=args.policy, workers=args.workers, **_load_options(args))
 
 
 @contextlib.contextmanager
@@ -536,8 +600,58 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_fleet(args) -> int:
+    """fleet run|eval|check: the task and videos from the arguments, run_fleet, a line per failure and one in all."""
+    from vss_edge.calibration.collect import FrameRange
+    from vss_edge.fleet import FleetTask, import_ray, list_videos, run_fleet
+    from vss_edge.runtime.manifest import load_manifest
+
+    import_ray()  # before anything else: without Ray, say how to install it
+    verb = args.fleet_verb
+    if verb == "check":
+        from vss_edge.calibration.check import check_compatible
+
+        bundles = (args.reference, args.candidate)
+        check_compatible(load_manifest(args.reference), load_manifest(args.candidate))
+        frames = FrameRange.parse(args.frames)
+        load, options = dict(device="cpu"), dict(start=frames.start, stop=frames.stop)
+    else:
+        bundles = (args.bundle,)
+        load_manifest(args.bundle)  # a bad bundle: one error now, not one per video
+        if verb == "run":
+            load, options = _load_options(args), dict(save_labels=args.save_labels, max_frames=args.max_frames)
+        else:
+            from vss_edge.evaluation import parse_intervals
+
+            start, stop = 0, None
+            if args.frame_range:
+                frames = FrameRange.parse(args.frame_range)
+                start, stop = frames.start, frames.stop
+            load, options = dict(device=args.device), dict(intervals=parse_intervals(args.intervals), start=start,
+                                                           stop=stop)
+    videos = list_videos(args.videos, getattr(args, "labels_root", None), labels_needed=verb == "eval")
+    task = FleetTask(verb, tuple(str(Path(b).resolve()) for b in bundles), args.out, load, options)
+    r = run_fleet(task, videos, workers=args.workers, threads=args.threads, gpus_per_worker=args.gpus_per_worker,
+                  ray_address=args.ray_address, retries=args.retries, quiet=args.quiet)
+    for e in r["per_video"]:  # (the error that stopped the fleet, if one did, is said once, below)
+        if e["status"] == "failed" and e["error"] != r["error"]:
+            print(f"vss-edge fleet {verb}: error: {_naming(e['video'], e['error'])}", file=sys.stderr)
+    c = r["counts"]
+    stopped = (f", {c['interrupted']} interrupted, {c['not_started']} not started" if r["stopped_by"] or r["error"]
+               else "")
+    print(f"{r['videos']} videos: {c['done']} done, {c['skipped']} skipped (complete already), {c['failed']} failed"
+          + stopped
+          + f"; {r['frames']} frames" + (f", {r['throughput_fps']:.2f} FPS end to end" if r["throughput_fps"] else "")
+          + f" on {r['workers']['workers']} workers -> {Path(args.out) / 'fleet.md'}")
+    if r["error"]:
+        raise VssEdgeError(r["error"])
+    if r["stopped_by"]:
+        return 128 + signal.Signals[r["stopped_by"]]
+    return 2 if c["failed"] else 0
+
+
 COMMANDS = {"export": cmd_export, "run": cmd_run, "profile": cmd_profile, "calibrate": cmd_calibrate,
-            "check": cmd_check, "eval": cmd_eval, "demo": cmd_demo}
+            "check": cmd_check, "eval": cmd_eval, "demo": cmd_demo, "fleet": cmd_fleet}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -555,7 +669,8 @@ def _main(argv: list[str] | None) -> int:
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
         with StopSignals():  # SIGTERM (systemd, docker, ROS) stops a verb as Ctrl-C does
-            if getattr(args, "threads", None) is not None:  # before any source or bundle is opened
+            # before any source or bundle is opened (a cluster's workers check their own node's CPUs)
+            if getattr(args, "threads", None) is not None and not getattr(args, "ray_address", None):
                 from vss_edge.runtime.session import check_threads
 
                 try:

@@ -277,6 +277,16 @@ def evaluate_bundle(bundle, *, synthetic: bool = False, video=None, labels_dir=N
     if synthetic and frames < 2:
         raise VssEdgeError(f"--frames must be at least 2, got {frames}")
     pipe = runtime.load(bundle, device=device, threads=threads)
+    return evaluate_pipeline(pipe, synthetic=synthetic, video=video, labels_dir=labels_dir, intervals=intervals,
+                             seeds=seeds, frames=frames, synthetic_classes_=synthetic_classes_, start=start,
+                             stop=stop, progress=progress)
+
+
+def evaluate_pipeline(pipe, *, synthetic: bool = False, video=None, labels_dir=None, intervals=(1, 2, 3, 4, 5),
+                      seeds=DEFAULT_SEEDS, frames: int = DEFAULT_FRAMES, synthetic_classes_: int | None = None,
+                      start: int = 0, stop: int | None = None, progress=None) -> dict:
+    """evaluate_bundle on a loaded Pipeline (a fleet's worker keeps one across videos): the same
+    result; the pipeline is reset before and after."""
     m = pipe.manifest
     k = len(m.class_names)
     if synthetic:

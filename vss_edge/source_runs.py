@@ -418,7 +418,7 @@ def finish_streams(streams: list[Stream], stop: StopSignals, signum: int | None)
 
 
 def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | None, quiet: bool,
-               live: bool = False) -> dict:
+               live: bool = False, progress=None) -> dict:
     """Segment every frame of source into out/overlay.mp4 (+ labels/); returns the summary.
 
     The first frame is segmented before anything is written, so a frame the bundle cannot take
@@ -436,12 +436,13 @@ def run_source(pipe, source, out: Path, save_labels: bool, max_frames: int | Non
     stops the run: no video replaces the previous one, the summary says what happened (when it
     can be written), and OutputError is raised with the first cause. Any other exception (a
     bug) leaves a previous video as it was. live: the newest frame each time (runtime.live),
-    drops counted in the summary.
+    drops counted in the summary. progress: an object with update(frames_done), called after
+    each frame written, and close() (default: a Progress line on stderr unless quiet).
     """
     with StopSignals(record_only=True) as stop:
         stream = Stream(source, StreamOutput(out, source, pipe, save_labels), live)
         total = None if live else min(filter(None, (source.frame_count, max_frames)), default=None)
-        progress = Progress(total, not quiet)
+        progress = progress or Progress(total, not quiet)
         try:
             signum = drive([stream], step_one(pipe), stop, max_frames, TickStats(), progress)
         except BaseException:
