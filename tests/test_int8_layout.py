@@ -270,3 +270,21 @@ def test_outputs_leave_unrounded_and_nothing_after_the_last_int8_op_is_quantised
     assert any("Mul" in n for n in tail) and any("Concat" in n for n in tail), tail
     mul = next(n for n in model.graph.node if n.name == next(t for t in tail if "Mul" in t))
     assert all(producer[i].op_type != "DequantizeLinear" for i in mul.input if i in producer)
+
+
+def test_a_graph_with_no_int8_compute_stays_fp32(gsvnet_bundle, tmp_path, monkeypatch):
+    """A graph none of whose Convs / MatMuls / Gemms could be quantised only gains Q/DQ rounding
+    (MPVSS's propagation: GridSample and the class merge, 0.96x FP32 at R50 480x853): it stays FP32."""
+    from vss_edge.calibration import quantize as quantize_module
+
+    real = quantize_module.quantize_graph_int8
+
+    def no_int8_compute_in_propagation(source, out, *args, **kwargs):
+        record = real(source, out, *args, **kwargs)
+        return {**record, "quantized_op_types": {}} if "propagation" in str(source) else record
+
+    monkeypatch.setattr(quantize_module, "quantize_graph_int8", no_int8_compute_in_propagation)
+    out, report = calibrate_bundle(gsvnet_bundle, sample_clip_path(), tmp_path / "x",
+                                   CalibrationConfig(calibration_frames="0:6", graphs=("propagation",)))
+    assert load_manifest(out).graphs["propagation"].precision == "fp32"
+    assert any("graph 'propagation': no Conv, MatMul or Gemm" in w for w in report["warnings"])
