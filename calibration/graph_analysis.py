@@ -163,18 +163,7 @@ def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) 
             continue
         if any(i in discrete for i in ins) and n.name not in reasons:
             reasons[n.name] = "works on discrete values (class indices or a mask)"
-    # Attention weights: a MatMul that reads a Softmax (through shape ops) stays float; 8-bit probabilities
-    # round the small weights of a peaked softmax away (MPVSS's query self-attention: 16.5 -> 4.9 dB).
-    for n in graph.node:
-        if n.op_type != "Softmax":
-            continue
-        stack = [n.output[0]]
-        while stack:
-            for reader in consumers.get(stack.pop(), []):
-                if reader.op_type in _SHAPE_ONLY:
-                    stack.append(reader.output[0])
-                elif reader.op_type in ("MatMul", "Gemm") and reader.name not in reasons:
-                    reasons[reader.name] = f"weights values by the probabilities of Softmax '{n.name}'"
+    _attention_weights(graph, consumers, reasons)
     # A float Conv/MatMul between a DequantizeLinear and a QuantizeLinear is quantised anyway by ONNX
     # Runtime at load (its WeightBiasQuantization pass gives the float weight a Q/DQ pair), so the
     # shape ops that feed it stay float too: its input then comes from a float op, not a DQ.
@@ -194,26 +183,55 @@ def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) 
                     continue
                 reasons[p.name] = f"computes the divisor of Div '{n.name}' (quantised, it can round to 0)"
                 stack.extend(i for i in p.input if i)
-    # An activation a branch reads by name (STMG's gated blocks read the Relu before them): ONNX Runtime's
-    # QDQ quantiser removes a Relu / Clip after a quantised op and gives that op the activation's output
-    # name, which its main-graph readers only see through a Q/DQ that clamps like the activation; a branch
-    # is not rewired, so it would read the value before the activation (negatives included).
+    _activations_branches_read(graph, reasons)
+    _after_the_last_int8_op(graph, producer, reasons)
+    for n in graph.node:
+        if n.op_type in _COMPARISONS:
+            for i in n.input:
+                p = producer.get(i)
+                if p is not None and p.name not in reasons and p.op_type != "Constant":
+                    reasons[p.name] = f"its result is compared exactly by {n.op_type} '{n.name}'"
+    return reasons
+
+
+def _attention_weights(graph, consumers: dict, reasons: dict) -> None:
+    """A MatMul / Gemm that reads a Softmax (through shape ops) stays float: 8-bit probabilities round
+    the small weights of a peaked softmax away (MPVSS's query self-attention probabilities: 4.9 dB SQNR)."""
+    for n in graph.node:
+        if n.op_type != "Softmax":
+            continue
+        stack = [n.output[0]]
+        while stack:
+            for reader in consumers.get(stack.pop(), []):
+                if reader.op_type in _SHAPE_ONLY:
+                    stack.append(reader.output[0])
+                elif reader.op_type in ("MatMul", "Gemm") and reader.name not in reasons:
+                    reasons[reader.name] = f"weights values by the probabilities of Softmax '{n.name}'"
+
+
+def _activations_branches_read(graph, reasons: dict) -> None:
+    """A Relu / Clip whose output an If / Loop branch reads stays float. ONNX Runtime's QDQ quantiser
+    removes such an activation after a quantised op and gives that op the activation's output name;
+    main-graph readers see it through a Q/DQ that clamps like the activation, but a branch is not
+    rewired and would read the value before it, negatives included (STMG's gated blocks)."""
     branch_reads = set().union(*(subgraph_reads(n) for n in graph.node))
     for n in graph.node:
         if n.op_type in _REMOVABLE_ACTIVATIONS and n.output[0] in branch_reads and n.name not in reasons:
             reasons[n.name] = ("an If / Loop branch reads its output (quantised, ONNX Runtime would fold it away "
                                "and the branch would read the value before it)")
-    # After the last int8 computation: an op that is not weighted and whose output reaches no int8 Conv /
-    # MatMul / Gemm through other quantised ops gains nothing from int8 (its output is dequantised for float
-    # readers at once) and only rounds its inputs: GSVNet's guided sum, Concat -> Mul -> ReduceSum, rounded
-    # the guidance weights (propagation logits 37.2 -> 42.0 dB with it float).
+
+
+def _after_the_last_int8_op(graph, producer: dict, reasons: dict) -> None:
+    """An op that is not weighted and whose output reaches no int8 Conv / MatMul / Gemm through other
+    quantised ops stays float: int8 gains nothing there (its output is dequantised for float readers at
+    once) and only rounds (GSVNet's guided sum, Concat -> Mul -> ReduceSum, rounded the guidance
+    weights: propagation logits 37.2 -> 42.0 dB with it float)."""
     quantizable = ort_quantizable()
-    producer_of = {o: n for n in graph.node for o in n.output}
     feeds_int8: set[str] = set()
     stack = [n for n in graph.node if n.op_type in _WEIGHTED and n.name not in reasons]
     while stack:
         for i in node_reads(stack.pop()):
-            p = producer_of.get(i)
+            p = producer.get(i)
             if (p is not None and p.name not in feeds_int8 and p.name not in reasons
                     and p.op_type in quantizable and p.op_type not in _WEIGHTED):
                 feeds_int8.add(p.name)
@@ -222,13 +240,6 @@ def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) 
         if (n.op_type in quantizable and n.op_type not in _WEIGHTED and n.name not in reasons
                 and n.name not in feeds_int8):
             reasons[n.name] = "after the last int8 Conv / MatMul on its path: int8 would only round it"
-    for n in graph.node:
-        if n.op_type in _COMPARISONS:
-            for i in n.input:
-                p = producer.get(i)
-                if p is not None and p.name not in reasons and p.op_type != "Constant":
-                    reasons[p.name] = f"its result is compared exactly by {n.op_type} '{n.name}'"
-    return reasons
 
 
 def graph_io(model: onnx.ModelProto) -> tuple[list, list]:
