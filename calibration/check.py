@@ -84,20 +84,6 @@ def check_compatible(ref_manifest, cand_manifest) -> None:
 
 # ---------------------------------------------------------------- per-graph comparison
 
-def _run_on_host(graph_session, feeds: dict) -> dict[str, np.ndarray]:
-    """All outputs of a GraphSession as numpy, feeds cast to the session's input dtypes."""
-    sess = graph_session.session
-    cast = {}
-    for inp in sess.get_inputs():
-        if inp.name not in feeds:
-            raise VssEdgeError(f"graph '{graph_session.name}': recorded feeds lack input '{inp.name}'")
-        value = np.asarray(feeds[inp.name])
-        want = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(inp.type)
-        cast[inp.name] = value.astype(want) if want is not None and value.dtype != want else value
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, cast)))
-
-
 def compare_graphs(ref_pipe, cand_pipe, feeds_by_graph: dict[str, list[dict]]) -> dict:
     """Run each graph of both pipelines on the same recorded feeds; aggregate errors per output.
 
@@ -120,8 +106,8 @@ def compare_graphs(ref_pipe, cand_pipe, feeds_by_graph: dict[str, list[dict]]) -
         per_output: dict[str, list[dict]] = {}
         energy: dict[str, list[float]] = {}
         for feeds in samples:
-            ref_out = _run_on_host(ref_s, feeds)
-            cand_out = _run_on_host(cand_s, feeds)
+            ref_out = ref_s.run_on_host(feeds)
+            cand_out = cand_s.run_on_host(feeds)
             for out_name, ref_value in ref_out.items():
                 m = output_metrics(ref_value, cand_out[out_name])
                 per_output.setdefault(out_name, []).append(m)
