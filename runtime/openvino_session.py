@@ -17,11 +17,22 @@ many). INT8 bundles (QDQ) run their quantised convolutions in int8 with either h
 the Q/DQ pairs as its FakeQuantize). Each session reports the precision OpenVINO really compiled
 to (`precision`), read back from the compiled model.
 
+INT8 graphs are compiled once in a child process first (`probe_compile`): OpenVINO 2026.4.1's CPU
+plugin crashes the process (SIGSEGV in compile_model) on one QDQ pattern, a Concat of dequantized
+inputs followed by two QuantizeLinear -> DequantizeLinear pairs in a row (with or without a
+per-channel BatchNormalization / Mul + Add between them), which ONNX Runtime's quantize_static
+writes for an unfused BatchNormalization after a Concat (SwiftNet's pyramid pooling). vss-edge's
+own calibration no longer writes it (calibration.int8_rewrites turns such a BatchNormalization
+into a 1x1 Conv), but a bundle quantised elsewhere may: such a graph gives BundleError, not a crash.
+
 Without the openvino package, choosing this backend raises VssEdgeError in one line saying how to
 install it (`pip install 'vss-edge[openvino]'`).
 """
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -81,6 +92,36 @@ def compile_options(precision: str, threads: int | None) -> dict:
     return options
 
 
+_PROBE = """
+import sys, openvino as ov
+core = ov.Core()
+core.compile_model(core.read_model(sys.argv[1]), "CPU", {"INFERENCE_PRECISION_HINT": sys.argv[2]})
+"""
+_probed: dict[tuple[str, str], str | None] = {}
+
+
+def probe_compile(path: Path, spec: GraphSpec, precision: str) -> str | None:
+    """Compile the graph in a child process: None if OpenVINO compiles it, else why not (the signal
+    that killed the child, or its last error line). Once per graph file (by sha256) and precision in
+    a process."""
+    key = (spec.sha256, precision)
+    if key not in _probed:
+        try:
+            done = subprocess.run([sys.executable, "-c", _PROBE, str(path), precision], capture_output=True,
+                                  text=True, timeout=1800)
+        except subprocess.TimeoutExpired:
+            _probed[key] = "its compilation did not end within 30 minutes"
+        else:
+            if done.returncode < 0:
+                _probed[key] = f"OpenVINO crashed compiling it ({signal.Signals(-done.returncode).name})"
+            elif done.returncode:
+                lines = done.stderr.strip().splitlines()
+                _probed[key] = f"OpenVINO cannot compile it: {lines[-1] if lines else 'exit ' + str(done.returncode)}"
+            else:
+                _probed[key] = None
+    return _probed[key]
+
+
 class OpenVINOSession:
     """One bundle graph compiled by OpenVINO for the CPU, checked against its manifest entry.
 
@@ -98,6 +139,12 @@ class OpenVINOSession:
         ov = import_openvino()
         self.spec, self.name = spec, spec.name
         self.requested_precision = precision
+        if spec.precision == "int8":  # a crash in compile_model would take the whole process down
+            problem = probe_compile(path, spec, precision)
+            if problem is not None:
+                raise BundleError(f"INT8 graph file '{path}': {problem} (OpenVINO {openvino_version()}); run this "
+                                  f"bundle on ONNX Runtime (backend 'onnxruntime'), or calibrate it again with this "
+                                  f"vss-edge (its QDQ graphs compile on OpenVINO)")
         try:
             model = core().read_model(str(path))
             self.compiled = core().compile_model(model, "CPU", compile_options(precision, threads))
