@@ -157,19 +157,22 @@ class OpenVINOSession:
         self.provider = f"OpenVINO CPU ({self.precision})"
         self._check_against_manifest(path)
         self.output_names = [o.name for o in spec.outputs]
-        self._ports = {o.get_any_name(): o for o in self.compiled.outputs}
+        self._ports = {name: self.compiled.output(name) for name in self.output_names}
         self._local = threading.local()
 
     def _check_against_manifest(self, path: Path) -> None:
-        def describe(ports):
-            return {p.get_any_name(): (tuple(p.get_partial_shape().to_shape()) if p.get_partial_shape().is_static
-                                       else str(p.get_partial_shape()), np.dtype(p.get_element_type().to_dtype()).name)
-                    for p in ports}
+        def describe(port):
+            shape = port.get_partial_shape()
+            return (tuple(shape.to_shape()) if shape.is_static else str(shape),
+                    np.dtype(port.get_element_type().to_dtype()).name)
 
-        for kind, actual, declared in (("inputs", describe(self.compiled.inputs), self.spec.inputs),
-                                       ("outputs", describe(self.compiled.outputs), self.spec.outputs)):
+        for kind, ports, declared in (("inputs", self.compiled.inputs, self.spec.inputs),
+                                      ("outputs", self.compiled.outputs, self.spec.outputs)):
+            # a tensor can have several names in OpenVINO (one per ONNX name that aliases it): match by any
+            named = {t.name: next((describe(p) for p in ports if t.name in p.get_names()), None) for t in declared}
             expected = {t.name: (tuple(t.shape), t.dtype) for t in declared}
-            if actual != expected:
+            if named != expected or len(ports) != len(declared):
+                actual = {sorted(p.get_names())[0] if p.get_names() else "?": describe(p) for p in ports}
                 raise BundleError(f"graph file '{path}': its {kind} as OpenVINO reads them {actual} do not match "
                                   f"the manifest {expected}")
 
