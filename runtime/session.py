@@ -358,9 +358,13 @@ def describe_backends(sessions: dict) -> dict:
         if getattr(s, "choice", None) is not None:
             entry["auto"] = s.choice
         graphs[name] = entry
-    kinds = {(g["backend"], g["precision"]) for g in graphs.values()}
-    line = (" ".join(next(iter(kinds))) if len(kinds) == 1 else
-            ", ".join(f"{n}: {g['backend']} {g['precision']}" for n, g in graphs.items()))
+    def kind(g):  # an INT8 graph: int8 (its float ops f32), or int8+bf16 on OpenVINO at bf16
+        precision = g["precision"] if g["graph_precision"] != "int8" else (
+            "int8" if g["precision"] == "f32" else f"int8+{g['precision']}")
+        return f"{g['backend']} {precision}"
+
+    kinds = {kind(g) for g in graphs.values()}
+    line = next(iter(kinds)) if len(kinds) == 1 else ", ".join(f"{n}: {kind(g)}" for n, g in graphs.items())
     if any("auto" in g for g in graphs.values()):
         line = "auto: " + line
     return {"backend": line, "graphs": graphs}
