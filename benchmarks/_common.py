@@ -28,7 +28,18 @@ def cpu_model() -> str:
     name = fields.get("model name", "unknown")
     if fields.get("cpu family"):
         name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
-    return f"{name}; INT8-relevant: {cpu_int8_flags()}"
+    return f"{name}; INT8-relevant: {cpu_int8_flags()}; bf16: {cpu_bf16_flags()}"
+
+
+def cpu_bf16_flags() -> str:
+    """The CPU's bf16 arithmetic, e.g. 'AVX-512 BF16 yes, AMX-BF16 no' (OpenVINO's bf16 is fast only with one)."""
+    from vss_edge.runtime.cpu import cpu_bf16_support
+
+    info = cpu_bf16_support()
+    if not info["known"]:
+        return "unknown (no /proc/cpuinfo flags)"
+    return (f"AVX-512 BF16 {'yes' if info['avx512_bf16'] else 'no'}, "
+            f"AMX-BF16 {'yes' if info['amx_bf16'] else 'no'}")
 
 
 def cpu_int8_flags() -> str:

@@ -84,20 +84,6 @@ def check_compatible(ref_manifest, cand_manifest) -> None:
 
 # ---------------------------------------------------------------- per-graph comparison
 
-def _run_on_host(graph_session, feeds: dict) -> dict[str, np.ndarray]:
-    """All outputs of a GraphSession as numpy, feeds cast to the session's input dtypes."""
-    sess = graph_session.session
-    cast = {}
-    for inp in sess.get_inputs():
-        if inp.name not in feeds:
-            raise VssEdgeError(f"graph '{graph_session.name}': recorded feeds lack input '{inp.name}'")
-        value = np.asarray(feeds[inp.name])
-        want = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(inp.type)
-        cast[inp.name] = value.astype(want) if want is not None and value.dtype != want else value
-    names = [o.name for o in sess.get_outputs()]
-    return dict(zip(names, sess.run(names, cast)))
-
-
 def compare_graphs(ref_pipe, cand_pipe, feeds_by_graph: dict[str, list[dict]]) -> dict:
     """Run each graph of both pipelines on the same recorded feeds; aggregate errors per output.
 
@@ -120,8 +106,8 @@ def compare_graphs(ref_pipe, cand_pipe, feeds_by_graph: dict[str, list[dict]]) -
         per_output: dict[str, list[dict]] = {}
         energy: dict[str, list[float]] = {}
         for feeds in samples:
-            ref_out = _run_on_host(ref_s, feeds)
-            cand_out = _run_on_host(cand_s, feeds)
+            ref_out = ref_s.run_on_host(feeds)
+            cand_out = cand_s.run_on_host(feeds)
             for out_name, ref_value in ref_out.items():
                 m = output_metrics(ref_value, cand_out[out_name])
                 per_output.setdefault(out_name, []).append(m)
@@ -154,6 +140,8 @@ def compare_graphs(ref_pipe, cand_pipe, feeds_by_graph: dict[str, list[dict]]) -
                 }
         result[name] = {
             "reference_precision": ref_s.spec.precision, "candidate_precision": cand_s.spec.precision,
+            "reference_backend": f"{ref_s.backend} {ref_s.precision}",
+            "candidate_backend": f"{cand_s.backend} {cand_s.precision}",
             "samples": len(samples), "outputs": outputs,
         }
     return result
@@ -297,8 +285,9 @@ def compare_pipelines(ref_pipe, cand_pipe, frames: Iterable[np.ndarray], labels_
 def _bundle_info(pipe) -> dict:
     m = pipe.manifest
     return {"bundle": str(m.root), "method": m.method, "height": m.height, "width": m.width,
-            "device": pipe.device,
-            "graphs": {n: {"precision": g.precision, "calibration": g.calibration} for n, g in m.graphs.items()}}
+            "device": pipe.device, "backend": pipe.backends()["backend"],
+            "graphs": {n: {"precision": g.precision, "calibration": g.calibration, "backend": pipe.sessions[n].backend,
+                           "compute_precision": pipe.sessions[n].precision} for n, g in m.graphs.items()}}
 
 
 def check_split(cand_manifest, video, start: int, stop: int | None) -> None:
@@ -326,10 +315,15 @@ def check_split(cand_manifest, video, start: int, stop: int | None) -> None:
 
 def run_check(reference, candidate, video, labels_dir=None, start: int = 0, stop: int | None = None,
               device: str = "cpu", threads: int | None = None, graph_samples: int | None = 32,
-              warmup: int = 1) -> dict:
+              warmup: int = 1, backend: str = "onnxruntime", precision: str | None = None,
+              candidate_backend: str = "onnxruntime", candidate_precision: str | None = None,
+              agreement_floor: float | None = None) -> dict:
     """The full check: compatibility, per-graph errors, end-to-end agreement; returns a dict.
 
-    reference, candidate: bundle folders; video: a video file or image folder; frames
+    reference, candidate: bundle folders, each loaded on its backend and precision (runtime.load's
+    backend / precision; agreement_floor for 'auto'): the same bundle twice with another backend or
+    precision for the candidate shows what that backend costs, as Polygraphy's `run --onnxrt --trt`
+    does; video: a video file or image folder; frames
     start..stop-1 are used (labels named by those indices). graph_samples: recorded feeds
     kept per graph for the per-graph comparison (None: all). Top-level keys: "reference",
     "candidate" (bundle info), "video", "frame_range", "conventions", "graphs" (compare_graphs),
@@ -342,8 +336,10 @@ def run_check(reference, candidate, video, labels_dir=None, start: int = 0, stop
     check_compatible(load_manifest(reference), cand_manifest)
     check_split(cand_manifest, video, start, stop)
     frames = read_frames(video, start, stop)
-    ref_pipe = runtime.load(reference, device=device, threads=threads)
-    cand_pipe = runtime.load(candidate, device=device, threads=threads)
+    ref_pipe = runtime.load(reference, device=device, threads=threads, backend=backend, precision=precision,
+                            agreement_floor=agreement_floor)
+    cand_pipe = runtime.load(candidate, device=device, threads=threads, backend=candidate_backend,
+                             precision=candidate_precision, agreement_floor=agreement_floor)
     return check_pipelines(ref_pipe, cand_pipe, video, labels_dir, start, stop, graph_samples, warmup, frames)
 
 

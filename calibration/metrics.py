@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from vss_edge.runtime.errors import VssEdgeError
+from vss_edge.runtime.label_metrics import confusion, iou_per_class, miou  # noqa: F401  (re-exported)
 
 CONVENTIONS = {
     "sqnr_db": "10*log10(sum(ref^2)/sum((ref-cand)^2)); null in JSON = not finite: +inf when the output is "
@@ -76,30 +77,7 @@ def output_metrics(reference: np.ndarray, candidate: np.ndarray) -> dict:
 
 
 # ---------------------------------------------------------------- label metrics
-
-def confusion(truth: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
-    """int64 [K, K] confusion matrix, rows = truth, columns = pred; pixels with truth or pred
-    outside 0..K-1 (e.g. 255 = ignore) are left out."""
-    t = np.asarray(truth).ravel().astype(np.int64)
-    p = np.asarray(pred).ravel().astype(np.int64)
-    valid = (t >= 0) & (t < num_classes) & (p >= 0) & (p < num_classes)
-    return np.bincount(t[valid] * num_classes + p[valid], minlength=num_classes * num_classes).reshape(
-        num_classes, num_classes)
-
-
-def iou_per_class(cm: np.ndarray) -> np.ndarray:
-    """float64 [K] IoU per class from a confusion matrix; NaN for a class absent from both maps."""
-    tp = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - np.diag(cm)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-
-
-def miou(cm: np.ndarray) -> float | None:
-    """Mean IoU over classes present in either map; None when the matrix is empty."""
-    iou = iou_per_class(cm)
-    return float(np.nanmean(iou)) if np.any(~np.isnan(iou)) else None
-
+# confusion, iou_per_class and miou live in runtime.label_metrics (backend='auto' scores with them).
 
 def pixel_accuracy(cm: np.ndarray) -> float | None:
     total = cm.sum()

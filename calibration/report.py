@@ -59,6 +59,11 @@ def _group_label(check: dict) -> str:
     return "distance from key frame" if by == "distance_from_key" else "path index"
 
 
+def _on(bundle: dict) -> str:
+    """' (openvino bf16)': the backend a side ran on, where the check records one."""
+    return f" ({bundle['backend']})" if bundle.get("backend") else ""
+
+
 def to_markdown(check: dict) -> str:
     """Markdown: header, per-graph table, end-to-end summary, table by distance (or path),
     per-class IoU table, ground truth (when labels were given) and a speed table."""
@@ -68,8 +73,8 @@ def to_markdown(check: dict) -> str:
         "",
         f"{ref['method']} at {ref['width']}x{ref['height']} (width x height); video {check.get('video', '-')}, "
         f"frames {check.get('frame_range', ['-', '-'])[0]}..{check.get('frame_range', ['-', '-'])[1]} "
-        f"({e2e['frames']} frames, {e2e['key_frames']} key); reference on {ref['device']}, candidate on "
-        f"{cand['device']}",
+        f"({e2e['frames']} frames, {e2e['key_frames']} key); reference on {ref['device']}"
+        f"{_on(ref)}, candidate on {cand['device']}{_on(cand)}",
         "",
         "## Per graph (same recorded reference inputs for both)",
         "",
@@ -79,6 +84,8 @@ def to_markdown(check: dict) -> str:
     ]
     for name, g in check["graphs"].items():
         precision = f"{g['reference_precision']} -> {g['candidate_precision']}"
+        if g.get("reference_backend", "onnxruntime f32") != g.get("candidate_backend", "onnxruntime f32"):
+            precision += f" ({g['reference_backend']} -> {g['candidate_backend']})"
         if not g["outputs"]:
             lines.append(f"| {name} | {precision} | (no samples) | 0 | - | - | - | - | - | - | - |")
         for out, o in g["outputs"].items():

@@ -18,14 +18,22 @@ from vss_edge.runtime.schedulers import (
     build_scheduler,
     choose_scheduler,
 )
-from vss_edge.runtime.session import check_threads, open_sessions
+from vss_edge.runtime.session import check_backend, check_threads, open_sessions
 
 
 def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None,
          scheduler: Scheduler | str | None = None, interval: int | None = None,
          io_binding: bool = False, thread_pool: str = "per_session", budget: dict | None = None,
-         trt_cache_dir: str | Path | None = None, trt_fp16: bool = False) -> Pipeline:
+         trt_cache_dir: str | Path | None = None, trt_fp16: bool = False, backend: str = "onnxruntime",
+         precision: str | None = None, agreement_floor: float | None = None) -> Pipeline:
     """Check a bundle (manifest, hashes, graph I/O) and return a ready Pipeline.
+
+    backend: 'onnxruntime' (default), 'openvino' (OpenVINO on the CPU; pip install 'vss-edge[openvino]')
+    or 'auto' (per graph, the fastest of the two whose labels agree with ONNX Runtime's to at least
+    agreement_floor mIoU, default runtime.backend_choice.DEFAULT_FLOOR, measured at the first load on
+    this machine and cached beside the bundle). precision: the float compute allowed, 'f32' (default:
+    the bundle's FP32, never lowered) or 'bf16' (OpenVINO's bfloat16; with 'auto', bf16 where it keeps
+    the floor). What runs each graph is in the log line and `pipe.backends()`.
 
     device: 'auto' (CUDA when it really loads, else CPU), 'cuda', 'tensorrt' (ONNX Runtime's TensorRT
     provider, CUDA beside it for the nodes TensorRT does not take; where TensorRT does not load, as
@@ -45,7 +53,8 @@ def load(bundle: str | Path, *, device: str = "auto", threads: int | None = None
     VssEdgeError for an option the method does not have or a value out of range.
     """
     manifest, sessions, scheduler = _open_bundle(bundle, device, threads, scheduler, interval, io_binding,
-                                                 thread_pool, trt_cache_dir, trt_fp16)
+                                                 thread_pool, trt_cache_dir, trt_fp16, backend, precision,
+                                                 agreement_floor)
     pipe = Pipeline(manifest, sessions, scheduler)
     if budget:
         pipe.program.set_budget(**budget)
@@ -56,7 +65,8 @@ def load_streams(bundle: str | Path, streams: int, *, policy=None, workers: int 
                  device: str = "auto", threads: int | None = None, scheduler: Scheduler | str | None = None,
                  interval: int | None = None, io_binding: bool = False, thread_pool: str = "per_session",
                  budget: dict | None = None, trt_cache_dir: str | Path | None = None,
-                 trt_fp16: bool = False) -> MultiStream:
+                 trt_fp16: bool = False, backend: str = "onnxruntime", precision: str | None = None,
+                 agreement_floor: float | None = None) -> MultiStream:
     """Check a bundle once and return a MultiStream of `streams` streams on one set of sessions.
 
     policy: the cross-stream key-frame policy, 'staggered' or 'aligned' (or an object with
@@ -66,16 +76,19 @@ def load_streams(bundle: str | Path, streams: int, *, policy=None, workers: int 
     gets its own copy of the scheduler and its own program state).
     """
     manifest, sessions, scheduler = _open_bundle(bundle, device, threads, scheduler, interval, io_binding,
-                                                 thread_pool, trt_cache_dir, trt_fp16)
+                                                 thread_pool, trt_cache_dir, trt_fp16, backend, precision,
+                                                 agreement_floor)
     multi = MultiStream(manifest, sessions, scheduler, streams, policy=policy, workers=workers)
     for pipe in multi.pipelines if budget else ():
         pipe.program.set_budget(**budget)
     return multi
 
 
-def _open_bundle(bundle, device, threads, scheduler, interval, io_binding, thread_pool, trt_cache_dir, trt_fp16):
+def _open_bundle(bundle, device, threads, scheduler, interval, io_binding, thread_pool, trt_cache_dir, trt_fp16,
+                 backend, precision, agreement_floor):
     """(manifest, sessions, scheduler): what load and load_streams check and open, in this order."""
     check_threads(threads)
+    check_backend(backend, precision, device)
     manifest = load_manifest(bundle)
     from vss_edge.runtime.programs import program_for
 
@@ -83,7 +96,8 @@ def _open_bundle(bundle, device, threads, scheduler, interval, io_binding, threa
     if scheduler is None or isinstance(scheduler, str):
         scheduler = choose_scheduler(manifest.scheduler, scheduler, interval)
     sessions = open_sessions(manifest, device=device, threads=threads, io_binding=io_binding,
-                             thread_pool=thread_pool, trt_cache_dir=trt_cache_dir, trt_fp16=trt_fp16)
+                             thread_pool=thread_pool, trt_cache_dir=trt_cache_dir, trt_fp16=trt_fp16,
+                             backend=backend, precision=precision, agreement_floor=agreement_floor)
     for warning in tuning_warnings(manifest):
         logging.getLogger("vss_edge").warning("vss-edge: %s", warning)
     return manifest, sessions, scheduler

@@ -6,6 +6,8 @@ unreadable cpuinfo gives known=False. `int8_speed_warning` turns that into one
 sentence for the calibration report, or None when INT8 should pay off here.
 `cpu_record` is what calibration stores as an INT8 graph's "tuned_on", and
 `tuning_warnings` compares a bundle's records with this CPU at load (runtime.load logs them).
+`cpu_bf16_support` says whether the CPU computes bf16 natively (AVX-512 BF16, AMX-BF16), where
+OpenVINO's bf16 precision pays off (runtime.openvino_session).
 
 Without VNNI (AVX-512 VNNI / AVX-VNNI) or the Arm dot-product instructions, INT8
 convolutions on the CPU EP gain little over FP32: `int8_speed_warning`.
@@ -17,6 +19,20 @@ from pathlib import Path
 CPUINFO = "/proc/cpuinfo"
 
 
+def cpu_flags(cpuinfo: str | Path | None = None) -> set[str]:
+    """The CPU's feature flags as cpuinfo lists them (x86 "flags", Arm "Features"); empty if unreadable."""
+    flags: set[str] = set()
+    try:
+        text = Path(cpuinfo or CPUINFO).read_text(errors="replace")
+    except OSError:
+        return flags
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip().lower() in ("flags", "features"):
+            flags.update(value.split())
+    return flags
+
+
 def cpu_int8_support(cpuinfo: str | Path | None = None) -> dict:
     """Which INT8-relevant instruction sets the CPU reports (read from /proc/cpuinfo flags).
 
@@ -24,20 +40,22 @@ def cpu_int8_support(cpuinfo: str | Path | None = None) -> dict:
     `vnni` is True when some fast int8 dot product exists (x86 VNNI/AMX or Arm asimddp);
     `known` is False when cpuinfo could not be read. cpuinfo: None reads CPUINFO.
     """
-    flags: set[str] = set()
-    try:
-        text = Path(cpuinfo or CPUINFO).read_text(errors="replace")
-        known = True
-    except OSError:
-        text, known = "", False
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip().lower() in ("flags", "features"):
-            flags.update(value.split())
+    flags = cpu_flags(cpuinfo)
     info = {name: name in flags for name in ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")}
     info["arm_dotprod"] = "asimddp" in flags
     info["vnni"] = info["avx512_vnni"] or info["avx_vnni"] or info["amx_int8"] or info["arm_dotprod"]
-    info["known"] = known and bool(flags)
+    info["known"] = bool(flags)
+    return info
+
+
+def cpu_bf16_support(cpuinfo: str | Path | None = None) -> dict:
+    """Whether the CPU has native bf16 arithmetic: {avx512_bf16, amx_bf16, bf16, known} read from the
+    cpuinfo flags; `bf16` is True when either instruction set is there (OpenVINO's bf16 runs on
+    them; without them its bf16 hint has nothing fast to run on). Never raises."""
+    flags = cpu_flags(cpuinfo)
+    info = {name: name in flags for name in ("avx512_bf16", "amx_bf16")}
+    info["bf16"] = info["avx512_bf16"] or info["amx_bf16"]
+    info["known"] = bool(flags)
     return info
 
 

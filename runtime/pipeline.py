@@ -15,7 +15,7 @@ from vss_edge.runtime.manifest import Manifest, check_program_fit
 from vss_edge.runtime.preprocess import labels_to_frame, to_graph_input
 from vss_edge.runtime.programs import program_for
 from vss_edge.runtime.schedulers import FrameInfo, Scheduler
-from vss_edge.runtime.session import GraphSession, timed
+from vss_edge.runtime.session import GraphSession, describe_backends, timed
 
 
 @dataclass
@@ -69,6 +69,10 @@ class Pipeline:
         self._signals_needed = tuple(getattr(scheduler, "signals_needed", ()))
         self.device = next(iter(sessions.values())).device
         self.reset()
+
+    def backends(self) -> dict:
+        """What runs each graph: runtime.session.describe_backends (recorded in run summaries)."""
+        return describe_backends(self.sessions)
 
     @property
     def class_names(self) -> tuple[str, ...]:

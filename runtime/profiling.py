@@ -188,7 +188,8 @@ def to_markdown(summary: dict) -> str:
     lines = [
         f"# {summary['method']} at {summary['resolution'][0]}x{summary['resolution'][1]}: "
         f"{summary['frames']} frames ({summary['key_frames']} key), {summary['fps']:.2f} FPS"
-        + (f" in the pipeline, {throughput:.2f} FPS end to end (reading frames included)" if throughput else ""),
+        + (f" in the pipeline, {throughput:.2f} FPS end to end (reading frames included)" if throughput else "")
+        + (f" on {summary['backends']['backend']}" if summary.get("backends") else ""),
         "",
         "| graph | role | GFLOPs | calls | mean ms | p50 ms | p99 ms | max ms |",
         "|---|---|---:|---:|---:|---:|---:|---:|",

@@ -1,4 +1,13 @@
-"""One ONNX Runtime session per graph, and the choice of execution provider (torch-free).
+"""One session per graph, on the backend the user chose, and ONNX Runtime's execution providers (torch-free).
+
+Backends (open_sessions dispatches on `backend`, as Polygraphy keeps a runner per backend behind
+one contract): "onnxruntime" (GraphSession, below: CPU, CUDA, TensorRT), "openvino" (OpenVINO on
+the CPU: runtime.openvino_session) and "auto" (per graph, the fastest of them that keeps the
+labels within the user's agreement floor, measured at load: runtime.backend_choice). Every session
+has the contract the programs use, run(feeds, host_outputs) -> {output: value}, is checked against
+its manifest entry when it opens, and says what runs it: `backend`, `precision` (the float
+compute: "f32", "bf16", or "f16" for an FP16 graph) and `provider`. `describe_backends` gives the
+record summaries keep.
 
 Provider choice (choose_providers, then open_sessions tries the plan): CUDA only when it
 really loads (the build has the CUDA provider, an NVIDIA driver answers, and a session
@@ -63,6 +72,8 @@ def check_threads(threads: int | None) -> None:
 
 
 DEVICES = ("auto", "cuda", "tensorrt", "cpu")
+BACKENDS = ("onnxruntime", "openvino", "auto")
+PRECISIONS = ("f32", "bf16")  # the float compute the user allows (OpenVINO's INFERENCE_PRECISION_HINT names)
 TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
 _LABELS = {TENSORRT: "TensorRT", CUDA: "CUDA"}
 _NO_DRIVER = "no NVIDIA GPU or driver found"
@@ -237,7 +248,13 @@ def session_options(threads: int | None, quiet: bool, spin: bool = True,
 
 
 class GraphSession:
-    """An ONNX Runtime session for one bundle graph, checked against its manifest entry."""
+    """An ONNX Runtime session for one bundle graph, checked against its manifest entry.
+
+    backend "onnxruntime"; precision: the float compute, the bundle's own ("f32", "f16" for an
+    FP16 graph; an INT8 graph's float ops run in f32); provider: the execution provider that runs it.
+    """
+
+    backend = "onnxruntime"
 
     def __init__(self, path: Path, spec: GraphSpec, providers: list, threads: int | None = None,
                  io_binding: bool = False, quiet: bool = False, shared_pool: bool = False):
@@ -255,6 +272,7 @@ class GraphSession:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise BundleError(f"graph file '{path}' cannot be loaded by ONNX Runtime: {first}") from None
         self.provider = self.session.get_providers()[0]
+        self.precision = "f16" if spec.precision == "fp16" else "f32"
         self.device = "cuda" if self.provider in (CUDA, TENSORRT) else "cpu"
         self.io_binding = io_binding or self.device == "cuda"
         self._check_against_manifest(path)
@@ -301,11 +319,67 @@ class GraphSession:
             out[name] = value.numpy() if name in host_outputs else value
         return out
 
+    def run_on_host(self, feeds: dict) -> dict[str, np.ndarray]:
+        """Every output as numpy, feeds cast to the session's float input dtypes (what `check` compares)."""
+        cast = {}
+        for inp in self.session.get_inputs():
+            if inp.name not in feeds:
+                raise VssEdgeError(f"graph '{self.name}': recorded feeds lack input '{inp.name}'")
+            value = np.asarray(feeds[inp.name])
+            want = {"tensor(float)": np.float32, "tensor(float16)": np.float16}.get(inp.type)
+            cast[inp.name] = value.astype(want) if want is not None and value.dtype != want else value
+        names = [o.name for o in self.session.get_outputs()]
+        return dict(zip(names, self.session.run(names, cast)))
+
+
+def check_backend(backend: str, precision: str | None, device: str = "auto") -> None:
+    """VssEdgeError unless backend, precision and device go together: a known backend and precision;
+    bf16 needs OpenVINO (or auto, which may choose it); OpenVINO and auto run on the CPU."""
+    if backend not in BACKENDS:
+        raise VssEdgeError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if precision is not None and precision not in PRECISIONS:
+        raise VssEdgeError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if backend == "onnxruntime" and precision == "bf16":
+        raise VssEdgeError("precision bf16 needs backend 'openvino' (or 'auto'): ONNX Runtime runs the bundle's "
+                           "own precision")
+    if backend != "onnxruntime" and device not in ("auto", "cpu"):
+        raise VssEdgeError(f"backend '{backend}' runs on the CPU: device must be 'auto' or 'cpu', got {device!r}")
+
+
+def describe_backends(sessions: dict) -> dict:
+    """What runs each graph, for summaries: {"backend": one line ("onnxruntime f32", "openvino bf16",
+    or per graph "keyframe: openvino bf16, flow: onnxruntime f32"), "graphs": {graph: {"backend",
+    "precision", "graph_precision" (the bundle's: fp32 / int8 / fp16), "provider"} (+ "auto": what
+    backend='auto' measured, where it chose)}}."""
+    graphs = {}
+    for name, s in sessions.items():
+        entry = {"backend": s.backend, "precision": s.precision, "graph_precision": s.spec.precision,
+                 "provider": s.provider}
+        if getattr(s, "choice", None) is not None:
+            entry["auto"] = s.choice
+        graphs[name] = entry
+    def kind(g):  # an INT8 graph: int8 (its float ops f32), or int8+bf16 on OpenVINO at bf16
+        precision = g["precision"] if g["graph_precision"] != "int8" else (
+            "int8" if g["precision"] == "f32" else f"int8+{g['precision']}")
+        return f"{g['backend']} {precision}"
+
+    kinds = {kind(g) for g in graphs.values()}
+    line = next(iter(kinds)) if len(kinds) == 1 else ", ".join(f"{n}: {kind(g)}" for n, g in graphs.items())
+    if any("auto" in g for g in graphs.values()):
+        line = "auto: " + line
+    return {"backend": line, "graphs": graphs}
+
 
 def open_sessions(manifest, device: str = "auto", threads: int | None = None,
                   io_binding: bool = False, thread_pool: str = "per_session",
-                  trt_cache_dir: str | Path | None = None, trt_fp16: bool = False) -> dict[str, GraphSession]:
-    """Open every graph of a bundle on the chosen device ('auto', 'cuda', 'tensorrt' or 'cpu').
+                  trt_cache_dir: str | Path | None = None, trt_fp16: bool = False, backend: str = "onnxruntime",
+                  precision: str | None = None, agreement_floor: float | None = None) -> dict:
+    """Open every graph of a bundle on `backend`: 'onnxruntime' (below), 'openvino' (the CPU, at
+    `precision` 'f32' (default) or 'bf16': runtime.openvino_session) or 'auto' (per graph the fastest
+    of them whose labels keep `agreement_floor`: runtime.backend_choice; precision 'bf16' lets it
+    choose bf16, default 'f32' does not). One log line says what runs and why.
+
+    onnxruntime: on the chosen device ('auto', 'cuda', 'tensorrt' or 'cpu').
 
     The plan comes from choose_providers; each GPU provider in it is tried by opening every graph
     with it and kept only if every session kept it (a build can list a provider whose libraries
@@ -322,6 +396,13 @@ def open_sessions(manifest, device: str = "auto", threads: int | None = None,
     if thread_pool not in THREAD_POOLS:
         raise VssEdgeError(f"thread_pool must be one of {', '.join(THREAD_POOLS)}, got {thread_pool!r}")
     check_threads(threads)
+    check_backend(backend, precision, device)
+    if backend == "openvino":
+        return _open_on_openvino(manifest, precision or "f32", threads)
+    if backend == "auto":
+        from vss_edge.runtime.backend_choice import choose_backends
+
+        return choose_backends(manifest, precision or "f32", threads, agreement_floor, thread_pool=thread_pool)
     trt_folder = trt_cache_dir_for(manifest.root, trt_cache_dir) if device == "tensorrt" else None
     plan = choose_providers(device, ort.get_available_providers(), device != "cpu" and cuda_driver_devices() > 0)
     notes = list(plan.notes)
@@ -354,6 +435,25 @@ def open_sessions(manifest, device: str = "auto", threads: int | None = None,
         for name, spec in manifest.graphs.items()
     }  # opened before logging: a bad bundle gives its error alone
     log.info("vss-edge: running on CPUExecutionProvider (%s)", "; ".join(notes + [pool]))
+    return sessions
+
+
+def _open_on_openvino(manifest, precision: str, threads: int | None) -> dict:
+    """Every graph on OpenVINO's CPU plugin at `precision`, and the log line saying so."""
+    from vss_edge.runtime.cpu import cpu_bf16_support
+    from vss_edge.runtime.openvino_session import open_openvino_sessions, openvino_version
+
+    sessions = open_openvino_sessions(manifest, precision, threads)
+    ran = sorted({s.precision for s in sessions.values()})
+    if precision == "f32":
+        why = "the bundle's FP32 kept; precision='bf16' (--precision bf16) lets it run bfloat16"
+    elif ran == ["bf16"]:
+        have = cpu_bf16_support()
+        flags = [n for n, k in (("AVX-512 BF16", "avx512_bf16"), ("AMX-BF16", "amx_bf16")) if have[k]]
+        why = "bf16 asked for" + (f"; this CPU has {' and '.join(flags)}" if flags else "")
+    else:
+        why = f"bf16 asked for, but OpenVINO compiled {', '.join(ran)} here (no bf16 arithmetic on this CPU?)"
+    log.info("vss-edge: running on OpenVINO %s CPU, precision %s (%s)", openvino_version(), "/".join(ran), why)
     return sessions
 
 

@@ -105,6 +105,10 @@ MUTANTS = [
            [("runtime/session.py", '            ("outputs", describe(self.session.get_outputs()), self.spec.outputs),\n',
              "")],
            ["tests/test_readme_claims.py", "-k", "outputs_differ"]),
+    Mutant("openvino-silent-bf16", "OpenVINO runs bf16 when the user asked for nothing (its own default)",
+           [("runtime/session.py", 'return _open_on_openvino(manifest, precision or "f32", threads)',
+             'return _open_on_openvino(manifest, precision or "bf16", threads)')],
+           ["tests/test_openvino.py", "-k", "log_line"]),
     Mutant("mpvss-key-from-previous", "MPVSS propagates from the previous frame's image, not the key frame's",
            [("runtime/programs/mpvss.py", 'feeds = {"image": image, "key_image": key["key_image"]}',
              'feeds = {"image": image, "key_image": key["key_image"]}\n'

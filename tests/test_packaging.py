@@ -29,7 +29,8 @@ EXTRA_OF = {"vss_edge.exporters": "export", "vss_edge.models": "export", "vss_ed
             "vss_edge.calibration.graph_analysis": "calibrate", "vss_edge.calibration.int8": "calibrate",
             "vss_edge.calibration.int8_rewrites": "calibrate", "vss_edge.calibration.budget": "calibrate",
             "vss_edge.calibration.node_errors": "calibrate",
-            "vss_edge.calibration.fp16": "calibrate", "vss_edge.fleet": "fleet"}
+            "vss_edge.calibration.fp16": "calibrate", "vss_edge.fleet": "fleet",
+            "vss_edge.runtime.openvino_session": "openvino"}
 # Import names whose distribution is not their own name (importlib.metadata cannot tell which of
 # several installed distributions provide one, e.g. onnxruntime and onnxruntime-gpu).
 DISTRIBUTION_OF = {"cv2": "opencv-python", "onnxruntime": "onnxruntime-gpu"}

@@ -29,7 +29,7 @@ from vss_edge.methods.options import non_negative_int, positive_int  # noqa: E40
 from vss_edge.runtime.errors import OUTPUT_ERRNOS, SourceError, VssEdgeError  # noqa: E402
 from vss_edge.runtime.multistream import POLICIES  # noqa: E402
 from vss_edge.runtime.schedulers import SCHEDULERS  # noqa: E402
-from vss_edge.runtime.session import DEVICES, THREAD_POOLS  # noqa: E402
+from vss_edge.runtime.session import BACKENDS, DEVICES, PRECISIONS, THREAD_POOLS  # noqa: E402
 from vss_edge.stop_signals import StopSignals, signal_number  # noqa: E402
 
 
@@ -38,9 +38,26 @@ EXPORT_ONLY = ("torch", "onnx", "onnxsim")  # the `export` extra: exporting and 
 _positive_int, _non_negative_int = positive_int, non_negative_int
 
 
+def _add_backend_options(p: argparse.ArgumentParser, prefix: str = "", who: str = "") -> None:
+    """--backend, --precision (and --agreement-floor unless prefixed: check's --candidate-backend ...)."""
+    p.add_argument(f"--{prefix}backend", choices=BACKENDS, default="onnxruntime",
+                   help=f"{who}onnxruntime (default), openvino (OpenVINO on the CPU: pip install 'vss-edge[openvino]') "
+                        "or auto (per graph the fastest of them that keeps --agreement-floor; measured once, cached "
+                        "beside the bundle)")
+    p.add_argument(f"--{prefix}precision", choices=PRECISIONS,
+                   help=f"{who}float compute: f32 (default: the bundle's FP32, never lowered) or bf16 (OpenVINO's "
+                        "bfloat16, much faster on CPUs with AVX-512 BF16 / AMX; with auto: allowed where it keeps "
+                        "the floor)")
+    if not prefix:
+        p.add_argument("--agreement-floor", type=float,
+                       help="--backend auto: lowest mIoU agreement with ONNX Runtime's labels a choice may give "
+                            "(default 0.99)")
+
+
 def _add_runtime_options(p: argparse.ArgumentParser, streams: bool = True) -> None:
     """run's and profile's runtime options (streams=False, for fleet run: all but --threads and the
     several-sources ones)."""
+    _add_backend_options(p)
     p.add_argument("--scheduler", choices=tuple(SCHEDULERS),
                    help="key-frame scheduler (default: the bundle's; distortion = STMG's Algorithm 1, "
                         "on GSVNet a frame difference stands in for STMG's mask)")
@@ -163,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--labels", help="folder of ground-truth label PNGs named by frame index (000030.png)")
     p.add_argument("--json", help="write the check as JSON here (markdown and PNG plot beside it)")
     p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
+    _add_backend_options(p, who="the reference's backend: ")
+    _add_backend_options(p, "candidate-", "the candidate's backend (compare one bundle on two backends or "
+                                          "precisions: give it as both bundles): ")
 
     p = verbs.add_parser("eval", help="mIoU vs key-frame interval against ground truth, with the copy baseline")
     p.add_argument("bundle")
@@ -180,6 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the result as JSON to this file")
     p.add_argument("--device", choices=DEVICES, default="auto")
     p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
+    _add_backend_options(p)
 
     _add_fleet_parser(verbs)
 
@@ -278,7 +299,14 @@ def _load_options(args) -> dict:
     """runtime.load's keyword options from the runtime options (_add_runtime_options)."""
     return dict(device=args.device, threads=args.threads, scheduler=args.scheduler, interval=args.interval,
                 thread_pool=args.thread_pool, budget=_budget(args), trt_cache_dir=args.trt_cache,
-                trt_fp16=args.trt_fp16)
+                trt_fp16=args.trt_fp16, **_backend_options(args))
+
+
+def _backend_options(args) -> dict:
+    """runtime.load's backend, precision and agreement_floor from --backend, --precision, --agreement-floor."""
+    if args.agreement_floor is not None and args.backend != "auto":
+        raise VssEdgeError("--agreement-floor is what --backend auto keeps: give --backend auto too")
+    return dict(backend=args.backend, precision=args.precision, agreement_floor=args.agreement_floor)
 
 
 def _load(args):
@@ -327,7 +355,7 @@ def cmd_run(args) -> int:
         pipe = _load(args)
         s = run_source(pipe, source, Path(args.out), args.save_labels, args.max_frames, args.quiet, live=args.live)
     print(f"{s['frames_read']} frames ({s['key_frames']} key) -> {s['outputs']['video']}: {_speed(s)} on "
-          f"{s['device']}" + _live(s) + (" (interrupted)" if s["interrupted"] else ""))
+          f"{s['device']} ({s['backends']['backend']})" + _live(s) + (" (interrupted)" if s["interrupted"] else ""))
     return 128 + signal.Signals[s["signal"]] if s["interrupted"] else 0
 
 
@@ -401,7 +429,8 @@ def cmd_profile(args) -> int:
     if stats.seen <= args.warmup:
         raise VssEdgeError(f"only {stats.seen} frames read; need more than --warmup {args.warmup}")
     summary = stats.summary()
-    summary.update(device=pipe.device, scheduler=repr(pipe.scheduler), compute_budget=pipe.program.budget_report())
+    summary.update(device=pipe.device, backends=pipe.backends(), scheduler=repr(pipe.scheduler),
+                   compute_budget=pipe.program.budget_report())
     print(to_markdown(summary), end="")
     if args.json:
         write_text_atomic(args.json, json.dumps(summary, indent=2) + "\n")
@@ -568,7 +597,10 @@ def cmd_check(args) -> int:
 
     frames = FrameRange.parse(args.frames)
     result = run_check(args.reference, args.candidate, args.video, labels_dir=args.labels,
-                       start=frames.start, stop=frames.stop, threads=args.threads)
+                       start=frames.start, stop=frames.stop, threads=args.threads,
+                       backend=args.backend, precision=args.precision,
+                       candidate_backend=args.candidate_backend, candidate_precision=args.candidate_precision,
+                       agreement_floor=args.agreement_floor)
     print(to_markdown(result), end="")
     if args.json:
         write_reports(result, args.json)
@@ -593,7 +625,7 @@ def cmd_eval(args) -> int:
     result = evaluate_bundle(args.bundle, synthetic=args.synthetic, video=args.video, labels_dir=args.labels,
                              intervals=intervals, seeds=parse_seeds(args.seeds), frames=args.frames,
                              synthetic_classes_=args.synthetic_classes, start=start, stop=stop,
-                             threads=args.threads, device=args.device)
+                             threads=args.threads, device=args.device, **_backend_options(args))
     print(to_markdown(result), end="")
     if args.json:
         write_text_atomic(args.json, json.dumps(result, indent=2) + "\n")

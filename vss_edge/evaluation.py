@@ -264,8 +264,10 @@ def evaluate_round_robin(pipe, sequences: Sequence[LabelledSequence], progress=N
 def evaluate_bundle(bundle, *, synthetic: bool = False, video=None, labels_dir=None, intervals=(1, 2, 3, 4, 5),
                     seeds=DEFAULT_SEEDS, frames: int = DEFAULT_FRAMES, synthetic_classes_: int | None = None,
                     start: int = 0, stop: int | None = None, threads: int | None = None, device: str = "auto",
-                    progress=None) -> dict:
-    """Load a bundle and evaluate it on synthetic clips (synthetic=True) or on video + labels_dir."""
+                    progress=None, backend: str = "onnxruntime", precision: str | None = None,
+                    agreement_floor: float | None = None) -> dict:
+    """Load a bundle and evaluate it on synthetic clips (synthetic=True) or on video + labels_dir
+    (backend, precision, agreement_floor: runtime.load's)."""
     from vss_edge import runtime
 
     if not synthetic and video is None and labels_dir is not None:
@@ -276,7 +278,8 @@ def evaluate_bundle(bundle, *, synthetic: bool = False, video=None, labels_dir=N
         raise VssEdgeError("--video needs --labels DIR (ground-truth PNGs named by frame index)")
     if synthetic and frames < 2:
         raise VssEdgeError(f"--frames must be at least 2, got {frames}")
-    pipe = runtime.load(bundle, device=device, threads=threads)
+    pipe = runtime.load(bundle, device=device, threads=threads, backend=backend, precision=precision,
+                        agreement_floor=agreement_floor)
     return evaluate_pipeline(pipe, synthetic=synthetic, video=video, labels_dir=labels_dir, intervals=intervals,
                              seeds=seeds, frames=frames, synthetic_classes_=synthetic_classes_, start=start,
                              stop=stop, progress=progress)
@@ -305,7 +308,7 @@ def evaluate_pipeline(pipe, *, synthetic: bool = False, video=None, labels_dir=N
         source = {"kind": "video", "video": str(video), "labels": str(labels_dir), "first_frame": start}
     result = evaluate(pipe, sequences, intervals, progress)
     result.update(bundle=str(m.root), method=m.method, height=m.height, width=m.width, device=pipe.device,
-                  source=source, conventions={
+                  backends=pipe.backends(), source=source, conventions={
                       "miou": CONVENTIONS["miou"], "ignore": IGNORE,
                       "position": "frames since the last key frame (0 = the key frame); key frames 0, N, 2N, ...",
                       "mean": "mean over positions 0..N-1 of each position's mIoU (GSVNet's average mIoU)",

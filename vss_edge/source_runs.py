@@ -39,6 +39,7 @@ from vss_edge.runtime.outputs import (
     write_text_atomic,
 )
 from vss_edge.runtime.profiling import LatencyStats, RunStats, TickStats
+from vss_edge.runtime.session import describe_backends
 from vss_edge.stop_signals import Interrupted, StopSignals, signal_number
 
 LABEL_NAME = re.compile(r"(\d{6,})\.png")
@@ -216,7 +217,7 @@ class StreamOutput:
                     source=self.source.name, frames_read=self.committed,
                     frames_written=self.writer.frames_written if verified else 0,
                     labels_written=self.committed if self.save_labels else 0, **interruption(received),
-                    device=self.pipe.device, scheduler=repr(self.pipe.scheduler),
+                    device=self.pipe.device, backends=self.pipe.backends(), scheduler=repr(self.pipe.scheduler),
                     compute_budget=self.pipe.program.budget_report(),
                     outputs={"video": str(self.video) if verified else None},
                     warnings=warnings, stale_files_removed=stale + self.removed,
@@ -268,7 +269,7 @@ class StreamStats:
         self.failure = error
         summary = self.stats.summary()
         summary.update(source=self.source.name, frames_read=self.committed, device=self.pipe.device,
-                       scheduler=repr(self.pipe.scheduler), compute_budget=self.pipe.program.budget_report(),
+                       backends=self.pipe.backends(), scheduler=repr(self.pipe.scheduler), compute_budget=self.pipe.program.budget_report(),
                        error=None if error is None else str(error), **extra)
         return summary
 
@@ -550,6 +551,7 @@ def streams_summary(multi, streams: list[Stream], summaries: list, folders: list
     tick = ticks.summary()
     return {
         "method": manifest.method, "resolution": [manifest.height, manifest.width], "device": multi.device,
+        "backends": describe_backends(multi.pipelines[0].sessions) if multi.pipelines else None,
         "streams": len(per_stream), "policy": multi.policy.name, "workers": multi.workers, "live": live,
         "scheduler": repr(multi.pipelines[0].scheduler) if multi.pipelines else None,
         "frames": frames, "key_frames": sum(s.sink.stats.key_frames for s in streams),
