@@ -401,7 +401,8 @@ def placement(ctx: Context, bundle: Path, feeds: dict, runs: int = 3) -> dict:
     import onnxruntime as ort
 
     from vss_edge.runtime.manifest import load_manifest
-    from vss_edge.runtime.session import TensorRTOptions, graph_optimization, providers_for, session_options
+    from vss_edge.runtime.providers import TensorRTOptions, providers_for
+    from vss_edge.runtime.session import graph_optimization, session_options
 
     manifest = load_manifest(bundle)
     out = {}
@@ -585,7 +586,7 @@ def probe() -> dict:
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
-    from vss_edge.runtime.session import CPU, CUDA, TENSORRT, TensorRTOptions, providers_for
+    from vss_edge.runtime.providers import CPU, CUDA, TENSORRT, TensorRTOptions, providers_for
 
     libraries = {}
     with contextlib.redirect_stdout(io.StringIO()):
@@ -805,8 +806,8 @@ def gates_section(ctx: Context, section: Section, bundle: Path) -> None:
     from vss_edge.exporters.gating import ungate
     from vss_edge.runtime.manifest import load_manifest
     from vss_edge.runtime.preprocess import to_graph_input
-    from vss_edge.runtime.session import (GraphSession, TensorRTOptions, graph_optimization, providers_for,
-                                          session_options)
+    from vss_edge.runtime.providers import TensorRTOptions, providers_for
+    from vss_edge.runtime.session import GraphSession, graph_optimization, session_options
 
     manifest = load_manifest(bundle)
     spec = manifest.graphs["partial"]
@@ -899,7 +900,7 @@ def gates_section(ctx: Context, section: Section, bundle: Path) -> None:
 
 
 def tensorrt_section(ctx: Context, section: Section) -> None:
-    from vss_edge.runtime.session import TENSORRT
+    from vss_edge.runtime.providers import TENSORRT
 
     bundle = small_bundle(ctx, "gsvnet")
     cache = ctx.bundle_dir / f"{bundle.name}.trt_cache_check"

@@ -103,7 +103,8 @@ def write_cache(path: Path, key: str, entry: dict) -> str | None:
 def _open(manifest, candidate: tuple[str, str], threads, thread_pool: str, graphs) -> dict:
     """{graph: session} for the graphs named, on candidate (backend, precision)."""
     from vss_edge.runtime.openvino_session import open_openvino_sessions
-    from vss_edge.runtime.session import CPU, GraphSession, shared_pool_threads
+    from vss_edge.runtime.providers import CPU
+    from vss_edge.runtime.session import GraphSession, shared_pool_threads
 
     if candidate[0] == "openvino":
         return open_openvino_sessions(manifest, candidate[1], threads, graphs)

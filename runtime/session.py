@@ -1,4 +1,4 @@
-"""One session per graph, on the backend the user chose, and ONNX Runtime's execution providers (torch-free).
+"""One session per graph, on the backend the user chose (torch-free).
 
 Backends (open_sessions dispatches on `backend`, as Polygraphy keeps a runner per backend behind
 one contract): "onnxruntime" (GraphSession, below: CPU, CUDA, TensorRT), "openvino" (OpenVINO on
@@ -9,22 +9,18 @@ its manifest entry when it opens, and says what runs it: `backend`, `precision` 
 compute: "f32", "bf16", or "f16" for an FP16 graph) and `provider`. `describe_backends` gives the
 record summaries keep.
 
-Provider choice (choose_providers, then open_sessions tries the plan): CUDA only when it
-really loads (the build has the CUDA provider, an NVIDIA driver answers, and a session
-created with it keeps it), else CPU; TensorRT only when asked for (device="tensorrt"), with
-CUDA, then the CPU, as the fallbacks. One log line says which and why. On the GPU,
+Provider choice (runtime.providers.choose_providers, then open_sessions tries the plan and
+keeps the first provider that really loads). One log line says which and why. On the GPU,
 GraphSession.run keeps outputs on the device (OrtValue) unless asked for on the host, so
 state and intermediates never leave the GPU between the graphs of a frame.
 """
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import io
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +28,9 @@ import onnxruntime as ort
 
 from vss_edge.runtime.errors import BundleError, VssEdgeError
 from vss_edge.runtime.manifest import GraphSpec
+from vss_edge.runtime.providers import (CPU, CUDA, DEVICES, DID_NOT_LOAD, PROVIDER_LABELS, TENSORRT,
+                                        TensorRTOptions, choose_providers, cuda_driver_devices, providers_for,
+                                        trt_cache_dir_for)
 
 log = logging.getLogger("vss_edge")
 
@@ -71,121 +70,8 @@ def check_threads(threads: int | None) -> None:
                            f"choose 1 to {cpus}")
 
 
-DEVICES = ("auto", "cuda", "tensorrt", "cpu")
 BACKENDS = ("onnxruntime", "openvino", "auto")
 PRECISIONS = ("f32", "bf16")  # the float compute the user allows (OpenVINO's INFERENCE_PRECISION_HINT names)
-TENSORRT, CUDA, CPU = "TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"
-_LABELS = {TENSORRT: "TensorRT", CUDA: "CUDA"}
-_NO_DRIVER = "no NVIDIA GPU or driver found"
-_DID_NOT_LOAD = {CUDA: "the CUDA provider did not load (CUDA 12/13 or cuDNN 9 libraries missing?)",
-                 TENSORRT: "the TensorRT provider did not load (TensorRT 10 libraries missing, or not on "
-                           "LD_LIBRARY_PATH?)"}
-
-
-def cuda_driver_devices() -> int:
-    """Number of CUDA devices the driver reports; 0 if there is no driver."""
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-    except OSError:
-        return 0
-    count = ctypes.c_int(0)
-    if lib.cuInit(0) != 0 or lib.cuDeviceGetCount(ctypes.byref(count)) != 0:
-        return 0
-    return count.value
-
-
-def cuda_unavailable_reason() -> str | None:
-    """Why the CUDA provider cannot be used here, or None if it may be tried."""
-    if CUDA not in ort.get_available_providers():
-        return "this onnxruntime build has no CUDA provider"
-    if cuda_driver_devices() == 0:
-        return _NO_DRIVER
-    return None
-
-
-@dataclass(frozen=True)
-class ProviderPlan:
-    """What open_sessions tries, in order: `candidates` (execution provider names, the CPU last
-    unless the device is required), `notes` (why a faster provider is not among them, one
-    "CUDA: why" each) and `required` (the provider that must load, else VssEdgeError)."""
-
-    candidates: tuple[str, ...]
-    notes: tuple[str, ...] = ()
-    required: str | None = None
-
-
-def choose_providers(device: str, available, driver_ok: bool) -> ProviderPlan:
-    """The providers to try for `device`, given the ones this onnxruntime build reports
-    (ort.get_available_providers()) and whether an NVIDIA driver answers.
-
-    cpu: the CPU. auto: CUDA, then the CPU. cuda: CUDA, required. tensorrt: TensorRT (with CUDA
-    beside it for the nodes TensorRT does not take), then CUDA, then the CPU. A provider the build
-    lacks, or any GPU provider without a driver, is left out with a note; whether a listed one
-    really loads is for open_sessions to find out (a build can list providers whose libraries are
-    missing).
-    """
-    if device not in DEVICES:
-        raise VssEdgeError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
-    if device == "cpu":
-        return ProviderPlan((CPU,), ("CPU requested",))
-    wanted = {"auto": (CUDA,), "cuda": (CUDA,), "tensorrt": (TENSORRT, CUDA)}[device]
-    candidates, notes = [], []
-    for provider in wanted:
-        if provider not in available:
-            notes.append(f"{_LABELS[provider]}: this onnxruntime build has no {_LABELS[provider]} provider")
-        elif not driver_ok:
-            notes.append(f"{_LABELS[provider]}: {_NO_DRIVER}")
-        else:
-            candidates.append(provider)
-    if not driver_ok and len(wanted) > 1 and all(p in available for p in wanted):
-        notes = [f"{' and '.join(_LABELS[p] for p in wanted)}: {_NO_DRIVER}"]
-    return ProviderPlan(tuple(candidates) + (CPU,), tuple(notes), CUDA if device == "cuda" else None)
-
-
-@dataclass(frozen=True)
-class TensorRTOptions:
-    """TensorRT settings: engines and timing caches in `cache_dir` (never inside the bundle, whose
-    files are hashed), FP16 kernels when `fp16` (and always for FP16 graphs). INT8 graphs (static
-    QDQ) get INT8 kernels with the scales of their own Q/DQ nodes: ONNX Runtime's TensorRT provider
-    takes no calibration table for QDQ models."""
-
-    cache_dir: Path
-    fp16: bool = False
-
-    def provider_options(self, precision: str) -> dict:
-        return {"device_id": 0,
-                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(self.cache_dir),
-                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(self.cache_dir),
-                "trt_fp16_enable": self.fp16 or precision == "fp16",
-                "trt_int8_enable": precision == "int8"}
-
-
-def default_trt_cache_dir(bundle_dir: Path) -> Path:
-    """`<bundle>.trt_cache`, beside the bundle folder."""
-    bundle_dir = Path(bundle_dir).resolve()
-    return bundle_dir.with_name(bundle_dir.name + ".trt_cache")
-
-
-def trt_cache_dir_for(bundle_dir: Path, cache_dir: str | Path | None) -> Path:
-    """The TensorRT cache folder to use (default_trt_cache_dir if None); VssEdgeError if it is the
-    bundle folder or inside it."""
-    bundle_dir = Path(bundle_dir).resolve()
-    folder = default_trt_cache_dir(bundle_dir) if cache_dir is None else Path(cache_dir).resolve()
-    if folder == bundle_dir or bundle_dir in folder.parents:
-        raise VssEdgeError(f"TensorRT cache folder '{folder}' is inside the bundle '{bundle_dir}': choose one "
-                           f"outside it (the bundle's files are hashed; default: {default_trt_cache_dir(bundle_dir)})")
-    return folder
-
-
-def providers_for(provider: str, precision: str = "fp32", tensorrt: TensorRTOptions | None = None) -> list:
-    """The providers list of ort.InferenceSession for one graph of `precision` on `provider`."""
-    if provider == TENSORRT:
-        if tensorrt is None:
-            raise ValueError("providers_for(TensorrtExecutionProvider) needs TensorRTOptions")
-        return [(TENSORRT, tensorrt.provider_options(precision)), (CUDA, {"device_id": 0}), CPU]
-    if provider == CUDA:
-        return [(CUDA, {"device_id": 0}), CPU]
-    return [CPU]
 
 
 THREAD_POOLS = ("shared", "per_session")
@@ -414,9 +300,9 @@ def open_sessions(manifest, device: str = "auto", threads: int | None = None,
             detail = notes + ([f"engines cached in {trt_folder}"] if provider == TENSORRT else [])
             log.info("vss-edge: running on %s%s", provider, f" ({'; '.join(detail)})" if detail else "")
             return sessions
-        notes.append(f"{_LABELS[provider]}: {_DID_NOT_LOAD[provider]}")
+        notes.append(f"{PROVIDER_LABELS[provider]}: {DID_NOT_LOAD[provider]}")
     if plan.required is not None:
-        label = _LABELS[plan.required]
+        label = PROVIDER_LABELS[plan.required]
         why = "; ".join(n.removeprefix(f"{label}: ") for n in notes if n.startswith(f"{label}: "))
         raise VssEdgeError(f"--device {device}: the {label} provider cannot run here: {why}")
     pool, shared = "per-session thread pools", False

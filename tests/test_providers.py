@@ -9,8 +9,8 @@ import pytest
 
 from vss_edge import runtime
 from vss_edge.runtime.errors import VssEdgeError
-from vss_edge.runtime.session import (CPU, CUDA, TENSORRT, ProviderPlan, TensorRTOptions, choose_providers,
-                                      default_trt_cache_dir, providers_for, trt_cache_dir_for)
+from vss_edge.runtime.providers import (CPU, CUDA, TENSORRT, ProviderPlan, TensorRTOptions, choose_providers,
+                                        default_trt_cache_dir, providers_for, trt_cache_dir_for)
 
 # What ort.get_available_providers() says in the builds we meet: onnxruntime-gpu (1.31.1 here, with or
 # without the TensorRT libraries installed: it lists TensorRT either way), a CUDA-only build, the CPU wheel.

@@ -179,7 +179,7 @@ def _provider_lines(caplog):
 def test_one_log_line_says_which_provider_runs_and_why(gsvnet_bundle, caplog):
     """README: "One log line says which execution provider runs and why" (the line may go on to
     say more, e.g. which thread pools)."""
-    from vss_edge.runtime.session import cuda_unavailable_reason
+    from vss_edge.runtime.providers import cuda_unavailable_reason
 
     caplog.set_level(logging.INFO, logger="vss_edge")
     runtime.load(gsvnet_bundle, device="cpu")

@@ -29,7 +29,8 @@ from vss_edge.methods.options import non_negative_int, positive_int  # noqa: E40
 from vss_edge.runtime.errors import OUTPUT_ERRNOS, SourceError, VssEdgeError  # noqa: E402
 from vss_edge.runtime.multistream import POLICIES  # noqa: E402
 from vss_edge.runtime.schedulers import SCHEDULERS  # noqa: E402
-from vss_edge.runtime.session import BACKENDS, DEVICES, PRECISIONS, THREAD_POOLS  # noqa: E402
+from vss_edge.runtime.providers import DEVICES  # noqa: E402
+from vss_edge.runtime.session import BACKENDS, PRECISIONS, THREAD_POOLS  # noqa: E402
 from vss_edge.stop_signals import StopSignals, signal_number  # noqa: E402
 
 
