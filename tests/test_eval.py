@@ -171,11 +171,13 @@ def trained_tdnet(tmp_path_factory):
 
 
 @pytest.mark.skipif(not demo_weights.available("tdnet"), reason="trained TDNet weights not committed")
-def test_trained_tdnet_round_robin_scores_by_path_beside_its_paths_alone(trained_tdnet):
+def test_trained_tdnet_attention_propagation_beats_each_path_alone(trained_tdnet):
     """TDNet has no key frames: eval scores it by path, beside each sub-network alone (no attention
-    propagation, its analogue of copy). At this training scale its attention stayed uniform, so the
-    two are within a point (README, Benchmark): this pins that the paths segment and that
-    propagation costs nothing, not that it helps."""
+    propagation, its analogue of copy). The paper's claim: the distributed paths recover accuracy
+    through attention over the stored frames. Measured on these clips: round robin 53.5 (per path
+    43.9 / 57.9 / 50.2 / 62.0), alone 47.6 (41.6 / 57.0 / 47.8 / 43.8); README's 4 clips x 30
+    frames: +5.2 points, the real clip +5.8. The bar is the issue's 3 points; weights trained
+    before the attention aid scored the same with and without propagation (43.3 / 43.3)."""
     from vss_edge import runtime
 
     pipe = runtime.load(trained_tdnet, device="cpu", threads=1)
@@ -183,8 +185,10 @@ def test_trained_tdnet_round_robin_scores_by_path_beside_its_paths_alone(trained
                                seeds=[HELD_OUT_SEED + 10, HELD_OUT_SEED + 11], frames=11)
     rr = evaluate(pipe, seqs, [5])["round_robin"]
     assert rr["frames_by_path"] == [4, 4, 4, 4]  # 2 clips x 8 scored frames, warm-up skipped
-    assert rr["method"]["mean"] > 0.3, rr
-    assert rr["method"]["mean"] >= rr["single_path"]["mean"] - 0.005, rr
+    method, alone = rr["method"], rr["single_path"]
+    assert method["mean"] >= alone["mean"] + 0.03, rr
+    assert method["min"] > alone["min"], rr
+    assert all(m >= a for m, a in zip(method["by_position"], alone["by_position"])), rr  # every path gains
 
 
 @needs_weights

@@ -212,3 +212,48 @@ def test_export_cli_takes_the_trained_checkpoints_and_names_a_width_mismatch(tmp
     assert main(["-q", "export", "gsvnet", "--out", str(tmp_path / "b"), "--keyframe-width", "16"]
                 + small + weights) == 0
     assert (tmp_path / "b" / "manifest.json").is_file()
+
+
+# --- TDNet's ablation: attention propagation (APM) vs plain addition --------------------------
+
+
+def test_attention_label_loss_is_lower_when_attention_lands_on_the_same_class():
+    """The attention aid: -log(attention mass on stored positions of the query's class)."""
+    import torch
+
+    from vss_edge.training.tdnet import attention_label_loss
+
+    labels = [torch.zeros(1, 64, 64, dtype=torch.long) for _ in range(3)]
+    for lab in labels:
+        lab[:, :, 32:] = 1  # right half class 1; the 1/32 grid is 2 x 2, the 1/8 grid 8 x 8
+    src = labels[0][:, ::32, ::32].flatten(1)  # [1, 4]: 0 1 0 1
+    same = (labels[1][:, ::32, ::32].flatten(1)[:, :, None] == src[:, None, :]).float()  # [1, 4, 4]
+    last_same = (labels[2][:, ::8, ::8].flatten(1)[:, :, None] == src[:, None, :]).float()  # [1, 64, 4]
+    right = [same / same.sum(-1, keepdim=True), last_same / last_same.sum(-1, keepdim=True)]
+    uniform = [torch.full((1, 4, 4), 0.25), torch.full((1, 64, 4), 0.25)]
+    assert float(attention_label_loss(right, labels)) == pytest.approx(0.0, abs=1e-6)
+    assert float(attention_label_loss(uniform, labels)) == pytest.approx(np.log(2), rel=1e-5)
+
+
+def test_tdnet_path_scores_equal_vss_edge_eval_and_the_add_variant_runs(tmp_path):
+    """The ablation script scores in PyTorch (`path_scores`) what `vss-edge eval` scores on the
+    exported bundle: the same mIoU per path, round robin and alone (committed weights at 64x96).
+    The Add variant (same-position 'attention', Fig. 6a) runs on the same model and gives labels of
+    the same shape; a wrong --aggregation is refused."""
+    from vss_edge import runtime
+    from vss_edge.evaluation import evaluate_round_robin, synthetic_sequences
+    from vss_edge.exporters.tdnet import build_model, export_tdnet
+    from vss_edge.training.tdnet import Settings, path_scores, train
+
+    cfg = demo_weights.tdnet_config(64, 96)
+    seqs = synthetic_sequences(64, 96, demo_weights.SYNTHETIC_CLASSES, seeds=[1000], frames=9)
+    bundle = export_tdnet(tmp_path / "b", cfg, checkpoint=str(demo_weights.TDNET_CHECKPOINT), verify_frames=1)
+    onnx_scores = evaluate_round_robin(runtime.load(bundle, device="cpu", threads=1), seqs)["round_robin"]
+    model, _ = build_model(cfg, checkpoint=str(demo_weights.TDNET_CHECKPOINT))
+    torch_scores = path_scores(model, seqs)
+    for who in ("method", "single_path"):
+        assert torch_scores[who]["by_path"] == pytest.approx(onnx_scores[who]["by_position"], abs=0.01), who
+    add = path_scores(model, seqs, "add")
+    assert add["single_path"] == torch_scores["single_path"] and 0 <= add["method"]["mean"] <= 1
+    with pytest.raises(ValueError, match="aggregation must be one of"):
+        train(tmp_path / "w", Settings(aggregation="sum"), video=None, quiet=True)
