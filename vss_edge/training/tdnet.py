@@ -53,7 +53,6 @@ class Settings(TrainingSettings):
     batch: int = 4
     grouped_weight: float = GROUPED_WEIGHT
     attention_weight: float = ATTENTION_WEIGHT
-    attention_radius: float = 0.0
     aggregation: str = "apm"
 
 
@@ -126,27 +125,16 @@ class AttentionMaps:
             h.remove()
 
 
-def attention_label_loss(maps: list[torch.Tensor], labels: list[torch.Tensor], radius: float = 0.0) -> torch.Tensor:
+def attention_label_loss(maps: list[torch.Tensor], labels: list[torch.Tensor]) -> torch.Tensor:
     """-log(attention mass on stored positions of the query position's class), mean over the
     labelled query positions with such a position. maps: the chain's attention maps in order
-    ([B, Pq, Ps]); labels: the clip's label maps [B, H, W] (255 = ignore). radius > 0: only stored
-    positions within `radius` cells of the 1/32 grid (Chebyshev) of the query's own count."""
+    ([B, Pq, Ps]); labels: the clip's label maps [B, H, W] (255 = ignore)."""
     total, count = maps[0].new_zeros(()), 0
     for i, attn in enumerate(maps):
-        src_map = labels[i][:, ::32, ::32]
+        src = labels[i][:, ::32, ::32].flatten(1)
         last = i == len(maps) - 1
-        tgt_map = labels[i + 1][:, ::8, ::8] if last else labels[i + 1][:, ::32, ::32]
-        src, tgt = src_map.flatten(1), tgt_map.flatten(1)
+        tgt = (labels[i + 1][:, ::8, ::8] if last else labels[i + 1][:, ::32, ::32]).flatten(1)
         match = (tgt[:, :, None] == src[:, None, :]) & (src != IGNORE)[:, None, :]
-        if radius > 0:
-            step = 4 if last else 1
-            (hs, ws), (hq, wq) = src_map.shape[-2:], tgt_map.shape[-2:]
-            ys, xs = torch.meshgrid(torch.arange(hs), torch.arange(ws), indexing="ij")
-            yq, xq = torch.meshgrid(torch.arange(hq), torch.arange(wq), indexing="ij")
-            yq, xq = (yq + 0.5) / step - 0.5, (xq + 0.5) / step - 0.5
-            dist = torch.maximum((yq.flatten()[:, None] - ys.flatten()[None]).abs(),
-                                 (xq.flatten()[:, None] - xs.flatten()[None]).abs())
-            match = match & (dist <= radius)[None]
         ok = match.any(-1) & (tgt != IGNORE)
         if ok.any():
             mass = (attn * match).sum(-1).clamp_min(1e-6)
@@ -184,7 +172,7 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
             ce = _ce(full, target)
             loss = ce + s.grouped_weight * _ce(own, target) if s.grouped_weight else ce
             if hooks:
-                la = attention_label_loss(hooks.maps, labels, s.attention_radius)
+                la = attention_label_loss(hooks.maps, labels)
                 loss = loss + s.attention_weight * la
                 atn_losses.append(float(la.detach()))
             opt.zero_grad()
