@@ -15,9 +15,19 @@ regrouped):
 - `fold_channel_flip`: a Slice that reverses the channel axis (BGR <-> RGB) of a 1x1 Conv's output
   -> a 1x1 Conv with the output channels reversed, reading the same input.
 
+One more rewrite keeps an INT8 graph correct on OpenVINO (2026.4's CPU plugin):
+
+- `fold_padded_average_pool`: an AveragePool that counts its zero padding (count_include_pad=1,
+  pads > 0; PyTorch's AvgPool2d default, as in DDRNet's DAPPM) -> a depthwise Conv with weights
+  1/(kh*kw), the same kernel, strides and pads. OpenVINO's low-precision pass moves the
+  DequantizeLinear's zero-point subtraction past such a pool, so the padding counts as -zero_point
+  * scale instead of 0: its output comes out short by zero_point * scale * (padded share of the
+  window), which on DDRNet's 1/64-resolution pyramid (windows mostly padding) took STMG's INT8
+  key-frame graph to 9 dB SQNR. A Conv's padding it handles right; ONNX Runtime runs both the same.
+
 Contract: `rewrite_for_int8(model)` edits the ModelProto in place (the FP32 file on disk is never
 touched: calibration.int8 rewrites its own copy before quantising) and returns what it changed,
-{"channel_affine": n, "batch_norm": n, "channel_flip": n}. It only rewrites patterns whose
+{"channel_affine": n, "batch_norm": n, "channel_flip": n, "padded_average_pool": n}. It only rewrites patterns whose
 constants it can read (initializers or Constant nodes) and whose shapes are known (4-D, channel
 count from the constant or the BN), and never changes the graph's inputs or outputs.
 """
@@ -213,6 +223,34 @@ def fold_channel_flip(model: onnx.ModelProto) -> int:
     return len(replaced)
 
 
+def fold_padded_average_pool(model: onnx.ModelProto) -> int:
+    """AveragePools with count_include_pad=1 and non-zero pads -> depthwise Convs (weights 1/area)."""
+    from onnx import helper, numpy_helper
+
+    g = _Graph(model)
+    replaced, new_nodes = set(), {}
+    for node in list(g.graph.node):
+        if node.op_type != "AveragePool":
+            continue
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        kernel, pads = list(attrs.get("kernel_shape", [])), list(attrs.get("pads", []))
+        channels = g.channels(node.input[0])
+        if (attrs.get("count_include_pad", 0) != 1 or not any(pads) or len(kernel) != 2 or channels is None
+                or attrs.get("ceil_mode", 0) != 0 or attrs.get("auto_pad", b"NOTSET") not in (b"NOTSET", "NOTSET")
+                or any(d != 1 for d in attrs.get("dilations", [1, 1]))):
+            continue  # (ceil_mode's partial windows divide by their clipped size: not a fixed-weight Conv)
+        weight = np.full((channels, 1, *kernel), 1.0 / (kernel[0] * kernel[1]), dtype=np.float32)
+        w_name = g.fresh(f"{node.name}_as_conv_weight")
+        g.graph.initializer.append(numpy_helper.from_array(weight, w_name))
+        replaced.add(node.name)
+        new_nodes[node.name] = helper.make_node(
+            "Conv", [node.input[0], w_name], [node.output[0]], name=g.fresh(f"{node.name}_as_conv"),
+            group=channels, kernel_shape=kernel, strides=list(attrs.get("strides", [1, 1])), pads=pads,
+            dilations=[1, 1])
+    _splice(g, replaced, new_nodes)
+    return len(replaced)
+
+
 def _splice(g: _Graph, replaced: set, new_nodes: dict) -> None:
     """Drop the replaced nodes, put each new node where the last node it replaces was (the order
     stays topological: its input is produced before the chain's head), and unused constants."""
@@ -239,6 +277,7 @@ def rewrite_for_int8(model: onnx.ModelProto) -> dict:
     """All rewrites, in order (affine chains first: the flip folds into the Conv they become)."""
     counts = fold_channel_affine(model)
     counts["channel_flip"] = fold_channel_flip(model)
+    counts["padded_average_pool"] = fold_padded_average_pool(model)
     return counts
 
 

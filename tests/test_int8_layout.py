@@ -63,7 +63,7 @@ def test_rewrites_turn_the_normalisation_flip_and_batch_norm_into_1x1_convs_with
     frame = {"image": np.random.default_rng(0).integers(0, 256, (1, 8, 8, 3), dtype=np.uint8)}
     before = _run(model, frame)
     counts = rewrite_for_int8(model)
-    assert counts == {"channel_affine": 1, "batch_norm": 1, "channel_flip": 1}
+    assert counts == {"channel_affine": 1, "batch_norm": 1, "channel_flip": 1, "padded_average_pool": 0}
     onnx.checker.check_model(model)
     ops = [n.op_type for n in model.graph.node]
     assert not {"Mul", "Sub", "Div", "Slice", "BatchNormalization"} & set(ops) and ops.count("Conv") == 3
@@ -82,7 +82,34 @@ def test_rewrites_leave_what_they_cannot_prove_alone():
             n.input[:] = ["std", "x2"]
     del model.graph.value_info[:]  # and without shapes nothing is known to be NCHW
     counts = rewrite_for_int8(model)
-    assert counts == {"channel_affine": 0, "batch_norm": 0, "channel_flip": 0}
+    assert counts == {"channel_affine": 0, "batch_norm": 0, "channel_flip": 0, "padded_average_pool": 0}
+
+
+def pooling_graph(count_include_pad: int = 1, ceil_mode: int = 0) -> onnx.ModelProto:
+    """x [1, 4, 5, 6] -> AveragePool 5x5, stride 2, pads 2 (DDRNet's DAPPM at 1/64 resolution) -> y."""
+    pool = helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=[5, 5], strides=[2, 2],
+                            pads=[2, 2, 2, 2], count_include_pad=count_include_pad, ceil_mode=ceil_mode)
+    graph = helper.make_graph([pool], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return onnx.shape_inference.infer_shapes(model)
+
+
+def test_a_pool_counting_its_padding_becomes_a_depthwise_conv_with_the_same_values():
+    """(OpenVINO reads a quantised one wrong: tests/test_openvino.py); one that does not count its
+    padding, or rounds its window count up, is left alone."""
+    x = {"x": np.random.default_rng(0).standard_normal((1, 4, 5, 6)).astype(np.float32)}
+    model = pooling_graph()
+    before = _run(model, x)
+    assert rewrite_for_int8(model)["padded_average_pool"] == 1
+    onnx.checker.check_model(model)
+    (conv,) = model.graph.node
+    assert conv.op_type == "Conv" and {a.name: helper.get_attribute_value(a) for a in conv.attribute}["group"] == 4
+    np.testing.assert_allclose(_run(model, x)[0], before[0], rtol=1e-6, atol=1e-6)
+    for kept in (pooling_graph(count_include_pad=0), pooling_graph(ceil_mode=1)):
+        assert rewrite_for_int8(kept)["padded_average_pool"] == 0
+        assert [n.op_type for n in kept.graph.node] == ["AveragePool"]
 
 
 def test_what_int8_leaves_float_for_speed_and_why(gsvnet_bundle, tmp_path):

@@ -211,3 +211,77 @@ def test_an_openvino_crash_on_an_int8_graph_is_an_error_not_a_dead_process(tmp_p
     problem = probe_compile(path, spec, "f32")
     print(f"OpenVINO {openvino_version()} on Concat -> QDQ -> QDQ: {problem or 'compiles'}")
     assert problem is None or "crashed compiling it (SIGSEGV)" in problem  # and this process lives on
+
+
+def padded_pool_qdq_graph(rewritten: bool) -> "onnx.ModelProto":
+    """x -> Q/DQ (zero point 139) -> AveragePool 5x5 / 2, pads 2, count_include_pad=1 -> Q/DQ -> y on a
+    [1, 4, 5, 6] tensor (DDRNet's DAPPM at 1/64 resolution), or with the pool as the depthwise Conv
+    calibration.int8_rewrites makes of it."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from tests.test_int8_layout import pooling_graph
+    from vss_edge.calibration.int8_rewrites import fold_padded_average_pool
+
+    model = pooling_graph()
+    if rewritten:
+        fold_padded_average_pool(model)
+    graph = model.graph
+    (op,) = graph.node
+    graph.initializer.extend([numpy_helper.from_array(np.float32(0.02), "s"),
+                              numpy_helper.from_array(np.uint8(139), "z")])
+    op.input[0], op.output[0] = "x_dq", "p"
+    graph.node.insert(0, helper.make_node("QuantizeLinear", ["x", "s", "z"], ["x_q"]))
+    graph.node.insert(1, helper.make_node("DequantizeLinear", ["x_q", "s", "z"], ["x_dq"]))
+    graph.node.extend([helper.make_node("QuantizeLinear", ["p", "s", "z"], ["p_q"]),
+                       helper.make_node("DequantizeLinear", ["p_q", "s", "z"], ["y"])])
+    del graph.value_info[:]
+    del graph.output[:]
+    graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3]))
+    onnx.checker.check_model(model)
+    return model
+
+
+def test_openvino_counts_a_quantised_pools_padding_wrong_and_the_rewritten_conv_right(tmp_path):
+    """OpenVINO 2026.4.1 moves the zero-point subtraction past a padded AveragePool (count_include_pad=1),
+    so its padding counts as -zero_point * scale, not 0: the output is short by zero_point * scale *
+    (padded share of the window). calibrate's rewrite (a depthwise Conv of weights 1/25) is read right."""
+    import onnx
+    import onnxruntime as ort
+
+    from vss_edge.runtime.openvino_session import core, openvino_version
+
+    x = {"x": np.random.default_rng(0).normal(0.5, 1.0, (1, 4, 5, 6)).astype(np.float32)}
+    errors = {}
+    for rewritten in (False, True):
+        path = tmp_path / f"pool_{rewritten}.onnx"
+        onnx.save(padded_pool_qdq_graph(rewritten), path)
+        want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+        got = core().compile_model(core().read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+        errors[rewritten] = float(np.abs(got - want).max())
+    print(f"OpenVINO {openvino_version()}, quantised padded AveragePool: max error {errors[False]:.3f} "
+          f"(zero_point * scale = 2.78); as a depthwise Conv: {errors[True]:.3f}")
+    assert errors[True] <= 0.02 + 1e-6  # one quantisation step at most
+
+
+def test_stmg_int8_keeps_its_labels_on_openvino(trained_stmg, tmp_path):
+    """The trained STMG calibrated by vss-edge: OpenVINO runs its INT8 graphs with ONNX Runtime's
+    labels (the pooling pyramid of its DDRNet was the padded-pool case above: 0.547 mIoU agreement
+    with FP32 before the rewrite)."""
+    from vss_edge.calibration.check import compare_pipelines
+    from vss_edge.calibration.quantize import CalibrationConfig, calibrate_bundle
+    from vss_edge.runtime.sources import read_frames
+
+    fp32 = trained_stmg[1]
+    config = CalibrationConfig(precision="int8", calibration_frames="0:30", evaluation_frames="30:60",
+                               keep_slower=True, threads=2)
+    int8, _ = calibrate_bundle(fp32, sample_clip_path(), tmp_path / "int8", config)
+    frames = list(read_frames(sample_clip_path(), 30, 60))
+    ort_int8 = runtime.load(int8, device="cpu", threads=2)
+    ov_int8 = runtime.load(int8, backend="openvino", threads=2)
+    agreement = _agreement(_labels(ort_int8, frames), _labels(ov_int8, frames))
+    miou = compare_pipelines(runtime.load(fp32, device="cpu", threads=2), ov_int8, frames,
+                             first_index=30)["agreement"]["miou"]
+    print(f"stmg INT8 on OpenVINO: pixel agreement with ONNX Runtime INT8 {agreement:.5f}, mIoU agreement "
+          f"with FP32 {miou:.4f}")
+    assert agreement >= 0.999 and miou >= 0.985
