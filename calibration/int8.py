@@ -42,7 +42,8 @@ from vss_edge.calibration.graph_analysis import (
     name_nodes,
     op_counts,
 )
-from vss_edge.calibration.int8_rewrites import drop_float_to_float_qdq, rewrite_for_int8, unround_outputs
+from vss_edge.calibration.int8_rewrites import (drop_float_to_float_qdq, per_tensor_left_constants, rewrite_for_int8,
+                                                unround_outputs)
 from vss_edge.runtime.errors import VssEdgeError
 
 METHODS = ("minmax", "entropy", "percentile")
@@ -234,7 +235,8 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
         quantized = onnx.load(str(work / "int8.onnx"))
         rewired = drop_float_to_float_qdq(quantized, set(reasons))
         unrounded = unround_outputs(quantized)
-        if rewired or unrounded:
+        per_tensor = per_tensor_left_constants(quantized)
+        if rewired or unrounded or per_tensor:
             onnx.save(quantized, str(work / "int8.onnx"))
         check_runs(work / "int8.onnx", source_io, samples[0])
         session = faster_optimization(work / "int8.onnx", samples, threads, fp32_path=model_path)
@@ -250,6 +252,7 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
         "format": "QDQ", "activations": "QUInt8 asymmetric", "weights": "QInt8 symmetric",
         "samples": len(samples), "samples_recorded": len(inputs), "pre_process": pre_note,
         "layout_rewrites": rewrites, "session": session, "float_outputs": unrounded,
+        "per_tensor_left_constants": per_tensor,
         "excluded_op_types": sorted(set(keep_float_ops) & set(present)),
         "excluded_nodes": dict(sorted(reasons.items())),
         "left_float_by_ort": sorted(t for t in present if t not in quantizable and t not in keep_float_ops),

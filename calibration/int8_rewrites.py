@@ -361,3 +361,47 @@ def _drop_unread_qdq(g: _Graph) -> None:
     keep = [i for i in g.graph.initializer if i.name in used]
     del g.graph.initializer[:]
     g.graph.initializer.extend(keep)
+
+
+def per_tensor_left_constants(model: onnx.ModelProto) -> list[str]:
+    """Quantise per tensor, not per channel, each constant a MatMul reads as its left operand (after
+    quantisation). Returns the MatMuls changed.
+
+    ONNX Runtime's quantiser takes any constant MatMul input for a weight and, with per_channel,
+    gives it one scale per slice of axis 1: for MPVSS's first mask prediction, the initial query
+    embeddings [1, Q, C] times the mask features, that is one scale per query (rows of the product).
+    OpenVINO 2026.4's CPU plugin cannot compile that (it takes a constant's scales as the product's
+    columns: "Check 'any_of(scale.size(), OC, 1U)' failed" in dnnl_postops_composer). One symmetric
+    int8 scale for the whole constant (its largest magnitude / 127) compiles on both backends and
+    keeps ONNX Runtime's QLinearMatMul.
+    """
+    from onnx import helper, numpy_helper
+
+    g = _Graph(model)
+    changed = []
+    for node in list(g.graph.node):
+        dq = g.producer.get(node.input[0]) if node.op_type == "MatMul" else None
+        if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in g.consts or len(dq.input) < 2:
+            continue
+        q, scale = g.consts[dq.input[0]], g.consts.get(dq.input[1])
+        zero = g.consts.get(dq.input[2]) if len(dq.input) > 2 else np.zeros_like(scale, dtype=q.dtype)
+        if scale is None or scale.size <= 1 or q.dtype != np.int8 or len(g.consumers.get(dq.output[0], [])) != 1:
+            continue
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        value = (q.astype(np.float64) - zero.reshape(shape)) * scale.reshape(shape).astype(np.float64)
+        step = max(float(np.abs(value).max()) / 127.0, np.finfo(np.float32).tiny)
+        base = dq.input[0]
+        names = [g.fresh(f"{base}_per_tensor"), g.fresh(f"{base}_per_tensor_scale"), g.fresh(f"{base}_per_tensor_zero")]
+        g.graph.initializer.extend([
+            numpy_helper.from_array(np.clip(np.round(value / step), -127, 127).astype(np.int8), names[0]),
+            numpy_helper.from_array(np.float32(step), names[1]), numpy_helper.from_array(np.int8(0), names[2])])
+        dq.input[:] = names
+        kept = [a for a in dq.attribute if a.name != "axis"]
+        del dq.attribute[:]
+        dq.attribute.extend(kept)
+        changed.append(node.name)
+    if changed:
+        _drop_unread_qdq(g)
+    return changed

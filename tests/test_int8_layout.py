@@ -12,6 +12,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
+from int8_graphs import left_constant_matmul_graph, pooling_graph
+
 from vss_edge import runtime
 from vss_edge.calibration import int8 as int8_module
 from vss_edge.calibration.collect import collect_inputs
@@ -83,17 +85,6 @@ def test_rewrites_leave_what_they_cannot_prove_alone():
     del model.graph.value_info[:]  # and without shapes nothing is known to be NCHW
     counts = rewrite_for_int8(model)
     assert counts == {"channel_affine": 0, "batch_norm": 0, "channel_flip": 0, "padded_average_pool": 0}
-
-
-def pooling_graph(count_include_pad: int = 1, ceil_mode: int = 0) -> onnx.ModelProto:
-    """x [1, 4, 5, 6] -> AveragePool 5x5, stride 2, pads 2 (DDRNet's DAPPM at 1/64 resolution) -> y."""
-    pool = helper.make_node("AveragePool", ["x"], ["y"], name="pool", kernel_shape=[5, 5], strides=[2, 2],
-                            pads=[2, 2, 2, 2], count_include_pad=count_include_pad, ceil_mode=ceil_mode)
-    graph = helper.make_graph([pool], "pool", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 5, 6])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return onnx.shape_inference.infer_shapes(model)
 
 
 def test_a_pool_counting_its_padding_becomes_a_depthwise_conv_with_the_same_values():
@@ -315,3 +306,20 @@ def test_a_graph_with_no_int8_compute_stays_fp32(gsvnet_bundle, tmp_path, monkey
                                    CalibrationConfig(calibration_frames="0:6", graphs=("propagation",)))
     assert load_manifest(out).graphs["propagation"].precision == "fp32"
     assert any("graph 'propagation': no Conv, MatMul or Gemm" in w for w in report["warnings"])
+
+
+def test_a_per_channel_left_constant_of_a_matmul_is_quantised_per_tensor_within_half_a_step():
+    from vss_edge.calibration.int8_rewrites import per_tensor_left_constants
+
+    model = left_constant_matmul_graph()
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    before = (consts["w"].astype(np.float64) - consts["w_z"][:, None]) * consts["w_s"][:, None]
+    assert per_tensor_left_constants(model) == ["matmul"]
+    onnx.checker.check_model(model)
+    dq = next(n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.output[0] == "w_dq")
+    consts = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    w, step = consts[dq.input[0]], consts[dq.input[1]]
+    assert step.size == 1 and not any(a.name == "axis" for a in dq.attribute)
+    assert np.abs(w * float(step) - before).max() <= float(step) / 2 + 1e-9
+    assert "w_s" not in consts  # the per-row scales are gone
+    assert per_tensor_left_constants(model) == []  # a per-tensor constant, and a right-hand one, stay

@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from int8_graphs import left_constant_matmul_graph, padded_pool_qdq_graph
+
 from vss_edge import demo_weights, runtime
 from vss_edge.cli import main
 from vss_edge.runtime.errors import VssEdgeError
@@ -213,35 +215,6 @@ def test_an_openvino_crash_on_an_int8_graph_is_an_error_not_a_dead_process(tmp_p
     assert problem is None or "crashed compiling it (SIGSEGV)" in problem  # and this process lives on
 
 
-def padded_pool_qdq_graph(rewritten: bool) -> "onnx.ModelProto":
-    """x -> Q/DQ (zero point 139) -> AveragePool 5x5 / 2, pads 2, count_include_pad=1 -> Q/DQ -> y on a
-    [1, 4, 5, 6] tensor (DDRNet's DAPPM at 1/64 resolution), or with the pool as the depthwise Conv
-    calibration.int8_rewrites makes of it."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from tests.test_int8_layout import pooling_graph
-    from vss_edge.calibration.int8_rewrites import fold_padded_average_pool
-
-    model = pooling_graph()
-    if rewritten:
-        fold_padded_average_pool(model)
-    graph = model.graph
-    (op,) = graph.node
-    graph.initializer.extend([numpy_helper.from_array(np.float32(0.02), "s"),
-                              numpy_helper.from_array(np.uint8(139), "z")])
-    op.input[0], op.output[0] = "x_dq", "p"
-    graph.node.insert(0, helper.make_node("QuantizeLinear", ["x", "s", "z"], ["x_q"]))
-    graph.node.insert(1, helper.make_node("DequantizeLinear", ["x_q", "s", "z"], ["x_dq"]))
-    graph.node.extend([helper.make_node("QuantizeLinear", ["p", "s", "z"], ["p_q"]),
-                       helper.make_node("DequantizeLinear", ["p_q", "s", "z"], ["y"])])
-    del graph.value_info[:]
-    del graph.output[:]
-    graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 3, 3]))
-    onnx.checker.check_model(model)
-    return model
-
-
 def test_openvino_counts_a_quantised_pools_padding_wrong_and_the_rewritten_conv_right(tmp_path):
     """OpenVINO 2026.4.1 moves the zero-point subtraction past a padded AveragePool (count_include_pad=1),
     so its padding counts as -zero_point * scale, not 0: the output is short by zero_point * scale *
@@ -285,3 +258,30 @@ def test_stmg_int8_keeps_its_labels_on_openvino(trained_stmg, tmp_path):
     print(f"stmg INT8 on OpenVINO: pixel agreement with ONNX Runtime INT8 {agreement:.5f}, mIoU agreement "
           f"with FP32 {miou:.4f}")
     assert agreement >= 0.999 and miou >= 0.985
+
+
+def test_a_per_row_quantised_left_constant_does_not_compile_on_openvino_and_per_tensor_does(tmp_path):
+    """OpenVINO 2026.4.1 rejects the per-row scales ('any_of(scale.size(), OC, 1U)'); calibrate
+    quantises such a constant per tensor (calibration.int8_rewrites.per_tensor_left_constants),
+    which compiles and gives ONNX Runtime's values."""
+    import onnx
+    import onnxruntime as ort
+
+    from vss_edge.calibration.int8_rewrites import per_tensor_left_constants
+    from vss_edge.runtime.manifest import sha256_file
+    from vss_edge.runtime.openvino_session import core, openvino_version, probe_compile
+
+    x = {"x": np.random.default_rng(1).normal(0, 1, (1, 8, 16)).astype(np.float32)}
+    model = left_constant_matmul_graph()
+    problems = {}
+    for fixed in (False, True):
+        if fixed:
+            assert per_tensor_left_constants(model) == ["matmul"]
+        path = tmp_path / f"matmul_{fixed}.onnx"
+        onnx.save(model, path)
+        problems[fixed] = probe_compile(path, type("Spec", (), {"sha256": sha256_file(path)})(), "f32")
+    print(f"OpenVINO {openvino_version()}, per-row quantised left constant: {problems[False] or 'compiles'}")
+    assert problems[True] is None
+    want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
+    got = core().compile_model(core().read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
+    np.testing.assert_allclose(got, want, atol=0.5 + 1e-6)  # one output quantisation step
