@@ -285,3 +285,23 @@ def test_a_per_row_quantised_left_constant_does_not_compile_on_openvino_and_per_
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, x)[0]
     got = core().compile_model(core().read_model(str(path)), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x)[0]
     np.testing.assert_allclose(got, want, atol=0.5 + 1e-6)  # one output quantisation step
+
+
+def test_auto_moves_graphs_back_when_the_pipeline_is_not_faster_together(tmp_path, monkeypatch):
+    """Graphs faster alone on OpenVINO, a pipeline slower with them there (two thread pools sharing the
+    cores): auto moves them back, the least gaining first, and says why."""
+    from vss_edge.runtime import backend_choice
+
+    real_run = backend_choice._run_pipeline
+
+    def slower_when_mixed(manifest, sessions, frames):
+        labels, ms = real_run(manifest, sessions, frames)
+        return labels, 100.0 if any(s.backend == "openvino" for s in sessions.values()) else 50.0
+
+    monkeypatch.setattr(backend_choice, "_time", lambda session, feeds: 1.0 if session.backend == "openvino" else 2.0)
+    monkeypatch.setattr(backend_choice, "_run_pipeline", slower_when_mixed)
+    bundle = shutil.copytree(DEMO, tmp_path / "demo")
+    graphs = runtime.load(bundle, backend="auto", threads=2).backends()["graphs"]
+    assert {(g["backend"], g["precision"]) for g in graphs.values()} == {("onnxruntime", "f32")}
+    notes = [g["auto"].get("note", "") for g in graphs.values()]
+    assert any("not faster than onnxruntime f32 alone (50.0 ms)" in n for n in notes), notes
