@@ -166,7 +166,12 @@ class MaskLabels(_Upsampler):
 
         def exact(cy, cx):
             m = self._interpolate(hwc, cy, cx)  # [cells, rows, cols, N]
-            return ((1.0 / (1.0 + np.exp(-m))) @ probs).argmax(-1).astype(np.uint8)
+            flat = m.reshape(-1, n)  # one [pixels, N] x [N, K] product (a 4-D @ is a loop of small ones)
+            np.negative(flat, out=flat)
+            np.exp(flat, out=flat)
+            flat += 1.0
+            np.reciprocal(flat, out=flat)
+            return (flat @ probs).argmax(-1).astype(np.uint8).reshape(m.shape[:-1])
 
         return self._assemble(top.astype(np.uint8), uniform, exact)
 
