@@ -14,6 +14,10 @@ MPVSS's semantic inference is not linear in what is interpolated (the masks pass
 the class-weighted sum), so `MaskLabels` bounds it instead: inside a cell each query's sigmoid lies
 between its corner extremes, which bounds every class's score by the corner scores +- the spread;
 a cell whose top-left corner's margin beats twice that bound is one class, the rest is computed exactly.
+Where most cells are on a boundary (masks that disagree everywhere, as seeded weights give), computing
+them cell by cell costs more than resizing every mask with two matrix products of the bilinear
+weights, so above DENSE_SHARE of the cells `MaskLabels` does that instead (the same labels:
+benchmarks/label_tail_speed.py measures both ways).
 
 | class | input | output |
 |---|---|---|
@@ -59,6 +63,19 @@ def _cell_corners(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
     p = np.concatenate([x, x[..., -1:, :]], axis=-2)
     p = np.concatenate([p, p[..., :, -1:]], axis=-1)
     return p[..., :-1, :-1], p[..., :-1, 1:], p[..., 1:, :-1], p[..., 1:, 1:]
+
+
+DENSE_SHARE = 0.5  # MaskLabels: above this share of boundary cells, resize everything (label_tail_speed.py)
+DENSE_ROWS = 64  # output rows per block of the dense path ([N, 64, W] float32 at a time)
+
+
+def interpolation_matrix(axis: _Axis, n_src: int) -> np.ndarray:
+    """float32 [n_dst, n_src]: row d holds output index d's two bilinear weights (x_dst = M @ x_src)."""
+    m = np.zeros((len(axis.lo), n_src), dtype=np.float32)
+    rows = np.arange(len(axis.lo))
+    np.add.at(m, (rows, axis.lo), 1.0 - axis.frac)
+    np.add.at(m, (rows, axis.hi), axis.frac)
+    return m
 
 
 class _Upsampler:
@@ -162,6 +179,8 @@ class MaskLabels(_Upsampler):
         # Any one corner then decides: its class wins everywhere in the cell when its margin over
         # the runner-up exceeds twice the bound (the top-left corner is the cell's own grid point).
         uniform = margin > 2 * bound
+        if 1.0 - uniform.mean() > DENSE_SHARE:
+            return self._dense(probs, masks)
         hwc = np.ascontiguousarray(masks.transpose(1, 2, 0))
 
         def exact(cy, cx):
@@ -174,6 +193,25 @@ class MaskLabels(_Upsampler):
             return (flat @ probs).argmax(-1).astype(np.uint8).reshape(m.shape[:-1])
 
         return self._assemble(top.astype(np.uint8), uniform, exact)
+
+    def _dense(self, probs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """Every pixel exactly: the masks resized by the bilinear weights as matrices, DENSE_ROWS
+        output rows at a time -> uint8 [H, W]."""
+        n, h, w = masks.shape
+        wy = interpolation_matrix(self.rows, h)  # [H, h]
+        wx = interpolation_matrix(self.cols, w).T  # [w, W]
+        across = masks @ wx  # [N, h, W]
+        labels = np.empty((wy.shape[0], wx.shape[1]), dtype=np.uint8)
+        for r in range(0, wy.shape[0], DENSE_ROWS):
+            block = np.matmul(wy[r:r + DENSE_ROWS], across)  # [N, rows, W]
+            flat = block.reshape(n, -1)
+            np.negative(flat, out=flat)
+            np.exp(flat, out=flat)
+            flat += 1.0
+            np.reciprocal(flat, out=flat)
+            labels[r:r + DENSE_ROWS] = (probs.T @ flat).argmax(0).reshape(-1, wx.shape[1])
+        self.boundary_share = 1.0
+        return labels
 
 
 LABEL_KINDS = ("logits", "masks")

@@ -86,3 +86,25 @@ def test_mask_labels_equal_the_official_semantic_inference(mpvss_outputs):
         assert got.shape == (270, 360)
         assert np.mean(got == faithful) >= 0.9999
     assert 0 < labeller.boundary_share < 0.5
+
+
+def test_mask_labels_of_masks_disagreeing_everywhere_resize_them_all_with_the_same_labels(mpvss_outputs, monkeypatch):
+    """Masks of noise put nearly every cell on a boundary: MaskLabels then resizes every mask by matrix
+    products (runtime.labels.DENSE_SHARE); the labels are the official semantic inference's, and
+    those of the cell-by-cell path."""
+    from vss_edge.models.mpvss.mask2former import semantic_labels
+    from vss_edge.runtime import labels as labels_module
+
+    model, outputs = mpvss_outputs
+    cfg = model.cfg
+    class_logits, mask_logits = outputs[0]
+    rng = np.random.default_rng(0)  # as seeded weights give: flat class scores, masks of noise
+    class_logits = torch.from_numpy(0.5 * rng.standard_normal(class_logits.shape, dtype=np.float32))
+    noisy = torch.from_numpy(2.0 * rng.standard_normal(mask_logits.shape, dtype=np.float32))
+    labeller = MaskLabels(tuple(noisy.shape[-2:]), cfg.label_padded_size, cfg.label_size)
+    faithful = semantic_labels(class_logits, noisy, cfg.label_padded_size, cfg.label_size)[0].numpy()
+    dense = labeller(class_logits.numpy(), noisy.numpy())
+    assert labeller.boundary_share == 1.0 and np.mean(dense == faithful) >= 0.9999
+    monkeypatch.setattr(labels_module, "DENSE_SHARE", 1.0)
+    by_cell = labeller(class_logits.numpy(), noisy.numpy())
+    assert labeller.boundary_share > labels_module.DENSE_SHARE / 2 and np.mean(by_cell == dense) >= 0.9999
