@@ -384,13 +384,14 @@ def per_tensor_left_constants(model: onnx.ModelProto) -> list[str]:
         if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] not in g.consts or len(dq.input) < 2:
             continue
         q, scale = g.consts[dq.input[0]], g.consts.get(dq.input[1])
-        zero = g.consts.get(dq.input[2]) if len(dq.input) > 2 else np.zeros_like(scale, dtype=q.dtype)
-        if scale is None or scale.size <= 1 or q.dtype != np.int8 or len(g.consumers.get(dq.output[0], [])) != 1:
+        zero = g.consts.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else np.zeros(1, dtype=np.int8)
+        if (scale is None or zero is None or scale.size <= 1 or q.dtype != np.int8
+                or len(g.consumers.get(dq.output[0], [])) != 1):
             continue
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1) % q.ndim
         shape = [1] * q.ndim
         shape[axis] = -1
-        value = (q.astype(np.float64) - zero.reshape(shape)) * scale.reshape(shape).astype(np.float64)
+        value = (q.astype(np.float64) - zero.reshape(shape if zero.size > 1 else ())) * scale.reshape(shape)
         step = max(float(np.abs(value).max()) / 127.0, np.finfo(np.float32).tiny)
         base = dq.input[0]
         names = [g.fresh(f"{base}_per_tensor"), g.fresh(f"{base}_per_tensor_scale"), g.fresh(f"{base}_per_tensor_zero")]

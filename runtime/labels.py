@@ -78,6 +78,14 @@ def interpolation_matrix(axis: _Axis, n_src: int) -> np.ndarray:
     return m
 
 
+def _sigmoid_in_place(x: np.ndarray) -> np.ndarray:
+    """x <- 1 / (1 + exp(-x)), without temporaries (x: a float32 array it owns); returns x."""
+    np.negative(x, out=x)
+    np.exp(x, out=x)
+    x += 1.0
+    return np.reciprocal(x, out=x)
+
+
 class _Upsampler:
     """Shared machinery: uniform cells -> labels by repetition, boundary cells -> exact scores.
 
@@ -159,6 +167,7 @@ class MaskLabels(_Upsampler):
 
     def __init__(self, src: tuple[int, int], padded: tuple[int, int], dst: tuple[int, int]):
         super().__init__(src, padded, align_corners=False, crop=dst)
+        self._weights = None  # the dense path's interpolation matrices
 
     def __call__(self, class_logits: np.ndarray, mask_logits: np.ndarray) -> np.ndarray:
         c = np.asarray(class_logits, dtype=np.float32)[0]  # [N, K+1]
@@ -185,11 +194,7 @@ class MaskLabels(_Upsampler):
 
         def exact(cy, cx):
             m = self._interpolate(hwc, cy, cx)  # [cells, rows, cols, N]
-            flat = m.reshape(-1, n)  # one [pixels, N] x [N, K] product (a 4-D @ is a loop of small ones)
-            np.negative(flat, out=flat)
-            np.exp(flat, out=flat)
-            flat += 1.0
-            np.reciprocal(flat, out=flat)
+            flat = _sigmoid_in_place(m.reshape(-1, n))  # one [pixels, N] x [N, K] product (a 4-D @ loops)
             return (flat @ probs).argmax(-1).astype(np.uint8).reshape(m.shape[:-1])
 
         return self._assemble(top.astype(np.uint8), uniform, exact)
@@ -198,17 +203,13 @@ class MaskLabels(_Upsampler):
         """Every pixel exactly: the masks resized by the bilinear weights as matrices, DENSE_ROWS
         output rows at a time -> uint8 [H, W]."""
         n, h, w = masks.shape
-        wy = interpolation_matrix(self.rows, h)  # [H, h]
-        wx = interpolation_matrix(self.cols, w).T  # [w, W]
+        if self._weights is None:  # the geometry's: made once, on the first dense frame
+            self._weights = (interpolation_matrix(self.rows, h), np.ascontiguousarray(interpolation_matrix(self.cols, w).T))
+        wy, wx = self._weights  # [H, h], [w, W]
         across = masks @ wx  # [N, h, W]
         labels = np.empty((wy.shape[0], wx.shape[1]), dtype=np.uint8)
         for r in range(0, wy.shape[0], DENSE_ROWS):
-            block = np.matmul(wy[r:r + DENSE_ROWS], across)  # [N, rows, W]
-            flat = block.reshape(n, -1)
-            np.negative(flat, out=flat)
-            np.exp(flat, out=flat)
-            flat += 1.0
-            np.reciprocal(flat, out=flat)
+            flat = _sigmoid_in_place(np.matmul(wy[r:r + DENSE_ROWS], across).reshape(n, -1))  # [N, rows x W]
             labels[r:r + DENSE_ROWS] = (probs.T @ flat).argmax(0).reshape(-1, wx.shape[1])
         self.boundary_share = 1.0
         return labels
