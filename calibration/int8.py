@@ -127,18 +127,22 @@ def faster_optimization(path: str | Path, samples: list[dict], threads: int | No
     Returns {"optimization": the faster level, "ms": {level: median ms per run}, "fp32_ms": the
     FP32 graph's median (None without fp32_path)}. Which level wins depends on the CPU and on what
     stays float between the int8 convolutions (the NHWC pass's Transposes around a float op can
-    cost more than the layout gains), so it is measured, not assumed.
+    cost more than the layout gains), so it is measured, not assumed. The sessions do not spin: a
+    worker still spinning after one session's run competes with the next session timed, on a
+    2-core CPU enough to double the times and flip the choice from round to round.
     """
     import onnxruntime as ort
 
     from vss_edge.runtime.manifest import OPTIMIZATIONS
     from vss_edge.runtime.session import session_options
 
-    sessions = {level: ort.InferenceSession(str(path), session_options(threads, quiet=True, optimization=level),
-                                            providers=["CPUExecutionProvider"]) for level in OPTIMIZATIONS}
+    def open_session(graph, level="all"):
+        return ort.InferenceSession(str(graph), session_options(threads, quiet=True, spin=False, optimization=level),
+                                    providers=["CPUExecutionProvider"])
+
+    sessions = {level: open_session(path, level) for level in OPTIMIZATIONS}
     if fp32_path is not None:
-        sessions["fp32"] = ort.InferenceSession(str(fp32_path), session_options(threads, quiet=True),
-                                                providers=["CPUExecutionProvider"])
+        sessions["fp32"] = open_session(fp32_path)
     feeds = samples[:2]
     times: dict[str, list[float]] = {level: [] for level in sessions}
     for session in sessions.values():

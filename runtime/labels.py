@@ -7,8 +7,9 @@ combination of the four source neighbours of a pixel, so where those four have t
 and each has it by a strict margin, every pixel between them has that class too (for scores that
 are linear in what is interpolated: logits). Only pixels of the cells whose corners disagree (a
 class boundary: a few percent of the image) need their interpolated scores; the others take the
-low-resolution argmax. The labels equal the faithful ones except where two classes tie to float
-rounding (tests/test_labels.py).
+low-resolution argmax; and in a boundary cell only the classes whose corners reach the best lower
+bound there are interpolated (usually 2-3 of C). The labels equal the faithful ones except where two
+classes tie to float rounding (tests/test_labels.py).
 
 MPVSS's semantic inference is not linear in what is interpolated (the masks pass a sigmoid before
 the class-weighted sum), so `MaskLabels` bounds it instead: inside a cell each query's sigmoid lies
@@ -115,7 +116,7 @@ class _Upsampler:
 
     def _assemble(self, cell_labels: np.ndarray, uniform: np.ndarray, exact) -> np.ndarray:
         """Labels [H, W]: each uniform cell's label repeated over its block; the blocks of the
-        other cells from exact(interpolated [cells, rows, cols, C]) -> labels [cells, rows, cols]."""
+        other cells from exact(cy, cx) -> labels [cells, rows, cols] of cells (cy, cx)."""
         labels = np.repeat(np.repeat(cell_labels, self.rows.count, axis=0), self.cols.count, axis=1)
         cy, cx = np.nonzero(~uniform)
         if cy.size:
@@ -129,13 +130,24 @@ class _Upsampler:
             self.boundary_share = 0.0
         return labels
 
+    def _corners(self, maps_hwc: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> tuple[np.ndarray, ...]:
+        """The four corner values [cells, C] of cells (cy, cx) of maps [h, w, C]: top-left,
+        top-right, bottom-left, bottom-right (the last row and column are their own neighbours)."""
+        y1, x1 = self.rows.next[cy], self.cols.next[cx]
+        return maps_hwc[cy, cx], maps_hwc[cy, x1], maps_hwc[y1, cx], maps_hwc[y1, x1]
+
     def _interpolate(self, maps_hwc: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
         """maps [h, w, C] bilinearly interpolated over the blocks of cells (cy, cx) ->
         float32 [cells, rows, cols, C] (slots beyond a block's size hold garbage)."""
-        y1, x1 = self.rows.next[cy], self.cols.next[cx]
+        return self._blend(self._corners(maps_hwc, cy, cx), cy, cx)
+
+    def _blend(self, corners: tuple[np.ndarray, ...], cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
+        """Corner values [cells, C] (as `_corners`) -> the blocks' bilinear values [cells, rows, cols, C],
+        channel by channel the same arithmetic whichever channels are passed."""
+        c00, c01, c10, c11 = corners
         wx = self.cols.weight[cx]  # [cells, cols, 1]
-        top = maps_hwc[cy, cx][:, None] + wx * (maps_hwc[cy, x1] - maps_hwc[cy, cx])[:, None]
-        bottom = maps_hwc[y1, cx][:, None] + wx * (maps_hwc[y1, x1] - maps_hwc[y1, cx])[:, None]
+        top = c00[:, None] + wx * (c01 - c00)[:, None]
+        bottom = c10[:, None] + wx * (c11 - c10)[:, None]
         wy = self.rows.weight[cy][:, :, None]  # [cells, rows, 1, 1]
         return top[:, None] + wy * (bottom - top)[:, None]
 
@@ -154,8 +166,44 @@ class LogitLabels(_Upsampler):
         for c in corners:
             uniform &= (c[0] == top) & (c[1] == 1)
         hwc = np.ascontiguousarray(scores.transpose(1, 2, 0))
-        return self._assemble(top.astype(np.uint8), uniform,
-                              lambda cy, cx: self._interpolate(hwc, cy, cx).argmax(-1).astype(np.uint8))
+        return self._assemble(top.astype(np.uint8), uniform, lambda cy, cx: self._argmax_blocks(hwc, cy, cx))
+
+    def _argmax_blocks(self, hwc: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
+        """uint8 [cells, rows, cols]: the argmax over classes of the interpolated logits in the
+        blocks of cells (cy, cx), interpolating only the classes that can win there.
+
+        Inside a cell each class's logit lies between its corner extremes, so the winner scores at
+        least floor = max_k min_corners(k) everywhere, and a class whose largest corner is below
+        floor never wins. A boundary cell usually has 2-3 such candidates of C classes. Cells are
+        grouped by their candidate count k and interpolated over k classes in class order, so ties
+        go to the lower class as in the full argmax, and each kept class's values are the same
+        arithmetic as with all C.
+        """
+        corners = self._corners(hwc, cy, cx)  # 4 x [cells, C]
+        high = np.maximum(np.maximum(corners[0], corners[1]), np.maximum(corners[2], corners[3]))
+        low = np.minimum(np.minimum(corners[0], corners[1]), np.minimum(corners[2], corners[3]))
+        candidate = high >= low.max(-1, keepdims=True)  # [cells, C]
+        counts = candidate.sum(-1)
+        order = np.argsort(~candidate, axis=-1, kind="stable")  # each cell's candidates first, in class order
+        wx = self.cols.weight[cx][None, :, :, 0]  # [1, cells, cols]
+        wy = self.rows.weight[cy][None, :, :, 0, None]  # [1, cells, rows, 1]
+        out = np.empty((cy.size, wy.shape[2], wx.shape[2]), dtype=np.uint8)
+        for k in np.unique(counts):
+            group = np.nonzero(counts == k)[0]
+            classes = order[group, :k]  # [cells, k]
+            # class-major [k, cells] corners, so that each class is one contiguous [cells, rows, cols] block
+            c00, c01, c10, c11 = (np.take_along_axis(c[group], classes, -1).T[..., None] for c in corners)
+            gx, gy = wx[:, group], wy[:, group]
+            top = c00 + gx * (c01 - c00)  # [k, cells, cols]
+            bottom = c10 + gx * (c11 - c10)
+            values = top[:, :, None] + gy * (bottom - top)[:, :, None]  # [k, cells, rows, cols]
+            best, pick = values[0], np.zeros(values.shape[1:], dtype=np.intp)
+            for j in range(1, k):  # a strict > keeps the lower class at a tie, as argmax does
+                better = values[j] > best
+                best = np.where(better, values[j], best)
+                pick[better] = j
+            out[group] = np.take_along_axis(classes, pick.reshape(len(group), -1), -1).reshape(pick.shape)
+        return out
 
 
 class MaskLabels(_Upsampler):

@@ -175,6 +175,27 @@ def test_an_int8_graph_slower_than_fp32_stays_fp32_unless_asked(gsvnet_bundle, t
     assert graph.calibration["tuned_on"]["cpu"] == runtime_cpu.cpu_model()
 
 
+
+def test_calibration_times_its_sessions_without_spinning(gsvnet_bundle, monkeypatch):
+    """faster_optimization times 3 sessions in turn; a spinning worker left by one slows the next
+    (measured: GSVNet propagation 17-25 ms per level instead of 9-11, the chosen level flipping)."""
+    from vss_edge.runtime import session as session_module
+
+    opened = []
+    real = session_module.session_options
+
+    def recording(threads, quiet, spin=True, **options):
+        opened.append(spin)
+        return real(threads, quiet, spin=spin, **options)
+
+    monkeypatch.setattr(session_module, "session_options", recording)
+    graph = gsvnet_bundle / "flow.onnx"
+    feeds = {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.float32)
+             if "float" in i.type else np.zeros([d if isinstance(d, int) else 1 for d in i.shape], np.uint8)
+             for i in ort.InferenceSession(str(graph), providers=["CPUExecutionProvider"]).get_inputs()}
+    measured = int8_module.faster_optimization(graph, [feeds], threads=2, rounds=1, fp32_path=graph)
+    assert opened == [False, False, False] and set(measured["ms"]) == {"all", "extended"}
+
 def _fake_int8_bundle(gsvnet_bundle, out, tuned_on: dict, optimization: str | None = "all"):
     """The FP32 flow graph relabelled int8 with a record saying where it was tuned (the warning's input)."""
     record = {"video": "x.avi", "frames": "0:6", "method": "minmax", "tuned_on": tuned_on}

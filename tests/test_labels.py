@@ -61,6 +61,21 @@ def test_logit_labels_of_a_constant_map_and_of_exact_ties():
     assert (labeller(tied) == 0).all() and labeller.boundary_share == 1.0
 
 
+
+@pytest.mark.parametrize("align_corners", [True, False])
+def test_logit_labels_interpolate_only_the_classes_that_can_win(align_corners):
+    """Noise logits (19 classes, every cell a boundary with 2-6 candidates): the blocks' argmax over
+    the candidate classes equals the argmax over all 19 interpolated classes, pixel for pixel."""
+    rng = np.random.default_rng(0)
+    logits = rng.standard_normal((1, 19, 12, 16)).astype(np.float32)
+    labeller = LogitLabels((12, 16), (100, 131), align_corners)
+    hwc = np.ascontiguousarray(logits[0].transpose(1, 2, 0))
+    cy, cx = (a.ravel() for a in np.meshgrid(np.arange(12), np.arange(16), indexing="ij"))
+    pruned = labeller._argmax_blocks(hwc, cy, cx)
+    assert np.array_equal(pruned, labeller._interpolate(hwc, cy, cx).argmax(-1))
+    resized = F.interpolate(torch.from_numpy(logits), size=(100, 131), mode="bilinear", align_corners=align_corners)
+    assert np.array_equal(labeller(logits), resized.argmax(1)[0].numpy())
+
 @pytest.fixture(scope="module")
 def mpvss_outputs(sample_frames):
     """The trained MPVSS (small) at 270x360 (padded to 288x384): class and 1/4 mask logits."""
