@@ -215,11 +215,15 @@ def speed_part(method: str, args, root: Path, video, monitor: CpuMonitor) -> dic
     result = measure(lambda: compare_pipelines(pipes["fp32"], pipes["int8"], frames, first_index=e.start),
                      args.quiet_wait, monitor, f"{method} pipelines")
     speed = result["speed"]["frame"]
+    graph_ms = {who: sum(row[who]["calls"] * row[who]["mean_ms"] for row in result["speed"]["graphs"].values()
+                         if row[who]["mean_ms"] is not None) / max(speed[who]["count"], 1)
+                for who in ("reference", "candidate")}  # the graphs' share of a frame, timed inside the pipelines
     return {"model": what, "size": f"{cfg.height}x{cfg.width}", "bundle": str(fp32), "export_s": t1 - t0,
             "calibration_s": t2 - t1, "graphs": graphs, "not_quantised": failed,
             "notes": [w for w in report["warnings"] if w.startswith("graph '")],
             "pipeline": {"frames": result["frames"], "key_frames": result["key_frames"],
                          "fp32_ms": speed["reference"]["mean_ms"], "int8_ms": speed["candidate"]["mean_ms"],
+                         "fp32_graphs_ms": graph_ms["reference"], "int8_graphs_ms": graph_ms["candidate"],
                          "numeric_drift_random_weights": result["agreement"]}}
 
 
@@ -282,8 +286,11 @@ def speed_tables(speed: dict, monitor: CpuMonitor) -> list[str]:
                      for m, s in speed.items() for g, why in s.get("not_quantised", {}).items()]
     lines += [f"- {m}: {note}" for m, s in speed.items() for note in s.get("notes", [])]
     lines += ["", "## Pipeline, seeded random weights: FP32 vs every graph INT8, frame by frame", "",
-              "| method | size | frames (key) | FP32 frame ms | FP32 FPS | INT8 frame ms | INT8 FPS | INT8 speed-up |",
-              "|---|---|---:|---:|---:|---:|---:|---:|"]
+              "Graphs alone: the graphs' ms a frame inside the pipelines, FP32 / INT8, the speed-up's bound if "
+              "the host's work a frame (reading the scores, labels, state) cost nothing; host: frame minus graphs.", "",
+              "| method | size | frames (key) | FP32 frame ms | FP32 FPS | INT8 frame ms | INT8 FPS | INT8 speed-up | "
+              "graphs alone: FP32 / INT8 ms, speed-up | host ms: FP32 / INT8 |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for method, s in speed.items():
         if "error" in s:
             continue
@@ -291,8 +298,16 @@ def speed_tables(speed: dict, monitor: CpuMonitor) -> list[str]:
         keys = "" if method == "tdnet" else f" ({p['key_frames']})"  # TDNet has no key frames
         lines.append(f"| {method} ({s['model']}) | {s['size']} | {p['frames']}{keys} | "
                      f"{p['fp32_ms']:.1f} | {1000 / p['fp32_ms']:.2f} | {p['int8_ms']:.1f} | "
-                     f"{1000 / p['int8_ms']:.2f} | {p['fp32_ms'] / p['int8_ms']:.2f}x |")
+                     f"{1000 / p['int8_ms']:.2f} | {p['fp32_ms'] / p['int8_ms']:.2f}x | {graphs_alone(p)} |")
     return lines + ["", f"- other processes' CPU during these timings: {cpu_load(monitor)}", ""]
+
+
+def graphs_alone(p: dict) -> str:
+    """The pipeline row's graphs-alone and host cells (results from before they were measured: '-')."""
+    if p.get("fp32_graphs_ms") is None:
+        return "- | -"
+    g32, g8 = p["fp32_graphs_ms"], p["int8_graphs_ms"]
+    return f"{g32:.1f} / {g8:.1f}, {g32 / g8:.2f}x | {p['fp32_ms'] - g32:.1f} / {p['int8_ms'] - g8:.1f}"
 
 
 def accuracy_table(accuracy: dict) -> list[str]:
