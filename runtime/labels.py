@@ -16,9 +16,10 @@ the class-weighted sum), so `MaskLabels` bounds it instead: inside a cell each q
 between its corner extremes, which bounds every class's score by the corner scores +- the spread;
 a cell whose top-left corner's margin beats twice that bound is one class, the rest is computed exactly.
 Where most cells are on a boundary (masks that disagree everywhere, as seeded weights give), computing
-them cell by cell costs more than resizing every mask with two matrix products of the bilinear
-weights, so above DENSE_SHARE of the cells `MaskLabels` does that instead (the same labels:
-benchmarks/label_tail_speed.py measures both ways).
+them cell by cell costs more than resizing every mask (OpenCV's bilinear resize along the columns,
+the rows' bilinear weights as one matrix product per block of rows), so above DENSE_SHARE of the
+cells `MaskLabels` does that instead (the same labels: benchmarks/label_tail_speed.py measures both
+ways).
 
 | class | input | output |
 |---|---|---|
@@ -35,6 +36,7 @@ and {"computed": "graph"} (or no entry: bundles before it) means the graphs outp
 """
 from __future__ import annotations
 
+import cv2
 import numpy as np
 
 
@@ -67,7 +69,7 @@ def _cell_corners(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 
 DENSE_SHARE = 0.5  # MaskLabels: above this share of boundary cells, resize everything (label_tail_speed.py)
-DENSE_ROWS = 64  # output rows per block of the dense path ([N, 64, W] float32 at a time)
+DENSE_ROWS = 64  # output rows per block of the dense path ([64 x W, N] float32 at a time)
 
 
 def interpolation_matrix(axis: _Axis, n_src: int) -> np.ndarray:
@@ -215,7 +217,8 @@ class MaskLabels(_Upsampler):
 
     def __init__(self, src: tuple[int, int], padded: tuple[int, int], dst: tuple[int, int]):
         super().__init__(src, padded, align_corners=False, crop=dst)
-        self._weights = None  # the dense path's interpolation matrices
+        self.padded = padded
+        self._weights = None  # the dense path's row weights and bands
 
     def __call__(self, class_logits: np.ndarray, mask_logits: np.ndarray) -> np.ndarray:
         c = np.asarray(class_logits, dtype=np.float32)[0]  # [N, K+1]
@@ -248,19 +251,35 @@ class MaskLabels(_Upsampler):
         return self._assemble(top.astype(np.uint8), uniform, exact)
 
     def _dense(self, probs: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        """Every pixel exactly: the masks resized by the bilinear weights as matrices, DENSE_ROWS
-        output rows at a time -> uint8 [H, W]."""
+        """Every pixel exactly -> uint8 [H, W]: the masks resized along the columns by OpenCV's
+        bilinear resize (half-pixel, as PyTorch's), then along the rows DENSE_ROWS output rows at
+        a time, as one product of the bilinear weights of the band of source rows the block reads
+        (a block's first lo to its last hi; the weights outside it are 0), which lays the block out
+        as [pixels, N] for the class product."""
         n, h, w = masks.shape
         if self._weights is None:  # the geometry's: made once, on the first dense frame
-            self._weights = (interpolation_matrix(self.rows, h), np.ascontiguousarray(interpolation_matrix(self.cols, w).T))
-        wy, wx = self._weights  # [H, h], [w, W]
-        across = masks @ wx  # [N, h, W]
-        labels = np.empty((wy.shape[0], wx.shape[1]), dtype=np.uint8)
-        for r in range(0, wy.shape[0], DENSE_ROWS):
-            flat = _sigmoid_in_place(np.matmul(wy[r:r + DENSE_ROWS], across).reshape(n, -1))  # [N, rows x W]
-            labels[r:r + DENSE_ROWS] = (probs.T @ flat).argmax(0).reshape(-1, wx.shape[1])
+            self._weights = interpolation_matrix(self.rows, h), _bands(self.rows, DENSE_ROWS)
+        wy, row_bands = self._weights  # [H, h], [(output rows, source rows)]
+        width, padded_width = len(self.cols.lo), self.padded[1]
+        hwc = np.ascontiguousarray(masks.transpose(1, 2, 0))  # [h, w, N]
+        # rows unchanged (weights 1 and 0), columns to the padded width, then cropped: [h, W, N]
+        across = cv2.resize(hwc, (padded_width, h), interpolation=cv2.INTER_LINEAR)[:, :width]
+        labels = np.empty((wy.shape[0], width), dtype=np.uint8)
+        for out, src in row_bands:
+            block = wy[out, src] @ across[src].reshape(src.stop - src.start, -1)  # [rows, W x N]
+            flat = _sigmoid_in_place(block.reshape(-1, n))  # [pixels, N]
+            labels[out] = (flat @ probs).argmax(-1).reshape(-1, width)
         self.boundary_share = 1.0
         return labels
+
+
+def _bands(axis: _Axis, block: int) -> list[tuple[slice, slice]]:
+    """(output slice, source slice) per block of `block` output indices along an axis: the source
+    indices from the block's first lo to its last hi, all that its bilinear weights touch."""
+    n_dst = len(axis.lo)
+    return [(slice(start, min(start + block, n_dst)),
+             slice(int(axis.lo[start]), int(axis.hi[min(start + block, n_dst) - 1]) + 1))
+            for start in range(0, n_dst, block)]
 
 
 LABEL_KINDS = ("logits", "masks")

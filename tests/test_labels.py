@@ -104,9 +104,9 @@ def test_mask_labels_equal_the_official_semantic_inference(mpvss_outputs):
 
 
 def test_mask_labels_of_masks_disagreeing_everywhere_resize_them_all_with_the_same_labels(mpvss_outputs, monkeypatch):
-    """Masks of noise put nearly every cell on a boundary: MaskLabels then resizes every mask by matrix
-    products (runtime.labels.DENSE_SHARE); the labels are the official semantic inference's, and
-    those of the cell-by-cell path."""
+    """Masks of noise put nearly every cell on a boundary: MaskLabels then resizes every mask
+    (runtime.labels.DENSE_SHARE: OpenCV along the columns, a band's weights along the rows); the labels
+    are the official semantic inference's, and those of the cell-by-cell path."""
     from vss_edge.models.mpvss.mask2former import semantic_labels
     from vss_edge.runtime import labels as labels_module
 
@@ -123,3 +123,20 @@ def test_mask_labels_of_masks_disagreeing_everywhere_resize_them_all_with_the_sa
     monkeypatch.setattr(labels_module, "DENSE_SHARE", 1.0)
     by_cell = labeller(class_logits.numpy(), noisy.numpy())
     assert labeller.boundary_share > labels_module.DENSE_SHARE / 2 and np.mean(by_cell == dense) >= 0.9999
+
+
+@pytest.mark.parametrize("src, padded, dst", [((13, 17), (50, 70), (47, 61)), ((30, 40), (20, 25), (20, 25))])
+def test_mask_labels_dense_path_at_any_scale(src, padded, dst):
+    """The dense path at non-integer up and down scales, cropped: the faithful resize -> sigmoid ->
+    class sum -> argmax (PyTorch), pixel for pixel up to float-rounding ties."""
+    rng = np.random.default_rng(1)
+    class_logits = rng.standard_normal((1, 9, 6), dtype=np.float32)
+    masks = 3.0 * rng.standard_normal((1, 9) + src, dtype=np.float32)
+    labeller = MaskLabels(src, padded, dst)
+    e = np.exp(class_logits[0] - class_logits[0].max(-1, keepdims=True))
+    probs = torch.from_numpy((e / e.sum(-1, keepdims=True))[:, :-1])
+    resized = F.interpolate(torch.from_numpy(masks), size=padded, mode="bilinear", align_corners=False)
+    faithful = torch.einsum("qk,qhw->khw", probs, resized[0].sigmoid())[:, :dst[0], :dst[1]].argmax(0).numpy()
+    got = labeller(class_logits, masks)
+    assert labeller.boundary_share == 1.0 and got.shape == dst
+    assert np.mean(got == faithful) >= 0.9999
