@@ -202,7 +202,7 @@ class LogitLabels(_Upsampler):
             best, pick = values[0], np.zeros(values.shape[1:], dtype=np.intp)
             for j in range(1, k):  # a strict > keeps the lower class at a tie, as argmax does
                 better = values[j] > best
-                best = np.where(better, values[j], best)
+                np.maximum(best, values[j], out=best)
                 pick[better] = j
             out[group] = np.take_along_axis(classes, pick.reshape(len(group), -1), -1).reshape(pick.shape)
         return out
