@@ -142,12 +142,7 @@ class _Upsampler:
     def _interpolate(self, maps_hwc: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
         """maps [h, w, C] bilinearly interpolated over the blocks of cells (cy, cx) ->
         float32 [cells, rows, cols, C] (slots beyond a block's size hold garbage)."""
-        return self._blend(self._corners(maps_hwc, cy, cx), cy, cx)
-
-    def _blend(self, corners: tuple[np.ndarray, ...], cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
-        """Corner values [cells, C] (as `_corners`) -> the blocks' bilinear values [cells, rows, cols, C],
-        channel by channel the same arithmetic whichever channels are passed."""
-        c00, c01, c10, c11 = corners
+        c00, c01, c10, c11 = self._corners(maps_hwc, cy, cx)
         wx = self.cols.weight[cx]  # [cells, cols, 1]
         top = c00[:, None] + wx * (c01 - c00)[:, None]
         bottom = c10[:, None] + wx * (c11 - c10)[:, None]
