@@ -70,6 +70,7 @@ def _cell_corners(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 PRUNE_WORK = 200_000  # LogitLabels: interpolated values (cells x block x C) from which choosing candidates pays
 DENSE_SHARE = 0.5  # MaskLabels: above this share of boundary cells, resize everything (label_tail_speed.py)
+RESIZE_CHANNELS = 128  # channels per cv2.resize call (OpenCV 5.1's Python binding refuses more)
 DENSE_ROWS = 64  # output rows per block of the dense path ([64 x W, N] float32 at a time)
 
 
@@ -261,8 +262,11 @@ class MaskLabels(_Upsampler):
         wy, row_bands = self._weights  # [H, h], [(output rows, source rows)]
         width, padded_width = len(self.cols.lo), self.padded[1]
         hwc = np.ascontiguousarray(masks.transpose(1, 2, 0))  # [h, w, N]
-        # rows unchanged (weights 1 and 0), columns to the padded width, then cropped: [h, W, N]
-        across = cv2.resize(hwc, (padded_width, h), interpolation=cv2.INTER_LINEAR)[:, :width]
+        # rows unchanged (weights 1 and 0), columns to the padded width, then cropped: [h, W, N];
+        # OpenCV takes at most RESIZE_CHANNELS channels a call and drops the axis of a single one
+        across = np.concatenate([cv2.resize(hwc[..., i:i + RESIZE_CHANNELS], (padded_width, h),
+                                            interpolation=cv2.INTER_LINEAR).reshape(h, padded_width, -1)
+                                 for i in range(0, n, RESIZE_CHANNELS)], axis=-1)[:, :width]
         labels = np.empty((wy.shape[0], width), dtype=np.uint8)
         for out, src in row_bands:
             block = wy[out, src] @ across[src].reshape(src.stop - src.start, -1)  # [rows, W x N]

@@ -128,13 +128,17 @@ def test_mask_labels_of_masks_disagreeing_everywhere_resize_them_all_with_the_sa
     assert labeller.boundary_share > labels_module.DENSE_SHARE / 2 and np.mean(by_cell == dense) >= 0.9999
 
 
-@pytest.mark.parametrize("src, padded, dst", [((13, 17), (50, 70), (47, 61)), ((30, 40), (20, 25), (20, 25))])
-def test_mask_labels_dense_path_at_any_scale(src, padded, dst):
-    """The dense path at non-integer up and down scales, cropped: the faithful resize -> sigmoid ->
-    class sum -> argmax (PyTorch), pixel for pixel up to float-rounding ties."""
+@pytest.mark.parametrize("src, padded, dst, queries", [((13, 17), (50, 70), (47, 61), 9),
+                                                       ((30, 40), (20, 25), (20, 25), 9),
+                                                       ((6, 8), (24, 32), (22, 30), 1),
+                                                       ((6, 8), (24, 32), (22, 30), 600)])
+def test_mask_labels_dense_path_at_any_scale(src, padded, dst, queries):
+    """The dense path at non-integer up and down scales, cropped, with one query and with more than
+    OpenCV takes in one image: the faithful resize -> sigmoid -> class sum -> argmax (PyTorch), pixel
+    for pixel up to float-rounding ties."""
     rng = np.random.default_rng(1)
-    class_logits = rng.standard_normal((1, 9, 6), dtype=np.float32)
-    masks = 3.0 * rng.standard_normal((1, 9) + src, dtype=np.float32)
+    class_logits = rng.standard_normal((1, queries, 6), dtype=np.float32)
+    masks = 3.0 * rng.standard_normal((1, queries) + src, dtype=np.float32)
     labeller = MaskLabels(src, padded, dst)
     e = np.exp(class_logits[0] - class_logits[0].max(-1, keepdims=True))
     probs = torch.from_numpy((e / e.sum(-1, keepdims=True))[:, :-1])
