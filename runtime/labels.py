@@ -227,14 +227,15 @@ class MaskLabels(_Upsampler):
         masks = np.asarray(mask_logits, dtype=np.float32)[0]  # [N, h, w]
         n, h, w = masks.shape
         sig = 1.0 / (1.0 + np.exp(-masks))
-        scores = (probs.T @ sig.reshape(n, h * w)).reshape(-1, h, w)  # [K, h, w], exact at the grid points
-        top = scores.argmax(0)
-        part = np.partition(scores, -2, axis=0)
-        margin = part[-1] - part[-2]  # 0 at a tie
+        scores = sig.reshape(n, h * w).T @ probs  # [h x w, K], exact at the grid points (classes last:
+        top = scores.argmax(-1).reshape(h, w)  # numpy reduces a contiguous last axis fastest)
+        part = np.partition(scores, -2, axis=-1)
+        margin = (part[:, -1] - part[:, -2]).reshape(h, w)  # 0 at a tie
         # Inside a cell, sigmoid(mask_q) moves at most spread_q from any corner's value, so each
         # class score moves at most sum_q p[q, k] spread_q <= sum_q max_k p[q, k] spread_q = bound.
-        sig_corners = _cell_corners(sig)
-        spread = np.maximum.reduce(sig_corners) - np.minimum.reduce(sig_corners)  # [N, h, w]
+        c00, c01, c10, c11 = _cell_corners(sig)
+        spread = (np.maximum(np.maximum(c00, c01), np.maximum(c10, c11))
+                  - np.minimum(np.minimum(c00, c01), np.minimum(c10, c11)))  # [N, h, w]
         bound = np.tensordot(probs.max(1), spread, axes=1)  # [h, w]
         # Any one corner then decides: its class wins everywhere in the cell when its margin over
         # the runner-up exceeds twice the bound (the top-left corner is the cell's own grid point).
