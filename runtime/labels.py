@@ -185,6 +185,7 @@ class LogitLabels(_Upsampler):
         high = np.maximum(np.maximum(corners[0], corners[1]), np.maximum(corners[2], corners[3]))
         low = np.minimum(np.minimum(corners[0], corners[1]), np.minimum(corners[2], corners[3]))
         candidate = high >= low.max(-1, keepdims=True)  # [cells, C]
+        candidate |= ~candidate.any(-1, keepdims=True)  # a NaN corner compares false: such a cell takes every class
         counts = candidate.sum(-1)
         order = np.argsort(~candidate, axis=-1, kind="stable")  # each cell's candidates first, in class order
         wx = self.cols.weight[cx][None, :, :, 0]  # [1, cells, cols]

@@ -79,6 +79,24 @@ def test_logit_labels_interpolate_only_the_classes_that_can_win(align_corners, m
     resized = F.interpolate(torch.from_numpy(logits), size=(100, 131), mode="bilinear", align_corners=align_corners)
     assert np.array_equal(labeller(logits), resized.argmax(1)[0].numpy())
 
+
+def test_logit_labels_survive_nan_scores(monkeypatch):
+    """A graph gone wrong (NaN logits in a patch) still gives one label map per frame, equal to
+    interpolating every class wherever the scores are finite."""
+    from vss_edge.runtime import labels as labels_module
+
+    logits = np.random.default_rng(0).standard_normal((1, 19, 12, 16)).astype(np.float32)
+    logits[0, :3, 3:5, 4:6] = np.nan
+    labeller = LogitLabels((12, 16), (96, 128), True)
+    monkeypatch.setattr(labels_module, "PRUNE_WORK", 0)
+    pruned = labeller(logits)
+    monkeypatch.setattr(labels_module, "PRUNE_WORK", float("inf"))
+    every_class = labeller(logits)
+    finite = torch.isfinite(F.interpolate(torch.from_numpy(logits), size=(96, 128), mode="bilinear",
+                                       align_corners=True)[0]).all(0).numpy()
+    assert pruned.shape == (96, 128) and pruned.dtype == np.uint8 and 0 < finite.mean() < 1
+    assert np.array_equal(pruned[finite], every_class[finite])
+
 @pytest.fixture(scope="module")
 def mpvss_outputs(sample_frames):
     """The trained MPVSS (small) at 270x360 (padded to 288x384): class and 1/4 mask logits."""
