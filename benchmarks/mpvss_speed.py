@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for name in ("keyframe", "flow", "propagation"):
             profiles[name] = profile_graph(bundles["query_flow"] / f"{name}.onnx", feeds[name], args.profile_calls,
-                                           args.threads, spin=name == "keyframe", tmp=Path(tmp))
+                                           args.threads, spin=True, tmp=Path(tmp))
     total_monitor = CpuMonitor()
     for m in monitors.values():
         total_monitor.add(m)

@@ -222,7 +222,7 @@ class SingleGraph:
 
         from vss_edge.runtime.session import session_options
 
-        opts = session_options(threads, quiet=False, spin=False)  # as the runtime's path graphs
+        opts = session_options(threads, quiet=False, spin=False)  # as the runtime opens its path graphs
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.name, self.height, self.width, self.index = name, height, width, 0
