@@ -127,8 +127,9 @@ def faster_optimization(path: str | Path, samples: list[dict], threads: int | No
     Returns {"optimization": the faster level, "ms": {level: median ms per run}, "fp32_ms": the
     FP32 graph's median (None without fp32_path)}. Which level wins depends on the CPU and on what
     stays float between the int8 convolutions (the NHWC pass's Transposes around a float op can
-    cost more than the layout gains), so it is measured, not assumed. The sessions do not spin: a
-    worker still spinning after one session's run competes with the next session timed, on a
+    cost more than the layout gains), so it is measured, not assumed. The sessions are opened as
+    the runtime opens them (session_options: workers spin within a run and stop at its end): a
+    worker left spinning after one session's run would compete with the next session timed, on a
     2-core CPU enough to double the times and flip the choice from round to round.
     """
     import onnxruntime as ort
@@ -137,7 +138,7 @@ def faster_optimization(path: str | Path, samples: list[dict], threads: int | No
     from vss_edge.runtime.session import session_options
 
     def open_session(graph, level="all"):
-        return ort.InferenceSession(str(graph), session_options(threads, quiet=True, spin=False, optimization=level),
+        return ort.InferenceSession(str(graph), session_options(threads, quiet=True, optimization=level),
                                     providers=["CPUExecutionProvider"])
 
     sessions = {level: open_session(path, level) for level in OPTIMIZATIONS}

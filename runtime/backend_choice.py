@@ -136,10 +136,6 @@ def _open_candidates(manifest, precision: str, threads, thread_pool: str) -> tup
     return candidates, None
 
 
-def _labels(manifest, sessions: dict, frames) -> list[np.ndarray]:
-    return _run_pipeline(manifest, sessions, frames)[0]
-
-
 def _run_pipeline(manifest, sessions: dict, frames) -> tuple[list[np.ndarray], float]:
     """The labels of `frames` through a pipeline on `sessions`, and its mean milliseconds a frame."""
     from vss_edge.runtime.pipeline import Pipeline
@@ -200,7 +196,7 @@ def measure_choice(manifest, candidates: dict, floor: float) -> dict:
         agreement, pick = {}, REFERENCE
         for c in sorted((c for c in candidates if c != REFERENCE and ms[c] < ms[REFERENCE]), key=ms.get):
             moved = dict(reference, **{graph: candidates[c][graph]})
-            agreement[label[c]] = _agreement(ref_labels, _labels(manifest, moved, frames), classes)
+            agreement[label[c]] = _agreement(ref_labels, _run_pipeline(manifest, moved, frames)[0], classes)
             if agreement[label[c]] >= floor:
                 pick = c
                 break

@@ -124,8 +124,8 @@ def session_options(threads: int | None, quiet: bool, spin: bool = True,
     session's workers never take the CPU from the next graph or from the host's work. Measured,
     GSVNet 512x1024 interval 5, 2 threads, interleaved in one process: propagation graph 9.1 vs
     11.6 ms (INT8) and 13.5 vs 16.9 ms (FP32) without spinning; spinning without the stop made every
-    frame about twice as slow. spin=False: no spinning at all (timing several sessions in turn, and
-    TDNet's path graphs: one large graph a frame, measured 4% slower with spinning, 413 vs 398 ms).
+    frame about twice as slow. spin=False: no spinning at all (TDNet's path graphs: one large graph
+    a frame, measured 4% slower with spinning, 413 vs 398 ms).
     """
     opts = ort.SessionOptions()
     opts.graph_optimization_level = _LEVELS[optimization]
@@ -285,8 +285,9 @@ def open_sessions(manifest, device: str = "auto", threads: int | None = None,
     trt_cache_dir (default `<bundle>.trt_cache` beside the bundle; refused inside it), FP16
     kernels with trt_fp16.
     thread_pool (CPU): 'per_session' (each graph its own intra-op pool, spinning only within a
-    run, TDNet's paths not at all: session_options) or 'shared' (ONNX Runtime's process-wide pool, see shared_pool_threads;
-    where it cannot be had at this size, per-session pools, said in the log line).
+    run, TDNet's paths not at all: session_options) or 'shared' (ONNX Runtime's process-wide pool,
+    see shared_pool_threads; where it cannot be had at this size, per-session pools, said in the
+    log line).
     """
     if device not in DEVICES:
         raise VssEdgeError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
