@@ -36,6 +36,8 @@ and {"computed": "graph"} (or no entry: bundles before it) means the graphs outp
 """
 from __future__ import annotations
 
+import copy
+
 import cv2
 import numpy as np
 
@@ -55,9 +57,43 @@ class _Axis:
         else:
             s = np.maximum((d + 0.5) * (n_src / n_dst) - 0.5, 0.0)
         lo = np.minimum(np.floor(s).astype(np.int64), n_src - 1)
+        self.n_src = n_src
         self.lo = lo
         self.hi = np.minimum(lo + 1, n_src - 1)
         self.frac = (s - lo).astype(np.float32)
+        self.pick = np.arange(n_dst)  # which output index of the full resize each entry is
+
+    def picked(self, index: np.ndarray) -> "_Axis":
+        """The same axis keeping only output indices `index` (non-decreasing, repeats allowed)."""
+        axis = object.__new__(_Axis)
+        axis.n_src, axis.lo, axis.hi, axis.frac, axis.pick = (
+            self.n_src, self.lo[index], self.hi[index], self.frac[index], self.pick[index])
+        return axis
+
+    def index_cells(self) -> None:
+        """Group the output indices by source cell (lo never decreases along an axis): source index
+        i owns count[i] outputs from start[i], held in `slots` = max(count) slots of which valid[i]
+        are used; index[i] and weight[i] give each slot's output index and frac (0 when unused);
+        keep: the flat slot of each output, in order; scatter: index, with unused slots at len(lo)."""
+        n = self.n_src
+        self.count = np.bincount(self.lo, minlength=n)  # output pixels per source index
+        self.start = np.cumsum(self.count) - self.count
+        self.next = np.minimum(np.arange(n) + 1, n - 1)  # the cell's other corner
+        slots = max(int(self.count.max()), 1)
+        offset = self.start[:, None] + np.arange(slots)  # [n, slots] output index per slot
+        self.valid = np.arange(slots) < self.count[:, None]
+        self.index = np.where(self.valid, offset, 0)
+        self.weight = np.where(self.valid, self.frac[np.minimum(offset, len(self.frac) - 1)], 0)
+        self.weight = self.weight.astype(np.float32)[..., None]  # [n, slots, 1]
+        self.keep = np.flatnonzero(self.valid.ravel())
+        self.scatter = np.where(self.valid, offset, len(self.lo))
+
+
+def nearest_picks(n_from: int, n_to: int) -> np.ndarray:
+    """The indices of n_from that OpenCV's INTER_NEAREST resize to n_to reads (runtime.preprocess.
+    labels_to_frame's resize): resizing a map and picking these rows and columns are the same."""
+    ramp = np.arange(n_from, dtype=np.int32)[None]
+    return cv2.resize(ramp, (n_to, 1), interpolation=cv2.INTER_NEAREST)[0].astype(np.int64)
 
 
 def _cell_corners(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -104,35 +140,52 @@ class _Upsampler:
         self.rows = _Axis(src[0], dst[0], align_corners)
         self.cols = _Axis(src[1], dst[1], align_corners)
         if crop is not None:  # only the top-left crop of the resized map is wanted (MPVSS's padding)
-            for axis, keep in ((self.rows, crop[0]), (self.cols, crop[1])):
-                axis.lo, axis.hi, axis.frac = axis.lo[:keep], axis.hi[:keep], axis.frac[:keep]
-        for axis, n in ((self.rows, src[0]), (self.cols, src[1])):
-            axis.count = np.bincount(axis.lo, minlength=n)  # output pixels per source index
-            axis.start = np.cumsum(axis.count) - axis.count
-            axis.next = np.minimum(np.arange(n) + 1, n - 1)  # the cell's other corner
-            block = int(axis.count.max())
-            offset = axis.start[:, None] + np.arange(block)  # [n, block] output index per slot
-            axis.valid = np.arange(block) < axis.count[:, None]
-            axis.index = np.where(axis.valid, offset, 0)
-            axis.weight = np.where(axis.valid, axis.frac[np.minimum(offset, len(axis.frac) - 1)], 0)
-            axis.weight = axis.weight.astype(np.float32)[..., None]  # [n, block, 1]
+            self.rows, self.cols = self.rows.picked(np.arange(crop[0])), self.cols.picked(np.arange(crop[1]))
+        self._index_cells()
+        self._sized: dict[tuple[int, int], _Upsampler] = {}
         self.boundary_share = 0.0  # share of output pixels computed exactly, for the last frame
+
+    def _index_cells(self) -> None:
+        self.rows.index_cells()
+        self.cols.index_cells()
+        self.size = (len(self.rows.lo), len(self.cols.lo))
+        self._block_weight_tables = None  # LogitLabels' per-pixel weights of a block, made on first use
+
+    def at(self, size: tuple[int, int]):
+        """This label step giving its labels resized to `size` (H', W') by OpenCV's nearest
+        neighbour, computed at those pixels only (made once per size): the same labels as
+        labels_to_frame(self(...), size), without computing the pixels that resize drops."""
+        size = (int(size[0]), int(size[1]))
+        if size == self.size:
+            return self
+        if size not in self._sized:
+            sized = copy.copy(self)
+            sized.rows = self.rows.picked(nearest_picks(self.size[0], size[0]))
+            sized.cols = self.cols.picked(nearest_picks(self.size[1], size[1]))
+            sized._index_cells()
+            sized._sized = {}
+            self._sized[size] = sized
+        return self._sized[size]
 
     def _assemble(self, cell_labels: np.ndarray, uniform: np.ndarray, exact) -> np.ndarray:
         """Labels [H, W]: each uniform cell's label repeated over its block; the blocks of the
-        other cells from exact(cy, cx) -> labels [cells, rows, cols] of cells (cy, cx)."""
-        labels = np.repeat(np.repeat(cell_labels, self.rows.count, axis=0), self.cols.count, axis=1)
+        other cells from exact(cy, cx) -> labels [cells, rows, cols] of cells (cy, cx).
+
+        Built as [h, row slots, W + 1]: every source row's slots hold its cells' labels along the
+        columns, the exact blocks are written over their cells (a block's unused columns into the
+        spare last column, its unused rows into slots no output keeps), then the used slots are kept.
+        """
+        h, slots = self.rows.valid.shape
+        width = self.size[1]
+        rows = np.empty((h, slots, width + 1), dtype=np.uint8)
+        rows[:, :, :width] = np.repeat(cell_labels, self.cols.count, axis=1)[:, None, :]
         cy, cx = np.nonzero(~uniform)
         if cy.size:
-            block = exact(cy, cx)
-            valid = self.rows.valid[cy][:, :, None] & self.cols.valid[cx][:, None, :]
-            ys = np.broadcast_to(self.rows.index[cy][:, :, None], valid.shape)
-            xs = np.broadcast_to(self.cols.index[cx][:, None, :], valid.shape)
-            labels[ys[valid], xs[valid]] = block[valid]
-            self.boundary_share = int(valid.sum()) / labels.size
+            rows[cy[:, None, None], np.arange(slots)[:, None], self.cols.scatter[cx][:, None, :]] = exact(cy, cx)
+            self.boundary_share = float((self.rows.count[cy] * self.cols.count[cx]).sum()) / (self.size[0] * width)
         else:
             self.boundary_share = 0.0
-        return labels
+        return rows.reshape(h * slots, width + 1)[self.rows.keep, :width]
 
     def _corners(self, maps_hwc: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> tuple[np.ndarray, ...]:
         """The four corner values [cells, C] of cells (cy, cx) of maps [h, w, C]: top-left,
@@ -152,19 +205,21 @@ class _Upsampler:
 
 
 class LogitLabels(_Upsampler):
-    """argmax over classes of logits [1, C, h, w] resized bilinearly to dst = (H, W) -> uint8 [H, W]."""
+    """argmax over classes of logits [1, C, h, w] resized bilinearly to dst = (H, W) -> uint8 [H, W]
+    (or, given size, those labels resized to it by nearest neighbour: see `at`)."""
 
-    def __call__(self, logits: np.ndarray) -> np.ndarray:
-        scores = np.asarray(logits, dtype=np.float32)[0]  # [C, h, w]
-        top = scores.argmax(0)
-        best = np.take_along_axis(scores, top[None], 0)[0]
+    def __call__(self, logits: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        if size is not None and tuple(size) != self.size:
+            return self.at(size)(logits)
+        hwc = np.ascontiguousarray(np.asarray(logits, dtype=np.float32)[0].transpose(1, 2, 0))  # [h, w, C]
+        top = hwc.argmax(-1)
+        best = np.take_along_axis(hwc, top[..., None], -1)
         # strict: no other class reaches the best score (an exact tie goes to the exact path)
-        strict = (scores >= best[None]).sum(0) == 1
+        strict = (hwc >= best).sum(-1) == 1
         corners = _cell_corners(np.stack([top, strict]))
         uniform = np.ones(top.shape, dtype=bool)
         for c in corners:
             uniform &= (c[0] == top) & (c[1] == 1)
-        hwc = np.ascontiguousarray(scores.transpose(1, 2, 0))
         return self._assemble(top.astype(np.uint8), uniform, lambda cy, cx: self._argmax_blocks(hwc, cy, cx))
 
     def _argmax_blocks(self, hwc: np.ndarray, cy: np.ndarray, cx: np.ndarray) -> np.ndarray:
@@ -181,32 +236,50 @@ class LogitLabels(_Upsampler):
         """
         if cy.size * self.rows.weight.shape[1] * self.cols.weight.shape[1] * hwc.shape[-1] < PRUNE_WORK:
             return self._interpolate(hwc, cy, cx).argmax(-1).astype(np.uint8)  # too little to save
-        corners = self._corners(hwc, cy, cx)  # 4 x [cells, C]
+        n_classes, w = hwc.shape[-1], hwc.shape[1]
+        y1, x1 = self.rows.next[cy], self.cols.next[cx]
+        at = [(y * w + x) * n_classes for y, x in ((cy, cx), (cy, x1), (y1, cx), (y1, x1))]  # each corner's first class
+        corners = [hwc.reshape(-1, n_classes)[i // n_classes] for i in at]  # 4 x [cells, C]
         high = np.maximum(np.maximum(corners[0], corners[1]), np.maximum(corners[2], corners[3]))
         low = np.minimum(np.minimum(corners[0], corners[1]), np.minimum(corners[2], corners[3]))
         candidate = high >= low.max(-1, keepdims=True)  # [cells, C]
         candidate |= ~candidate.any(-1, keepdims=True)  # a NaN corner compares false: such a cell takes every class
         counts = candidate.sum(-1)
-        order = np.argsort(~candidate, axis=-1, kind="stable")  # each cell's candidates first, in class order
-        wx = self.cols.weight[cx][None, :, :, 0]  # [1, cells, cols]
-        wy = self.rows.weight[cy][None, :, :, 0, None]  # [1, cells, rows, 1]
-        out = np.empty((cy.size, wy.shape[2], wx.shape[2]), dtype=np.uint8)
+        wx, wy = self._block_weights()
+        flat = hwc.reshape(-1)
+        out = np.empty((cy.size, wy.shape[1]), dtype=np.uint8)
         for k in np.unique(counts):
             group = np.nonzero(counts == k)[0]
-            classes = order[group, :k]  # [cells, k]
-            # class-major [k, cells] corners, so that each class is one contiguous [cells, rows, cols] block
-            c00, c01, c10, c11 = (np.take_along_axis(c[group], classes, -1).T[..., None] for c in corners)
-            gx, gy = wx[:, group], wy[:, group]
-            top = c00 + gx * (c01 - c00)  # [k, cells, cols]
-            bottom = c10 + gx * (c11 - c10)
-            values = top[:, :, None] + gy * (bottom - top)[:, :, None]  # [k, cells, rows, cols]
-            best, pick = values[0], np.zeros(values.shape[1:], dtype=np.intp)
+            classes = np.nonzero(candidate[group])[1].reshape(-1, k).T  # [k, cells]: each cell's candidates, in class order
+            c00, c01, c10, c11 = (flat[i[group] + classes][..., None] for i in at)  # [k, cells, 1]
+            gx, gy = wx[cx[group]], wy[cy[group]]  # [cells, pixels of a block]
+            values = gx * (c11 - c10)  # bottom edge, then the top edge, then between them:
+            values += c10  # the same arithmetic as _interpolate, in place, [k, cells, pixels]
+            top = gx * (c01 - c00)
+            top += c00
+            values -= top
+            values *= gy
+            values += top
+            best = values[0]
+            label = np.empty(best.shape, dtype=np.uint8)
+            label[...] = classes[0][:, None]
             for j in range(1, k):  # a strict > keeps the lower class at a tie, as argmax does
                 better = values[j] > best
                 np.maximum(best, values[j], out=best)
-                pick[better] = j
-            out[group] = np.take_along_axis(classes, pick.reshape(len(group), -1), -1).reshape(pick.shape)
-        return out
+                np.copyto(label, classes[j][:, None].astype(np.uint8), where=better)
+            out[group] = label
+        return out.reshape(cy.size, self.rows.weight.shape[1], self.cols.weight.shape[1])
+
+    def _block_weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 [w, rows x cols] and [h, rows x cols]: each source column's and row's bilinear
+        weight at every pixel of a block (slot), flattened (made once)."""
+        if self._block_weight_tables is None:
+            rows, cols = self.rows.weight[..., 0], self.cols.weight[..., 0]  # [h, R], [w, Cc]
+            shape = (rows.shape[1], cols.shape[1])
+            self._block_weight_tables = (
+                np.ascontiguousarray(np.broadcast_to(cols[:, None, :], (cols.shape[0],) + shape)).reshape(cols.shape[0], -1),
+                np.ascontiguousarray(np.broadcast_to(rows[:, :, None], (rows.shape[0],) + shape)).reshape(rows.shape[0], -1))
+        return self._block_weight_tables
 
 
 class MaskLabels(_Upsampler):
@@ -219,9 +292,15 @@ class MaskLabels(_Upsampler):
     def __init__(self, src: tuple[int, int], padded: tuple[int, int], dst: tuple[int, int]):
         super().__init__(src, padded, align_corners=False, crop=dst)
         self.padded = padded
-        self._weights = None  # the dense path's row weights and bands
 
-    def __call__(self, class_logits: np.ndarray, mask_logits: np.ndarray) -> np.ndarray:
+    def _index_cells(self) -> None:
+        super()._index_cells()
+        self._weights = None  # the dense path's row weights and bands, made on its first frame
+
+    def __call__(self, class_logits: np.ndarray, mask_logits: np.ndarray,
+                 size: tuple[int, int] | None = None) -> np.ndarray:
+        if size is not None and tuple(size) != self.size:
+            return self.at(size)(class_logits, mask_logits)
         c = np.asarray(class_logits, dtype=np.float32)[0]  # [N, K+1]
         e = np.exp(c - c.max(-1, keepdims=True))
         probs = (e / e.sum(-1, keepdims=True))[:, :-1]  # [N, K]
@@ -262,13 +341,15 @@ class MaskLabels(_Upsampler):
         if self._weights is None:  # the geometry's: made once, on the first dense frame
             self._weights = interpolation_matrix(self.rows, h), _bands(self.rows, DENSE_ROWS)
         wy, row_bands = self._weights  # [H, h], [(output rows, source rows)]
-        width, padded_width = len(self.cols.lo), self.padded[1]
+        width, padded_width = self.size[1], self.padded[1]
+        columns = self.cols.pick  # of the padded width: the crop, or the pixels a resize keeps
+        columns = slice(0, width) if np.array_equal(columns, np.arange(width)) else columns
         hwc = np.ascontiguousarray(masks.transpose(1, 2, 0))  # [h, w, N]
         # rows unchanged (weights 1 and 0), columns to the padded width, then cropped: [h, W, N];
         # OpenCV takes at most RESIZE_CHANNELS channels a call and drops the axis of a single one
         across = np.concatenate([cv2.resize(hwc[..., i:i + RESIZE_CHANNELS], (padded_width, h),
                                             interpolation=cv2.INTER_LINEAR).reshape(h, padded_width, -1)
-                                 for i in range(0, n, RESIZE_CHANNELS)], axis=-1)[:, :width]
+                                 for i in range(0, n, RESIZE_CHANNELS)], axis=-1)[:, columns]
         labels = np.empty((wy.shape[0], width), dtype=np.uint8)
         for out, src in row_bands:
             block = wy[out, src] @ across[src].reshape(src.stop - src.start, -1)  # [rows, W x N]

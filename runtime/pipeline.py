@@ -125,6 +125,7 @@ class Pipeline:
         decision = self.program.decide(self.scheduler, info)
         is_key = decision is True
         path = None if isinstance(decision, bool) else int(decision)
+        self.program.label_size = frame.shape[:2]  # host labels come at the frame's size directly
         labels = labels_to_frame(self.program.step(image, decision, run), frame.shape)
         result = FrameResult(self._index, labels, is_key, timings, (time.perf_counter() - start) * 1000.0, path)
         self._index += 1

@@ -106,6 +106,7 @@ def recording_label_grids(pipe, holder: dict):
     step = program.step
 
     def recording_step(*args, **kwargs):
+        program.label_size = None  # at the label resolution (the pipeline resizes them)
         labels = step(*args, **kwargs)
         holder["labels"] = np.asarray(labels).reshape(np.shape(labels)[-2:])
         return labels

@@ -7,14 +7,17 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import onnx
 import pytest
+from oracle import recording_label_grids
 
 from vss_edge import demo_weights
 from vss_edge import runtime
 from vss_edge.methods import method_spec
 from vss_edge.runtime.errors import BundleError
+from vss_edge.runtime.preprocess import labels_to_frame
 
 pytest.importorskip("torch")
 
@@ -95,3 +98,24 @@ def test_bundles_without_a_labels_entry_compute_labels_in_their_graphs(tmp_path,
     pipe = runtime.load(bundle, device="cpu")
     assert not pipe.manifest.labels_on_host
     assert pipe.step(sample_frames[0]).labels.shape == sample_frames[0].shape[:2]
+
+
+@pytest.mark.parametrize("method, propagation", [("gsvnet", None), ("mpvss", "copy")])
+def test_host_labels_come_at_each_frames_size_as_the_resize_of_the_label_grid(method, propagation, tmp_path,
+                                                                             sample_frames):
+    """The host computes the labels at the frame's size directly (only the pixels the nearest resize
+    keeps): exactly the resized label grid, frame by frame, when the frames change size too (MPVSS's
+    copy recomputes its key frame's labels at the new size)."""
+    config, (h, w), checkpoints = CASES[method]
+    extra = {} if propagation is None else {"propagation": propagation}
+    bundle = method_spec(method).export(tmp_path / method, config(h, w, label_path="host", **extra), verify_frames=2,
+                                        **{k: str(v) for k, v in checkpoints.items()})
+    sized, grid = runtime.load(bundle, device="cpu", interval=3), runtime.load(bundle, device="cpu", interval=3)
+    frames = [f if i % 2 else cv2.resize(f, (301, 217)) for i, f in enumerate(sample_frames[:8])]
+    grids = {}
+    with recording_label_grids(grid, grids):
+        for i, frame in enumerate(frames):
+            got, expected = sized.step(frame), grid.step(frame)
+            assert grids["labels"].shape == (h, w) and got.labels.shape == frame.shape[:2]
+            assert np.array_equal(got.labels, labels_to_frame(grids["labels"], frame.shape)), f"frame {i}"
+            assert np.array_equal(got.labels, expected.labels), f"frame {i}"

@@ -2,6 +2,7 @@
 on scores the trained demo weights give on the real sample clip."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -170,3 +171,47 @@ def test_mask_labels_dense_path_at_any_scale(src, padded, dst, queries):
     got = labeller(class_logits, masks)
     assert labeller.boundary_share == 1.0 and got.shape == dst
     assert np.mean(got == faithful) >= 0.9999
+
+
+def _nearest(labels: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """What the pipeline did before the label steps took a size: OpenCV's nearest resize."""
+    return cv2.resize(labels, (size[1], size[0]), interpolation=cv2.INTER_NEAREST)
+
+
+FRAME_SIZES = [(576, 768), (250, 999), (17, 23), (288, 384)]  # up, rows down and columns up, down, the same
+
+
+@pytest.mark.parametrize("align_corners", [True, False])
+@pytest.mark.parametrize("choose_classes", [True, False])
+def test_logit_labels_at_a_frame_size_are_the_nearest_resize_of_the_labels(gsvnet_logits, align_corners,
+                                                                         choose_classes, monkeypatch):
+    """labels(logits, size) computes only the pixels a nearest-neighbour resize keeps: the same
+    labels as resizing the full labels, pixel for pixel (no tie tolerance: the same arithmetic)."""
+    from vss_edge.runtime import labels as labels_module
+
+    monkeypatch.setattr(labels_module, "PRUNE_WORK", 0 if choose_classes else float("inf"))
+    labeller = LogitLabels((36, 48), (288, 384), align_corners)
+    for logits in gsvnet_logits[:4]:
+        full = labeller(logits.numpy())
+        for size in FRAME_SIZES:
+            got = labeller(logits.numpy(), size)
+            assert got.shape == size and got.dtype == np.uint8
+            assert np.array_equal(got, _nearest(full, size)), size
+    assert labeller.at((576, 768)) is labeller.at((576, 768)) and labeller.at((288, 384)) is labeller
+
+
+def test_mask_labels_at_a_frame_size_are_the_nearest_resize_of_the_labels(mpvss_outputs, monkeypatch):
+    """The same for MPVSS's semantic inference, by cell (trained masks) and dense (noise masks)."""
+    from vss_edge.runtime import labels as labels_module
+
+    model, outputs = mpvss_outputs
+    cfg = model.cfg
+    class_logits, mask_logits = (t.numpy() for t in outputs[0])
+    noisy = 2.0 * np.random.default_rng(0).standard_normal(mask_logits.shape, dtype=np.float32)
+    labeller = MaskLabels(tuple(mask_logits.shape[-2:]), cfg.label_padded_size, cfg.label_size)
+    for masks, dense in ((mask_logits, False), (noisy, True)):
+        full = labeller(class_logits, masks)
+        for size in FRAME_SIZES:
+            got = labeller(class_logits, masks, size)
+            assert got.shape == size and (labeller.at(size).boundary_share == 1.0) == dense
+            assert np.array_equal(got, _nearest(full, size)), (size, dense)

@@ -7,6 +7,11 @@ other frames, and what state moves between frames. The Pipeline calls, for each 
     decision = program.decide(scheduler, info)       # key or not (a path index for TDNet)
     labels = program.step(image, decision, run)      # uint8 [1, Hl, Wl] on the host
 
+Before each step the Pipeline sets `program.label_size` to the frame's (height, width): labels the
+host computes come at that size directly (the nearest-neighbour resize of the [Hl, Wl] labels,
+computed at the pixels it keeps only); labels from the graphs stay [Hl, Wl] and the Pipeline
+resizes them. A program that ignores label_size is correct too, only slower.
+
 `run(graph, feeds, host_outputs) -> outputs` runs one graph; outputs not named in host_outputs
 may stay on the device. A program replaces its state values each frame (never mutates them in
 place): that is what makes Pipeline.step all-or-nothing.
@@ -59,6 +64,8 @@ class Program:
       label_scores: the outputs labels are computed from on the host when the bundle's graphs
         have no label tail (manifest "labels": computed "host"); `label_outputs()` and
         `labels_of(outputs)` read the one or the other.
+      label_size: (height, width) the host's labels are wanted at (the Pipeline sets it to each
+        frame's size), or None: the bundle's label resolution.
     What the base gives: a key-frame `decide` (a key frame whenever there is no state yet, else
     the scheduler's answer) and the runtime's frame difference as the 'distortion' signal
     (runtime.signals) for methods without a signal of their own.
@@ -70,6 +77,7 @@ class Program:
     scheduler_needs = "is_key"
     label_scores: tuple[str, ...] = ("logits",)
     budget_options: tuple[str, ...] = ()
+    label_size: tuple[int, int] | None = None
 
     def __init__(self, manifest):
         self.manifest = manifest
@@ -81,10 +89,11 @@ class Program:
         return ("labels",) if self.label_tail is None else self.label_scores
 
     def labels_of(self, outputs: dict):
-        """uint8 labels [1, Hl, Wl] of a graph run: the graph's own, or the host's from its logits."""
+        """uint8 labels [1, Hl, Wl] of a graph run: the graph's own, or the host's from its logits
+        (then at label_size when it is set)."""
         if self.label_tail is None:
             return outputs["labels"]
-        return self.label_tail(outputs["logits"])[None]
+        return self.label_tail(outputs["logits"], self.label_size)[None]
 
     def set_budget(self, **options) -> None:
         """Trade accuracy for speed at run time (runtime.load(budget=...), the CLI's budget flags).

@@ -67,6 +67,9 @@ class MPVSSProgram(Program):
             self.key_labels = self.labels_of(self.key, self.key)
             return self.key_labels
         if self.propagation == "copy":
+            shape = self.host_label_shape()
+            if shape is not None and self.key_labels.shape[-2:] != shape:  # a frame of another size
+                self.key_labels = self.labels_of(self.key, self.key)
             return self.key_labels
         key = self.key
         feeds = {"image": image, "key_image": key["key_image"]}
@@ -82,4 +85,11 @@ class MPVSSProgram(Program):
         frame's class logits and this frame's (warped) mask logits (runtime.labels.MaskLabels)."""
         if self.label_tail is None:
             return outputs["labels"]
-        return self.label_tail(key["class_logits"], outputs["mask_logits"])[None]
+        return self.label_tail(key["class_logits"], outputs["mask_logits"], self.label_size)[None]
+
+    def host_label_shape(self) -> tuple[int, int] | None:
+        """(height, width) of the labels the host computes now: label_size when set, else the
+        bundle's label size; None when the graphs output the labels."""
+        if self.label_tail is None:
+            return None
+        return tuple(self.label_size) if self.label_size is not None else self.label_tail.size
