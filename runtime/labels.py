@@ -152,20 +152,33 @@ class _Upsampler:
         self._block_weight_tables = None  # LogitLabels' per-pixel weights of a block, made on first use
 
     def at(self, size: tuple[int, int]):
-        """This label step giving its labels resized to `size` (H', W') by OpenCV's nearest
-        neighbour, computed at those pixels only (made once per size): the same labels as
-        labels_to_frame(self(...), size), without computing the pixels that resize drops."""
+        """(step, rows, cols) giving this label step's labels resized to `size` (H', W') by OpenCV's
+        nearest neighbour, made once per size: step computes only the distinct rows and columns
+        that resize keeps, and step's labels[rows][:, cols] (an index array, or None for all of
+        them in order) repeat them where it repeats one (upscaling). The same labels as
+        labels_to_frame(self(...), size), without computing what that resize drops or repeats."""
         size = (int(size[0]), int(size[1]))
-        if size == self.size:
-            return self
         if size not in self._sized:
             sized = copy.copy(self)
-            sized.rows = self.rows.picked(nearest_picks(self.size[0], size[0]))
-            sized.cols = self.cols.picked(nearest_picks(self.size[1], size[1]))
+            repeats = []
+            for name, n_from, n_to in (("rows", self.size[0], size[0]), ("cols", self.size[1], size[1])):
+                distinct, repeat = np.unique(nearest_picks(n_from, n_to), return_inverse=True)
+                setattr(sized, name, getattr(self, name).picked(distinct))
+                repeats.append(None if len(distinct) == n_to else repeat.reshape(-1))
             sized._index_cells()
             sized._sized = {}
-            self._sized[size] = sized
+            self._sized[size] = (sized, *repeats)
         return self._sized[size]
+
+    def _sized_labels(self, size: tuple[int, int] | None, *scores) -> np.ndarray:
+        """uint8 labels of scores at the label size (size None or equal to it), else at size (`at`)."""
+        if size is None or tuple(size) == self.size:
+            return self._labels(*scores)
+        step, rows, cols = self.at(size)
+        labels = step._labels(*scores)
+        if rows is not None:
+            labels = labels[rows]
+        return labels if cols is None else np.take(labels, cols, axis=1)
 
     def _assemble(self, cell_labels: np.ndarray, uniform: np.ndarray, exact) -> np.ndarray:
         """Labels [H, W]: each uniform cell's label repeated over its block; the blocks of the
@@ -209,8 +222,9 @@ class LogitLabels(_Upsampler):
     (or, given size, those labels resized to it by nearest neighbour: see `at`)."""
 
     def __call__(self, logits: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        if size is not None and tuple(size) != self.size:
-            return self.at(size)(logits)
+        return self._sized_labels(size, logits)
+
+    def _labels(self, logits: np.ndarray) -> np.ndarray:
         hwc = np.ascontiguousarray(np.asarray(logits, dtype=np.float32)[0].transpose(1, 2, 0))  # [h, w, C]
         top = hwc.argmax(-1)
         best = np.take_along_axis(hwc, top[..., None], -1)
@@ -299,8 +313,9 @@ class MaskLabels(_Upsampler):
 
     def __call__(self, class_logits: np.ndarray, mask_logits: np.ndarray,
                  size: tuple[int, int] | None = None) -> np.ndarray:
-        if size is not None and tuple(size) != self.size:
-            return self.at(size)(class_logits, mask_logits)
+        return self._sized_labels(size, class_logits, mask_logits)
+
+    def _labels(self, class_logits: np.ndarray, mask_logits: np.ndarray) -> np.ndarray:
         c = np.asarray(class_logits, dtype=np.float32)[0]  # [N, K+1]
         e = np.exp(c - c.max(-1, keepdims=True))
         probs = (e / e.sum(-1, keepdims=True))[:, :-1]  # [N, K]
