@@ -33,6 +33,9 @@ A bundle exported with `label_path="host"` has no label tail in its graphs; its 
     {"computed": "host", "kind": "masks", "scores_size": [h4, w4], "padded_size": [Hp, Wp], "size": [H, W]}
 
 and {"computed": "graph"} (or no entry: bundles before it) means the graphs output "labels".
+
+Both take size=(H', W') too: the [H, W] labels resized to it by OpenCV's nearest neighbour (what the
+Pipeline does to reach the frame's size), computed at the pixels that resize keeps only (`at`).
 """
 from __future__ import annotations
 
