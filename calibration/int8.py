@@ -42,6 +42,7 @@ from vss_edge.calibration.graph_analysis import (
     name_nodes,
     op_counts,
 )
+from vss_edge.calibration.int8_gates import gated_again, is_gated, select_nodes, selecting
 from vss_edge.calibration.int8_rewrites import (drop_float_to_float_qdq, per_tensor_left_constants, rewrite_for_int8,
                                                 unround_outputs)
 from vss_edge.runtime.errors import VssEdgeError
@@ -207,9 +208,15 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
 
     work = Path(tempfile.mkdtemp(prefix=".vss-quant-", dir=out_path.parent if out_path.parent.is_dir() else None))
     try:
+        gated = is_gated(source)
+        if gated:  # If-gated blocks: quantised as selects, gated again after (calibration.int8_gates)
+            onnx.save(selecting(source), str(work / "select.onnx"))
         prepared = work / "pre.onnx"
-        model, pre_note, rewrites = prepare_for_int8(model_path, prepared, pre_process, layout_rewrites)
+        model, pre_note, rewrites = prepare_for_int8(work / "select.onnx" if gated else model_path, prepared,
+                                                     pre_process, layout_rewrites)
         reasons = float_only_nodes(model, keep_float_ops)
+        for name in select_nodes(model):
+            reasons[name] = "a gate's select: it becomes the If again"
         known = {n.name for n in model.graph.node}
         for name in nodes_to_exclude:
             if name not in known:
@@ -241,8 +248,8 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
         rewired = drop_float_to_float_qdq(quantized, set(reasons))
         unrounded = unround_outputs(quantized)
         per_tensor = per_tensor_left_constants(quantized)
-        if rewired or unrounded or per_tensor:
-            onnx.save(quantized, str(work / "int8.onnx"))
+        if rewired or unrounded or per_tensor or gated:
+            onnx.save(gated_again(quantized) if gated else quantized, str(work / "int8.onnx"))
         check_runs(work / "int8.onnx", source_io, samples[0])
         session = faster_optimization(work / "int8.onnx", samples, threads, fp32_path=model_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)
