@@ -27,7 +27,8 @@ EXTRA_OF = {"vss_edge.exporters": "export", "vss_edge.models": "export", "vss_ed
             "vss_edge.checkpoints": "export", "vss_edge.training": "train",
             "vss_edge.calibration.quantize": "calibrate", "vss_edge.calibration.derived": "calibrate",
             "vss_edge.calibration.graph_analysis": "calibrate", "vss_edge.calibration.int8": "calibrate",
-            "vss_edge.calibration.int8_rewrites": "calibrate", "vss_edge.calibration.budget": "calibrate",
+            "vss_edge.calibration.int8_rewrites": "calibrate", "vss_edge.calibration.int8_gates": "calibrate",
+            "vss_edge.calibration.budget": "calibrate",
             "vss_edge.calibration.node_errors": "calibrate",
             "vss_edge.calibration.fp16": "calibrate", "vss_edge.fleet": "fleet",
             "vss_edge.runtime.openvino_session": "openvino"}
