@@ -73,14 +73,17 @@ class IdealDelayKernels(nn.Module):
         if shifts is None:  # not a bank of shifts: the stacked form
             terms = torch.cat((self(x), last.unsqueeze(1)), dim=1)
             return (weights.unsqueeze(2) * terms).sum(dim=1)
-        h, w = x.shape[-2:]
         per_term = torch.split(weights, 1, dim=1)
-        padded = F.pad(x, (self.padding,) * 4)
+        pad = self.padding
+        # zero borders as slices of x times 0: every shape in the traced graph static (F.pad's pads
+        # trace through Reshape and Cast, which leave the graph's output shape unknown without onnxsim)
+        rows = torch.cat((x[:, :, :pad] * 0, x, x[:, :, :pad] * 0), dim=2)
+        padded = torch.cat((rows[:, :, :, :pad] * 0, rows, rows[:, :, :, :pad] * 0), dim=3)
         out = per_term[0] * x
         for k, shift in enumerate(shifts):
             if shift is not None:  # an all-zero filter adds nothing
-                i, j = shift
-                out = out + per_term[1 + k] * padded[:, :, i:i + h, j:j + w]
+                i, j = shift  # the window [i, i + h) of the padded rows: its end counted from the last
+                out = out + per_term[1 + k] * padded[:, :, i:(i - 2 * pad) or None, j:(j - 2 * pad) or None]
         return out + per_term[-1] * last
 
 
