@@ -131,6 +131,10 @@ def export_graph(name: str, module: torch.nn.Module, examples: list[tuple[torch.
         except Exception as e:  # onnxsim is an optimisation; the unsimplified graph stands
             warnings.warn(f"onnxsim could not simplify graph '{name}': {e}")
     session = _ort_session(model)
+    dynamic = [f"{v.name} {v.shape}" for v in list(session.get_inputs()) + list(session.get_outputs())
+               if not all(isinstance(d, int) for d in v.shape)]
+    if dynamic:  # a bundle's graphs are static: the manifest, calibration and the runtime rely on it
+        raise ExportError(f"graph '{name}' has inputs or outputs of unknown size after export: {', '.join(dynamic)}")
     return ExportedGraph(
         name=name, model=model, inputs=_specs(session.get_inputs()), outputs=_specs(session.get_outputs()),
         gflops=round(count_gflops(model), 4), simplified=simplified, verification=worst,

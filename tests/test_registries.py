@@ -171,3 +171,16 @@ def test_the_toy_is_gone_after_its_test():
     """Registration in a test stays in that test: the project's registries hold the four methods."""
     assert "toy" not in METHODS and "toy" not in PROGRAMS
     assert set(METHODS) == {"gsvnet", "tdnet", "stmg", "mpvss"} == set(PROGRAMS)
+
+
+def test_a_graph_with_an_output_of_unknown_size_is_refused_at_export():
+    """Bundles hold static graphs (the manifest, calibration and the runtime rely on it): an exported
+    graph whose input or output size ONNX Runtime cannot tell (here, data-dependent) is refused by name."""
+    from vss_edge.exporters.onnx_export import ExportError, export_graph
+
+    class Positives(torch.nn.Module):
+        def forward(self, x):
+            return torch.nonzero(x > 0)
+
+    with pytest.raises(ExportError, match=r"'positives' has inputs or outputs of unknown size.*where"):
+        export_graph("positives", Positives(), [(torch.randn(1, 3, 4, 4),)], ["x"], ["where"], simplify=False)
