@@ -75,17 +75,16 @@ class _Axis:
 
     def index_cells(self) -> None:
         """Group the output indices by source cell (lo never decreases along an axis): source index
-        i owns count[i] outputs from start[i], held in `slots` = max(count) slots of which valid[i]
-        are used; index[i] and weight[i] give each slot's output index and frac (0 when unused);
-        keep: the flat slot of each output, in order; scatter: index, with unused slots at len(lo)."""
+        i owns count[i] consecutive outputs, held in `slots` = max(count) slots of which valid[i]
+        are used; weight[i] gives each slot's frac (0 when unused); keep: the flat slot of each
+        output, in order; scatter: each slot's output index, len(lo) for an unused one."""
         n = self.n_src
         self.count = np.bincount(self.lo, minlength=n)  # output pixels per source index
-        self.start = np.cumsum(self.count) - self.count
+        start = np.cumsum(self.count) - self.count
         self.next = np.minimum(np.arange(n) + 1, n - 1)  # the cell's other corner
         slots = max(int(self.count.max()), 1)
-        offset = self.start[:, None] + np.arange(slots)  # [n, slots] output index per slot
+        offset = start[:, None] + np.arange(slots)  # [n, slots] output index per slot
         self.valid = np.arange(slots) < self.count[:, None]
-        self.index = np.where(self.valid, offset, 0)
         self.weight = np.where(self.valid, self.frac[np.minimum(offset, len(self.frac) - 1)], 0)
         self.weight = self.weight.astype(np.float32)[..., None]  # [n, slots, 1]
         self.keep = np.flatnonzero(self.valid.ravel())
@@ -134,7 +133,7 @@ class _Upsampler:
     """Shared machinery: uniform cells -> labels by repetition, boundary cells -> exact scores.
 
     A cell (y, x) of the source grid owns the output pixels whose `lo` indices are (y, x): a block
-    of count[y] rows x count[x] columns from start[y], start[x] (lo never decreases along an axis),
+    of count[y] consecutive rows x count[x] consecutive columns (lo never decreases along an axis),
     all interpolating the same four corners (y or hi[y]) x (x or hi[x]) with their own weights.
     """
 
@@ -255,8 +254,9 @@ class LogitLabels(_Upsampler):
             return self._interpolate(hwc, cy, cx).argmax(-1).astype(np.uint8)  # too little to save
         n_classes, w = hwc.shape[-1], hwc.shape[1]
         y1, x1 = self.rows.next[cy], self.cols.next[cx]
-        at = [(y * w + x) * n_classes for y, x in ((cy, cx), (cy, x1), (y1, cx), (y1, x1))]  # each corner's first class
-        corners = [hwc.reshape(-1, n_classes)[i // n_classes] for i in at]  # 4 x [cells, C]
+        cells = [y * w + x for y, x in ((cy, cx), (cy, x1), (y1, cx), (y1, x1))]  # each corner's grid point
+        corners = [hwc.reshape(-1, n_classes)[c] for c in cells]  # 4 x [cells, C]
+        at = [c * n_classes for c in cells]  # where each corner's scores start in hwc, flat
         high = np.maximum(np.maximum(corners[0], corners[1]), np.maximum(corners[2], corners[3]))
         low = np.minimum(np.minimum(corners[0], corners[1]), np.minimum(corners[2], corners[3]))
         candidate = high >= low.max(-1, keepdims=True)  # [cells, C]
