@@ -160,6 +160,14 @@ def faster_optimization(path: str | Path, samples: list[dict], threads: int | No
     return {"optimization": min(ms, key=ms.get), "ms": ms, "fp32_ms": fp32_ms}
 
 
+def _gates(rewrite, model, model_path: Path):
+    """rewrite(model) (calibration.int8_gates), its ValueError as a VssEdgeError naming the graph."""
+    try:
+        return rewrite(model)
+    except ValueError as e:
+        raise VssEdgeError(f"cannot quantise the gates of '{Path(model_path).name}': {e}") from e
+
+
 def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: list[dict], method: str = "minmax",
                         per_channel: bool = True, keep_float_ops=DEFAULT_KEEP_FLOAT, nodes_to_exclude=(),
                         max_samples: int | None = None, reduce_range: bool = False,
@@ -210,7 +218,7 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
     try:
         gated = is_gated(source)
         if gated:  # If-gated blocks: quantised as selects, gated again after (calibration.int8_gates)
-            onnx.save(selecting(source), str(work / "select.onnx"))
+            onnx.save(_gates(selecting, source, model_path), str(work / "select.onnx"))
         prepared = work / "pre.onnx"
         model, pre_note, rewrites = prepare_for_int8(work / "select.onnx" if gated else model_path, prepared,
                                                      pre_process, layout_rewrites)
@@ -249,7 +257,7 @@ def quantize_graph_int8(model_path: str | Path, out_path: str | Path, inputs: li
         unrounded = unround_outputs(quantized)
         per_tensor = per_tensor_left_constants(quantized)
         if rewired or unrounded or per_tensor or gated:
-            onnx.save(gated_again(quantized) if gated else quantized, str(work / "int8.onnx"))
+            onnx.save(_gates(gated_again, quantized, model_path) if gated else quantized, str(work / "int8.onnx"))
         check_runs(work / "int8.onnx", source_io, samples[0])
         session = faster_optimization(work / "int8.onnx", samples, threads, fp32_path=model_path)
         out_path.parent.mkdir(parents=True, exist_ok=True)

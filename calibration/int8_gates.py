@@ -43,7 +43,8 @@ def _branch(node: onnx.NodeProto, name: str) -> onnx.GraphProto:
 
 
 def selecting(model: onnx.ModelProto, keep_input: str = "keep") -> onnx.ModelProto:
-    """A copy of the gated model whose gates compute their block always and select with Where."""
+    """A copy of the gated model whose gates compute their block always and select with Where.
+    ValueError for a gate not in the exporter's form (exporters.gating.gate_blocks)."""
     import onnx
     from onnx import helper
 
@@ -57,7 +58,10 @@ def selecting(model: onnx.ModelProto, keep_input: str = "keep") -> onnx.ModelPro
             nodes.append(n)
             continue
         kept, skipped = _branch(n, "then_branch"), _branch(n, "else_branch")
-        (identity,) = skipped.node  # the exporter's else-branch: Identity(block input)
+        if len(skipped.node) != 1 or skipped.node[0].op_type != "Identity" or len(kept.output) != 1:
+            raise ValueError(f"gate '{n.name}': expected the exporter's form (one output; the skip branch "
+                             f"Identity(block input)), got {[m.op_type for m in skipped.node]}")
+        (identity,) = skipped.node
         block_output = f"{n.output[0]}__block"
         for inner in kept.node:
             copy = onnx.NodeProto()

@@ -23,7 +23,7 @@ from vss_edge.calibration.int8 import quantize_graph_int8
 from vss_edge.calibration.int8_rewrites import rewrite_for_int8
 from vss_edge.calibration.quantize import CalibrationConfig, calibrate_bundle
 from vss_edge.runtime import cpu as runtime_cpu
-from vss_edge.runtime.errors import BundleError
+from vss_edge.runtime.errors import BundleError, VssEdgeError
 from vss_edge.runtime.manifest import MANIFEST_NAME, load_manifest
 from vss_edge.runtime.sources import sample_clip_path
 
@@ -394,3 +394,15 @@ def test_a_per_channel_left_constant_of_a_matmul_is_quantised_per_tensor_within_
     assert np.abs(w * float(step) - before).max() <= float(step) / 2 + 1e-9
     assert "w_s" not in consts  # the per-row scales are gone
     assert per_tensor_left_constants(model) == []  # a per-tensor constant, and a right-hand one, stay
+
+
+def test_a_gate_not_in_the_exporters_form_is_refused_by_name(stmg_bundle, tmp_path):
+    """A tampered gated graph (a skip branch that is not Identity(block input)) gets one clear error."""
+    model = onnx.load(str(stmg_bundle / "partial.onnx"))
+    gate = next(n for n in model.graph.node if n.op_type == "If")
+    skip = next(a.g for a in gate.attribute if a.name == "else_branch")
+    skip.node[0].op_type = "Neg"
+    onnx.save(model, str(tmp_path / "tampered.onnx"))
+    feeds = collect_inputs(stmg_bundle, sample_clip_path(), "0:6")["partial"]
+    with pytest.raises(VssEdgeError, match=r"cannot quantise the gates of 'tampered.onnx'.*Neg"):
+        quantize_graph_int8(tmp_path / "tampered.onnx", tmp_path / "t.int8.onnx", feeds)
