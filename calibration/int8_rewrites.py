@@ -310,20 +310,54 @@ def drop_float_to_float_qdq(model: onnx.ModelProto, float_nodes: set[str]) -> in
     return rewired
 
 
+# Ops that only move or relabel values: an output read through them is still the value computed before them.
+_LAYOUT_OPS = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity")
+
+
+def _layout_tail(g: _Graph, name: str):
+    """The first node of the chain of layout ops (_LAYOUT_OPS, each the only reader of what it reads
+    next) that ends in graph output `name`, or None when `name` is not made by one."""
+    first, node = None, g.producer.get(name)
+    while node is not None and node.op_type in _LAYOUT_OPS and node.input:
+        first = node
+        src = node.input[0]
+        before = g.producer.get(src)
+        if before is None or before.op_type not in _LAYOUT_OPS or len(g.consumers.get(src, [])) != 1 \
+                or src in g.outputs:
+            break
+        node = before
+    if first is not None and (g.consumers.get(name) or any(
+            len(g.consumers.get(o, [])) > 1 for o in first.output)):
+        return None  # read inside the graph too: left as it is
+    return first
+
+
 def unround_outputs(model: onnx.ModelProto) -> list[str]:
     """Let each graph output leave the graph as the float value it was computed as, not through the
     QuantizeLinear -> DequantizeLinear pair ONNX Runtime's quantiser put on it (after quantisation;
-    readers inside the graph keep reading the rounded copy). Returns the outputs changed.
+    readers inside the graph keep reading the rounded copy). Returns the outputs changed. An output
+    made by layout ops only (Reshape, Transpose...: MPVSS's class and mask logits) from a rounded
+    value reads that value unrounded instead.
 
     Rounding an output to 8 bits buys no speed (nothing after it in the graph runs int8) and costs
     accuracy where it counts most: MPVSS's flows (8-bit steps of the flow range move every warped
     mask), the logits labels come from, and state such as STMG's features, which the next frame
-    quantises again at its own first reader. The op that computed the output keeps its int8 inputs
-    and weights and runs in float (its output is no longer quantised).
+    quantises again at its own first reader. The op that computed the output keeps its int8 inputs and weights and runs in
+    float (its output is no longer quantised).
     """
     g = _Graph(model)
     changed = []
     for name in [o.name for o in model.graph.output]:
+        first = _layout_tail(g, name)
+        if first is not None:
+            dq = g.producer.get(first.input[0])
+            q = g.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and g.producer.get(q.input[0]) is not None \
+                    and q.input[0] not in g.outputs:
+                first.input[0] = q.input[0]
+                g.refresh()
+                changed.append(name)
+            continue
         dq = g.producer.get(name)
         q = g.producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
         if q is None or q.op_type != "QuantizeLinear":

@@ -406,3 +406,32 @@ def test_a_gate_not_in_the_exporters_form_is_refused_by_name(stmg_bundle, tmp_pa
     feeds = collect_inputs(stmg_bundle, sample_clip_path(), "0:6")["partial"]
     with pytest.raises(VssEdgeError, match=r"cannot quantise the gates of 'tampered.onnx'.*Neg"):
         quantize_graph_int8(tmp_path / "tampered.onnx", tmp_path / "t.int8.onnx", feeds)
+
+
+def test_an_output_made_by_layout_ops_from_a_rounded_value_leaves_unrounded():
+    """MPVSS's class and mask logits leave the key-frame graph through a Reshape after their
+    Gemm / MatMul: that output reads the op's float value, not its 8-bit rounding. A value the
+    graph also reads inside stays as it is."""
+    from vss_edge.calibration.int8_rewrites import unround_outputs
+
+    def qdq(x, out):
+        return [helper.make_node("QuantizeLinear", [x, "s", "z"], [out + "_q"]),
+                helper.make_node("DequantizeLinear", [out + "_q", "s", "z"], [out])]
+
+    consts = [numpy_helper.from_array(np.array(0.05, np.float32), "s"), numpy_helper.from_array(np.array(128, np.uint8), "z"),
+              numpy_helper.from_array(np.array([1, 16], np.int64), "shape"),
+              numpy_helper.from_array(np.eye(4, dtype=np.float32) * 1.01, "w")]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]), *qdq("m", "m_dq"),
+             helper.make_node("Reshape", ["m_dq", "shape"], ["flat"]), helper.make_node("Transpose", ["flat"], ["y"], perm=[1, 0]),
+             helper.make_node("Relu", ["x"], ["r"]), *qdq("r", "r_dq"), helper.make_node("Reshape", ["r_dq", "shape"], ["z_out"]),
+             helper.make_node("Neg", ["z_out"], ["n"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+                              [helper.make_tensor_value_info(n, TensorProto.FLOAT, s) for n, s in
+                               (("y", [16, 1]), ("z_out", [1, 16]), ("n", [1, 16]))], consts)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    assert unround_outputs(model) == ["y"]
+    x = np.random.default_rng(0).standard_normal((4, 4)).astype(np.float32)
+    y, z, _ = _run(model, {"x": x})
+    np.testing.assert_array_equal(y, (x @ (np.eye(4, dtype=np.float32) * 1.01)).reshape(1, 16).T)
+    assert not np.array_equal(z, np.maximum(x, 0).reshape(1, 16))  # read inside the graph too: still rounded

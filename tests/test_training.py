@@ -257,3 +257,30 @@ def test_tdnet_path_scores_equal_vss_edge_eval_and_the_add_variant_runs(tmp_path
     assert add["single_path"] == torch_scores["single_path"] and 0 <= add["method"]["mean"] <= 1
     with pytest.raises(ValueError, match="aggregation must be one of"):
         train(tmp_path / "w", Settings(aggregation="sum"), video=None, quiet=True)
+
+
+def test_tdnet_paths_started_from_a_per_frame_pspnet_split_its_head_exactly():
+    """Official `pretrained_init`: every path takes the per-frame PSPNet's backbone and pyramid
+    pooling, and the two pyramid halves (pid 0, 1) through their heads' first convs sum to the
+    per-frame head's first conv on every channel: the decomposition TDNet distributes."""
+    import torch
+
+    from vss_edge.models.tdnet.model import TDNet
+    from vss_edge.training.tdnet import FramePSPNet, _gapped, start_paths_from
+
+    torch.manual_seed(0)
+    model = TDNet(demo_weights.tdnet_config(64, 96)).eval()
+    frame_net = FramePSPNet(model).eval()
+    start_paths_from(model, frame_net)
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        full = frame_net.head.conv5[0](frame_net.psp(frame_net.pretrained(x)))
+        for a, b in ((0, 1), (2, 3), (0, 3)):
+            halves = [getattr(model, f"head{p + 1}").conv5[0](model.features(p, x)) for p in (a, b)]
+            assert torch.allclose(halves[0] + halves[1], full, atol=1e-5)
+    rng = np.random.default_rng(0)
+    clip = (list(range(7)), list(range(10, 17)), None, None)
+    for frames, labels, flows, _ in _gapped([clip] * 20, 4, 2, rng):
+        steps = np.diff(frames)
+        assert frames[-1] == 6 and len(frames) == 4 and set(steps) <= {1, 2} and flows is None
+        assert labels == [f + 10 for f in frames]

@@ -33,11 +33,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 from vss_edge import demo_weights
 from vss_edge.models.common import Normalise
 from vss_edge.models.tdnet.model import TDNet
+from vss_edge.models.tdnet.modules import FCNHead, PyramidPooling
+from vss_edge.models.tdnet.resnet import resnet18
 from vss_edge.training.data import IGNORE
 from vss_edge.training.loop import (TrainingSettings, finish_run, log_progress, person_weighted_ce,
                                      schedule, start_run, to_tensors)
@@ -54,10 +57,87 @@ class Settings(TrainingSettings):
     grouped_weight: float = GROUPED_WEIGHT
     attention_weight: float = ATTENTION_WEIGHT
     aggregation: str = "apm"
+    pretrain_steps: int = 0  # >0: a per-frame PSPNet-18 first; the paths start from it (official pretrained_init)
+    pretrain_batch: int = 8
+    distill_weight: float = 0.0  # KL to that per-frame PSPNet's logits (Eq. 6's full-feature term), as a teacher
+    max_gap: int = 1  # frames between a clip's frames drawn from 1..max_gap (the official loader's interval: 2)
 
 
 def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return person_weighted_ce(logits, labels, align_corners=True)
+
+
+class FramePSPNet(nn.Module):
+    """The per-frame PSPNet-18 TD4's paths start from (the official `pretrained_init` splits a trained
+    PSPNet-18): one dilated ResNet-18, pyramid pooling keeping every channel ([B, 2C, h, w]) and the
+    head 2C -> C/4 -> classes. forward: normalised RGB [B, 3, H, W] -> logits [B, K, h, w]."""
+
+    def __init__(self, model: TDNet):
+        super().__init__()
+        cfg = model.cfg
+        if cfg.variant != "td4_psp18":
+            raise ValueError("the per-frame PSPNet start is TD4-PSP18's")
+        channels = model.psp1.conv1[0].in_channels
+        self.pretrained = resnet18(cfg.backbone_width)
+        self.psp = PyramidPooling(channels, path_num=1, pid=0)
+        self.head = FCNHead(2 * channels, cfg.num_classes, chn_down=8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.psp(self.pretrained(x)))
+
+
+def start_paths_from(model: TDNet, frame_net: FramePSPNet) -> None:
+    """Official `pretrained_init` (split_psp_dict): every path takes the per-frame backbone and pyramid
+    pooling; path p's head takes the per-frame head with its first conv cut to the channels path p's
+    pyramid pooling keeps (pid = p % 2: its half of the backbone's channels and of each level's)."""
+    c = frame_net.psp.conv1[0].in_channels
+    head = frame_net.head.state_dict()
+    w = head["conv5.0.weight"]
+    for p in range(model.cfg.num_paths):
+        pid = p % 2
+        getattr(model, f"pretrained{p + 1}").load_state_dict(frame_net.pretrained.state_dict())
+        getattr(model, f"psp{p + 1}").load_state_dict(frame_net.psp.state_dict())
+        keep = list(range(pid * c // 2, (pid + 1) * c // 2))
+        for level in range(4):
+            start = c + level * c // 4 + pid * c // 8
+            keep += list(range(start, start + c // 8))
+        getattr(model, f"head{p + 1}").load_state_dict({**head, "conv5.0.weight": w[:, keep].clone()})
+
+
+def pretrain_frame_net(model: TDNet, normalise: Normalise, data, s: "Settings", quiet: bool) -> FramePSPNet:
+    """Train the per-frame PSPNet-18 on single frames (person-weighted cross-entropy), `s.pretrain_steps`."""
+    net = FramePSPNet(model).train()
+    opt = torch.optim.Adam(net.parameters(), lr=s.lr, weight_decay=5e-4)
+    sched = schedule(opt, s.pretrain_steps)
+    t0, losses = time.perf_counter(), []
+    for step in range(1, s.pretrain_steps + 1):
+        clips = data.clips(s.pretrain_batch, 1)
+        img, lab = to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
+        loss = _ce(net(normalise(img).contiguous()), lab)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        log_progress("per-frame pspnet", step, s.pretrain_steps, float(np.mean(losses[-50:])), t0, quiet)
+    return net.eval()
+
+
+def _gapped(clips, length: int, max_gap: int, rng: np.random.Generator):
+    """Clips of 1 + (length - 1) * max_gap frames -> `length` frames each, consecutive ones 1..max_gap
+    apart, counted back from the last (the official loader: f3 = f4 - randint(1, interval), ...)."""
+    out = []
+    for c in clips:
+        idx = [len(c[0]) - 1]
+        for _ in range(length - 1):
+            idx.insert(0, idx[0] - int(rng.integers(1, max_gap + 1)))
+        out.append(tuple(None if part is None else [part[i] for i in idx] for part in c))
+    return out
+
+
+def _kl(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """KL(softmax(teacher) || softmax(student)) per pixel, mean (the official KLDive_loss, temperature 1)."""
+    return F.kl_div(F.log_softmax(student, 1), F.log_softmax(teacher, 1), log_target=True, reduction="none").sum(1).mean()
 
 
 def _add_maps(hq: int, wq: int, hs: int, ws: int, step: int) -> torch.Tensor:
@@ -154,6 +234,14 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
     cfg = demo_weights.tdnet_config(s.height, s.width)
     model = TDNet(cfg).train()
     normalise = Normalise(cfg.normalisation, channel_order="RGB")
+    teacher = None
+    if s.pretrain_steps:
+        t_pre = time.perf_counter()
+        teacher = pretrain_frame_net(model, normalise, data, s, quiet)
+        start_paths_from(model, teacher)
+        run.report["per_frame_pspnet"] = {"steps": s.pretrain_steps, "seconds": time.perf_counter() - t_pre}
+        for prm in teacher.parameters():
+            prm.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=5e-4)
     sched = schedule(opt, s.steps)
     rng = np.random.default_rng(s.seed + 2)
@@ -162,7 +250,9 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
     t0, losses, atn_losses = time.perf_counter(), [], []
     try:
         for step in range(1, s.steps + 1):
-            clips = data.clips(s.batch, length)
+            clips = data.clips(s.batch, length if s.max_gap == 1 else 1 + (length - 1) * s.max_gap)
+            if s.max_gap > 1:
+                clips = _gapped(clips, length, s.max_gap, rng)
             frames = [to_tensors([c[0][j] for c in clips]) for j in range(length)]
             labels = [torch.from_numpy(np.stack([c[1][j] for c in clips]).astype(np.int64)) for j in range(length)]
             target = labels[-1]
@@ -171,6 +261,10 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
             full, own = clip_logits(model, normalise, frames, int(rng.integers(cfg.num_paths)), s.aggregation)
             ce = _ce(full, target)
             loss = ce + s.grouped_weight * _ce(own, target) if s.grouped_weight else ce
+            if teacher is not None and s.distill_weight:
+                with torch.no_grad():
+                    t_logits = teacher(normalise(frames[-1]).contiguous())
+                loss = loss + s.distill_weight * _kl(full, t_logits)
             if hooks:
                 la = attention_label_loss(hooks.maps, labels)
                 loss = loss + s.attention_weight * la
