@@ -4,8 +4,8 @@ The default calibration with every graph it quantises kept INT8 (keep_slower: no
 FP32 on a timing, so the result does not depend on the machine's load; the flow nets and STMG's mask
 generator stay FP32 by role), calibrated on frames 0:30 of the sample clip and scored against the FP32
 bundle on the held-out frames 30:60. The goal is mIoU agreement >= 0.99. Measured on an AMD EPYC with
-AVX-512 VNNI: GSVNet 0.9911, STMG 0.9899 (0.9896 with its If-gated blocks in float, 0.9903 with percentile; 0.991 on vtest.avi's
-60:120 in benchmarks/calibration_speed.py), TDNet 0.9938 (each path >= 0.992), MPVSS 0.9900 (0.9934 on the weights trained with one
+AVX-512 VNNI: GSVNet 0.9909, STMG 0.9899 (0.9896 with its If-gated blocks in float, 0.9903 with percentile; 0.991 on vtest.avi's
+60:120 in benchmarks/calibration_speed.py), TDNet 0.9940 (each path >= 0.992), MPVSS 0.9900 (0.9934 on the weights trained with one
 torch thread; 0.9915 with percentile). STMG's
 bar is 0.985 until its key net keeps 0.99 here: its 8-channel DDRNet's logits keep 35 dB SQNR in INT8,
 and a person is ~50 cells of its 1/8-resolution logits.
