@@ -58,10 +58,12 @@ def test_tdnet_training_command_writes_a_checkpoint_the_exporter_loads(tmp_path)
     out = tmp_path / "w"
     done = subprocess.run(
         [sys.executable, "-m", "vss_edge.training", "tdnet", "--out", str(out), "--height", "64", "--width", "96",
-         "--steps", "2", "--batch", "2", "--synthetic-videos", "2", "--video", "none", "-q"],
+         "--steps", "2", "--batch", "2", "--pretrain-steps", "2", "--pretrain-batch", "2", "--synthetic-videos", "2",
+         "--video", "none", "-q"],
         capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert json.loads((out / "tdnet_small.json").read_text())["tdnet"]["steps"] == 2
+    report = json.loads((out / "tdnet_small.json").read_text())
+    assert report["tdnet"]["steps"] == 2 and report["per_frame_pspnet"]["steps"] == 2
 
     from vss_edge.exporters.tdnet import build_model
 
