@@ -35,7 +35,7 @@ from vss_edge import demo_weights
 from vss_edge.models.common import resize
 from vss_edge.models.gsvnet.graphs import GSVNet
 from vss_edge.models.gsvnet.propagation import warp
-from vss_edge.training.loop import (Batches, TrainingSettings, finish_run, log_progress, person_weighted_ce,
+from vss_edge.training.loop import (fit_single_frames, Batches, TrainingSettings, finish_run, log_progress, person_weighted_ce,
                                      schedule, start_run, to_tensors)
 
 
@@ -80,21 +80,8 @@ def small_image(model: GSVNet, image: torch.Tensor) -> torch.Tensor:
 
 
 def train_keyframe(model: GSVNet, data: Batches, s: Settings, quiet: bool) -> dict:
-    model.segnet.train()
-    opt = torch.optim.Adam(model.segnet.parameters(), lr=s.lr, weight_decay=5e-4)
-    sched = schedule(opt, s.keyframe_steps)
-    t0, losses = time.perf_counter(), []
-    for step in range(1, s.keyframe_steps + 1):
-        clips = data.clips(s.batch, 1)
-        img, lab = to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
-        loss = _ce(keyframe_logits(model, img), lab)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        log_progress("keyframe", step, s.keyframe_steps, float(np.mean(losses[-50:])), t0, quiet)
-    return {"steps": s.keyframe_steps, "seconds": time.perf_counter() - t0, "final_loss": float(np.mean(losses[-50:])) if losses else None}
+    return fit_single_frames(model.segnet, lambda img: keyframe_logits(model, img), _ce, data,
+                             s.keyframe_steps, s.batch, s.lr, "keyframe", quiet)
 
 
 def _flow_loss(model, imgs, flows, valids, prev_small=None):

@@ -79,6 +79,30 @@ def schedule(opt, total: int):
         opt, lambda i: min(1.0, (i + 1) / warm) * 0.5 * (1 + math.cos(math.pi * min(i, total) / max(total, 1))))
 
 
+def fit_single_frames(net: torch.nn.Module, logits_of, loss_of, data: Batches, steps: int, batch: int, lr: float,
+                      stage: str, quiet: bool) -> dict:
+    """Train a per-frame segmenter on single frames of `data`: Adam (weight decay 5e-4), `schedule`,
+    loss_of(logits_of(uint8 images [B, H, W, 3]), int64 labels [B, H, W]) per step. net: the module
+    whose parameters learn (set to train mode here). Returns the stage's report (steps, seconds,
+    final loss: the mean of the last 50)."""
+    net.train()
+    opt = torch.optim.Adam(net.parameters(), lr=lr, weight_decay=5e-4)
+    sched = schedule(opt, steps)
+    t0, losses = time.perf_counter(), []
+    for step in range(1, steps + 1):
+        clips = data.clips(batch, 1)
+        img, lab = to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
+        loss = loss_of(logits_of(img), lab)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(float(loss.detach()))
+        log_progress(stage, step, steps, float(np.mean(losses[-50:])), t0, quiet)
+    return {"steps": steps, "seconds": time.perf_counter() - t0,
+            "final_loss": float(np.mean(losses[-50:])) if losses else None}
+
+
 def person_weighted_ce(logits: torch.Tensor, labels: torch.Tensor, align_corners: bool) -> torch.Tensor:
     """Cross-entropy of logits [B, C, h, w], resized bilinearly to the labels [B, H, W] (with the
     method's align_corners), person pixels weighted PERSON_WEIGHT, IGNORE pixels left out."""

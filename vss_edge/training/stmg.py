@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from vss_edge import demo_weights
 from vss_edge.models.stmg.graphs import STMG
 from vss_edge.models.stmg.mask_generator import aggregate
-from vss_edge.training.loop import (Batches, TrainingSettings, finish_run, log_progress, person_weighted_ce,
+from vss_edge.training.loop import (fit_single_frames, Batches, TrainingSettings, finish_run, log_progress, person_weighted_ce,
                                      schedule, start_run, to_tensors)
 
 KEEP_PRIOR = 0.5  # the sparsity prior's keep probability per block
@@ -81,22 +81,8 @@ def _normalised(model: STMG, image: torch.Tensor) -> torch.Tensor:
 
 
 def train_key(model: STMG, data: Batches, s: Settings, quiet: bool) -> dict:
-    net = model.key.train()
-    opt = torch.optim.Adam(net.parameters(), lr=s.lr, weight_decay=5e-4)
-    sched = schedule(opt, s.keyframe_steps)
-    t0, losses = time.perf_counter(), []
-    for step in range(1, s.keyframe_steps + 1):
-        clips = data.clips(s.batch, 1)
-        img, lab = to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
-        loss = _ce(net(_normalised(model, img)), lab)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        log_progress("key", step, s.keyframe_steps, float(np.mean(losses[-50:])), t0, quiet)
-    return {"steps": s.keyframe_steps, "seconds": time.perf_counter() - t0,
-            "final_loss": float(np.mean(losses[-50:])) if losses else None}
+    return fit_single_frames(model.key, lambda img: model.key(_normalised(model, img)), _ce, data,
+                             s.keyframe_steps, s.batch, s.lr, "key", quiet)
 
 
 def train_nonkey(model: STMG, data: Batches, s: Settings, quiet: bool) -> dict:

@@ -51,7 +51,7 @@ from vss_edge.models.tdnet.model import TDNet
 from vss_edge.models.tdnet.modules import FCNHead, PyramidPooling
 from vss_edge.models.tdnet.resnet import resnet18
 from vss_edge.training.data import IGNORE
-from vss_edge.training.loop import (TrainingSettings, finish_run, log_progress, person_weighted_ce,
+from vss_edge.training.loop import (fit_single_frames, TrainingSettings, finish_run, log_progress, person_weighted_ce,
                                      schedule, start_run, to_tensors)
 
 GROUPED_WEIGHT = 0.5  # the paper's beta, here on the last path's own output against the labels
@@ -113,23 +113,13 @@ def start_paths_from(model: TDNet, frame_net: FramePSPNet) -> None:
         getattr(model, f"head{p + 1}").load_state_dict({**head, "conv5.0.weight": w[:, keep].clone()})
 
 
-def pretrain_frame_net(model: TDNet, normalise: Normalise, data, s: "Settings", quiet: bool) -> FramePSPNet:
-    """Train the per-frame PSPNet-18 on single frames (person-weighted cross-entropy), `s.pretrain_steps`."""
-    net = FramePSPNet(model).train()
-    opt = torch.optim.Adam(net.parameters(), lr=s.lr, weight_decay=5e-4)
-    sched = schedule(opt, s.pretrain_steps)
-    t0, losses = time.perf_counter(), []
-    for step in range(1, s.pretrain_steps + 1):
-        clips = data.clips(s.pretrain_batch, 1)
-        img, lab = to_tensors([c[0][0] for c in clips], [c[1][0] for c in clips])
-        loss = _ce(net(normalise(img).contiguous()), lab)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        sched.step()
-        losses.append(float(loss.detach()))
-        log_progress("per-frame pspnet", step, s.pretrain_steps, float(np.mean(losses[-50:])), t0, quiet)
-    return net.eval()
+def pretrain_frame_net(model: TDNet, normalise: Normalise, data, s: "Settings", quiet: bool) -> tuple[FramePSPNet, dict]:
+    """Train the per-frame PSPNet-18 on single frames (person-weighted cross-entropy), `s.pretrain_steps`;
+    returns it in eval mode and the stage's report."""
+    net = FramePSPNet(model)
+    report = fit_single_frames(net, lambda img: net(normalise(img).contiguous()), _ce, data, s.pretrain_steps,
+                               s.pretrain_batch, s.lr, "per-frame pspnet", quiet)
+    return net.eval(), report
 
 
 def _gapped(clips, length: int, max_gap: int, rng: np.random.Generator):
@@ -245,10 +235,8 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
     normalise = Normalise(cfg.normalisation, channel_order="RGB")
     teacher = None
     if s.pretrain_steps:
-        t_pre = time.perf_counter()
-        teacher = pretrain_frame_net(model, normalise, data, s, quiet)
+        teacher, run.report["per_frame_pspnet"] = pretrain_frame_net(model, normalise, data, s, quiet)
         start_paths_from(model, teacher)
-        run.report["per_frame_pspnet"] = {"steps": s.pretrain_steps, "seconds": time.perf_counter() - t_pre}
         for prm in teacher.parameters():
             prm.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=s.lr, weight_decay=5e-4)
