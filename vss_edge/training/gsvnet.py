@@ -35,8 +35,8 @@ from vss_edge import demo_weights
 from vss_edge.models.common import resize
 from vss_edge.models.gsvnet.graphs import GSVNet
 from vss_edge.models.gsvnet.propagation import warp
-from vss_edge.training.loop import (fit_single_frames, Batches, TrainingSettings, finish_run, log_progress, person_weighted_ce,
-                                     schedule, start_run, to_tensors)
+from vss_edge.training.loop import (Batches, TrainingSettings, finish_run, fit_single_frames, log_progress,
+                                     person_weighted_ce, schedule, start_run, to_tensors)
 
 
 @dataclass

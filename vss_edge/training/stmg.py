@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from vss_edge import demo_weights
 from vss_edge.models.stmg.graphs import STMG
 from vss_edge.models.stmg.mask_generator import aggregate
-from vss_edge.training.loop import (fit_single_frames, Batches, TrainingSettings, finish_run, log_progress, person_weighted_ce,
-                                     schedule, start_run, to_tensors)
+from vss_edge.training.loop import (Batches, TrainingSettings, finish_run, fit_single_frames, log_progress,
+                                     person_weighted_ce, schedule, start_run, to_tensors)
 
 KEEP_PRIOR = 0.5  # the sparsity prior's keep probability per block
 TEMPERATURE = 0.5  # of the relaxed Bernoulli gates

@@ -51,8 +51,8 @@ from vss_edge.models.tdnet.model import TDNet
 from vss_edge.models.tdnet.modules import FCNHead, PyramidPooling
 from vss_edge.models.tdnet.resnet import resnet18
 from vss_edge.training.data import IGNORE
-from vss_edge.training.loop import (fit_single_frames, TrainingSettings, finish_run, log_progress, person_weighted_ce,
-                                     schedule, start_run, to_tensors)
+from vss_edge.training.loop import (TrainingSettings, finish_run, fit_single_frames, log_progress,
+                                     person_weighted_ce, schedule, start_run, to_tensors)
 
 GROUPED_WEIGHT = 0.5  # the paper's beta, here on the last path's own output against the labels
 AGGREGATIONS = ("apm", "add")  # attention propagation, or the paper's "Add" ablation (Fig. 6a)
@@ -124,7 +124,8 @@ def pretrain_frame_net(model: TDNet, normalise: Normalise, data, s: "Settings", 
 
 def _gapped(clips, length: int, max_gap: int, rng: np.random.Generator):
     """Clips of 1 + (length - 1) * max_gap frames -> `length` frames each, consecutive ones 1..max_gap
-    apart, counted back from the last (the official loader: f3 = f4 - randint(1, interval), ...)."""
+    apart, counted back from the last (the official loader: f3 = f4 - randint(1, interval), ...). TDNet
+    reads frames and labels only: a synthetic frame's one-step flow is kept as it is."""
     out = []
     for c in clips:
         idx = [len(c[0]) - 1]
