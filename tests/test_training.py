@@ -142,6 +142,25 @@ def test_training_command_missing_video_is_a_one_line_error(tmp_path):
     assert done.returncode == 2 and "no such file" in done.stderr and "Traceback" not in done.stderr
 
 
+def test_training_command_setting_out_of_range_is_a_one_line_error(tmp_path):
+    for flag, value, words in (("--max-gap", "0", "max_gap"), ("--aggregation", "sum", "aggregation must be one of")):
+        done = subprocess.run([sys.executable, "-m", "vss_edge.training", "tdnet", "--out", str(tmp_path), flag, value,
+                               "--video", "none"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2 and words in done.stderr and "Traceback" not in done.stderr, done.stderr
+    assert not any(tmp_path.iterdir())  # refused before anything was written
+
+
+def test_distillation_is_the_teachers_kl_zero_when_the_student_agrees():
+    import torch
+
+    from vss_edge.training.tdnet import _kl
+
+    teacher = torch.randn(2, 6, 4, 5)
+    assert float(_kl(teacher + 3.0, teacher)) == pytest.approx(0.0, abs=1e-6)  # softmax ignores a shift
+    p, q = teacher.softmax(1), (-teacher).softmax(1)
+    assert float(_kl(-teacher, teacher)) == pytest.approx(float((p * (p / q).log()).sum(1).mean()), rel=1e-5)
+
+
 def test_pseudo_labels_mark_moving_blobs_and_ignore_their_border():
     from vss_edge.training.data import IGNORE, pseudo_labels
 

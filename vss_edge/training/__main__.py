@@ -38,7 +38,11 @@ def main(argv=None) -> int:
     if video is not None and not video.is_file():
         print(f"{p.prog}: error: --video {video}: no such file (pass --video none for synthetic only)", file=sys.stderr)
         return 2
-    s = module.Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(module.Settings)})
+    try:
+        s = module.Settings(**{f.name: getattr(args, f.name) for f in dataclasses.fields(module.Settings)})
+    except ValueError as e:  # a setting out of its range (Settings.__post_init__)
+        print(f"{p.prog}: error: {e}", file=sys.stderr)
+        return 2
     report = module.train(args.out, s, video=video, exclude=_range(args.exclude), quiet=args.quiet)
     sizes = ", ".join(f"{k} {v / 1e6:.2f} MB" for k, v in report["checkpoints"].items())
     print(f"trained {args.method} in {report['total_seconds']:.0f} s -> {args.out} ({sizes})")

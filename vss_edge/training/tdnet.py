@@ -71,6 +71,13 @@ class Settings(TrainingSettings):
     distill_weight: float = 1.0  # KL to that per-frame PSPNet's logits (Eq. 6's full-feature term), as a teacher
     max_gap: int = 2  # frames between a clip's frames drawn from 1..max_gap (the official loader's interval)
 
+    def __post_init__(self):
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if self.max_gap < 1 or self.pretrain_steps < 0 or self.pretrain_batch < 1:
+            raise ValueError(f"max_gap and pretrain_batch must be >= 1 and pretrain_steps >= 0, got "
+                             f"{self.max_gap}, {self.pretrain_batch}, {self.pretrain_steps}")
+
 
 def _ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return person_weighted_ce(logits, labels, align_corners=True)
@@ -227,8 +234,6 @@ def train(out_dir, s: Settings, video=None, exclude=(100, 160), quiet: bool = Fa
     """Train and write out_dir/{tdnet_small.pth, tdnet_small.json}."""
     from vss_edge.checkpoints import save_torch_atomic
 
-    if s.aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation must be one of {AGGREGATIONS}, got {s.aggregation!r}")
     run = start_run(out_dir, s, video, exclude, quiet)
     data = run.data
     cfg = demo_weights.tdnet_config(s.height, s.width)
