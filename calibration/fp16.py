@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vss_edge.calibration.graph_analysis import check_runs, graph_io
+from vss_edge.calibration.graph_analysis import check_runs, gather_warps, graph_io, name_nodes
 
 if TYPE_CHECKING:
     import onnx
@@ -81,7 +81,8 @@ def _drop_duplicate_nodes(model: onnx.ModelProto) -> None:
 def convert_graph_fp16(model_path: str | Path, out_path: str | Path, op_block_list=DEFAULT_FP16_BLOCK) -> dict:
     """Convert one graph to FP16 with float32 I/O kept; returns a small record.
 
-    op_block_list: op types left in FP32 (added to onnxruntime's own block list).
+    op_block_list: op types left in FP32 (added to onnxruntime's own block list); the nodes of
+    warps written as gathers (graph_analysis.gather_warps) stay FP32 too.
     uint8 frames in and uint8 labels out are untouched; float inputs and outputs
     stay float32 (casts at the edges). The result is checked to load and run on
     the CPU EP with the source graph's input/output names, shapes and dtypes.
@@ -97,7 +98,9 @@ def convert_graph_fp16(model_path: str | Path, out_path: str | Path, op_block_li
     model = onnx.ModelProto()
     model.CopyFrom(source)
     _constants_to_initializers(model)
-    model = convert_float_to_float16(model, keep_io_types=True, op_block_list=block)
+    name_nodes(model)
+    warps = sorted(gather_warps(model))  # a warp's sample points in float16 move by up to 1/8 pixel
+    model = convert_float_to_float16(model, keep_io_types=True, op_block_list=block, node_block_list=warps)
     _drop_duplicate_nodes(model)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_path.with_name(f".{out_path.name}.tmp")
@@ -112,6 +115,7 @@ def convert_graph_fp16(model_path: str | Path, out_path: str | Path, op_block_li
         "precision": "fp16", "method": "onnxruntime.transformers.float16.convert_float_to_float16",
         "keep_io_types": True, "op_block_list": sorted(set(op_block_list)),
         "blocked_op_types": sorted(t for t in present if t in set(block)),
+        "blocked_warp_nodes": len(warps),
         "casts_added": Counter(n.op_type for n in model.graph.node)["Cast"] - present.get("Cast", 0),
         "seconds": round(time.perf_counter() - start, 2),
     }

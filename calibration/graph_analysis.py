@@ -16,6 +16,9 @@ Left in float, by default:
   (quantised, it would keep its input's scale, too coarse for the narrower range of an average);
 - the nodes that compute a warp's sampling grid (e.g. flow -> Div -> Transpose -> Mul
   -> Add -> GridSample): a quantised grid moves every sampled pixel;
+- a warp written as index gathers (vss_edge.models.sampling: sample points -> Floor -> corner
+  indices -> Gather / GatherElements, times bilinear weights, summed; `gather_warps`): the same
+  reasons as GridSample, and the weights come from the points' fractions;
 - nodes that work on discrete values (class indices from ArgMax cast to float, masks
   from Equal/Not...) or whose result is compared exactly (Equal, Less, ...): GSVNet's
   label-boundary detector is a Conv over the label map followed by Equal, and an 8-bit
@@ -69,6 +72,10 @@ _DISCRETE_PASS = {"Cast", "Reshape", "Unsqueeze", "Squeeze", "Transpose", "Flatt
 _GRID_CHAIN = {"Add", "Sub", "Mul", "Div", "Neg", "Transpose", "Reshape", "Unsqueeze", "Squeeze", "Concat",
                "Slice", "Split", "Cast", "Clip", "Identity", "Flatten", "Expand", "Tile", "Gather", "Resize"}
 _WARPS = {"GridSample", "AffineGrid"}
+_GATHERS = {"Gather", "GatherElements"}
+# Ops a gather warp's sample points, corner indices and bilinear weights are computed with.
+_POINT_CHAIN = _GRID_CHAIN | {"Floor", "Clip", "Min", "Max", "And", "Not", "GreaterOrEqual", "LessOrEqual", "Greater",
+                              "Less"}
 _WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 _SHAPE_ONLY = {"Unsqueeze", "Squeeze", "Reshape", "Flatten", "Transpose", "Identity"}
 # Quantisable ops that may compute a divisor from a float value (walked back from a Div's second input)
@@ -154,6 +161,8 @@ def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) 
             if p.op_type != "Constant":
                 reasons[p.name] = f"computes the sampling grid of {n.op_type} '{n.name}'"
             stack.extend(i for i in p.input if i)
+    for name, why in gather_warps(model).items():
+        reasons.setdefault(name, why)
     # discrete values (class indices, masks) and anything compared exactly
     discrete = set()
     for n in graph.node:  # graph.node is topologically sorted
@@ -192,6 +201,64 @@ def float_only_nodes(model: onnx.ModelProto, keep_float_ops=DEFAULT_KEEP_FLOAT) 
                 if p is not None and p.name not in reasons and p.op_type != "Constant":
                     reasons[p.name] = f"its result is compared exactly by {n.op_type} '{n.name}'"
     return reasons
+
+
+def gather_warps(model: onnx.ModelProto) -> dict[str, str]:
+    """The nodes of every warp written as index gathers, name -> reason (float_only_nodes keeps them
+    float; calibration.fp16 keeps them FP32: in float16 a pixel coordinate of 200 moves in steps of 1/8).
+
+    A warp gather is a Gather / GatherElements whose indices come from a Floor of computed points
+    (not a constant table, not ArgMax / TopK indices). Its nodes: the chain computing the points and
+    indices, the Muls that weight what it gathers (and the chains computing those weights), the Adds
+    summing the weighted corners, and the shape ops between them.
+    """
+    graph = model.graph
+    producer = {o: n for n in graph.node for o in n.output}
+    found: dict[str, str] = {}
+
+    def walk_back(start: str, why: str) -> bool:
+        """Mark the point-chain ops that compute `start`; True if a Floor is among them."""
+        floor, stack, seen = False, [start], set()
+        while stack:
+            p = producer.get(stack.pop())
+            if p is None or p.name in seen or p.op_type not in _POINT_CHAIN:
+                continue
+            seen.add(p.name)
+            floor |= p.op_type == "Floor"
+            found.setdefault(p.name, why)
+            stack.extend(i for i in p.input if i)
+        return floor
+
+    kind: dict[str, tuple[str, str]] = {}  # a warp's tensor -> (corner | weighted | sum, the warp's gather)
+    for n in graph.node:  # topologically sorted: a warp's values are seen in the order they are made
+        ins = [kind.get(i) for i in n.input if i]
+        if n.op_type in _GATHERS and len(n.input) > 1 and producer.get(n.input[1]) is not None:
+            before = dict(found)
+            if walk_back(n.input[1], f"computes the sample points of warp {n.op_type} '{n.name}'"):
+                found[n.name] = "a warp (a gather at computed sample points): its values stay float"
+                kind[n.output[0]] = ("corner", n.name)
+            else:  # not a warp: indices from a table, ArgMax or TopK
+                found.clear()
+                found.update(before)
+            continue
+        known = [k for k in ins if k is not None]
+        if not known:
+            continue
+        warp = known[0][1]
+        if n.op_type in _SHAPE_ONLY:
+            made = known[0][0]
+        elif n.op_type == "Mul" and known[0][0] == "corner" and len(known) == 1:
+            made = "weighted"
+            for other in n.input:
+                if other not in kind:
+                    walk_back(other, f"computes the bilinear weights of warp '{warp}'")
+        elif n.op_type == "Add" and len(known) == len(ins) == 2 and {k[0] for k in known} <= {"weighted", "sum"}:
+            made = "sum"
+        else:
+            continue
+        found[n.name] = f"weights or sums the bilinear corners of warp '{warp}'"
+        kind[n.output[0]] = (made, warp)
+    return found
 
 
 def _attention_weights(graph, consumers: dict, reasons: dict) -> None:

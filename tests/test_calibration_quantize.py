@@ -117,25 +117,33 @@ def test_int8_bundle_runs_unchanged_and_records_its_calibration(gsvnet_bundle, i
 
 
 def test_int8_keeps_warps_and_discrete_values_in_float(int8_bundle):
+    """The warp (GSVNet's bilinear sampling, written as gathers at computed points: models.sampling)
+    stays float end to end: its sample points, corner indices and weights from the flow, the gathered
+    values, their weighted sum."""
     out, report = int8_bundle
     model = onnx.load(str(out / "propagation.int8.onnx"))
     producer = {o: n for n in model.graph.node for o in n.output}
-    warps = [n for n in model.graph.node if n.op_type == "GridSample"]
-    assert warps
+    record = report["graphs"]["propagation"]["record"]
+    reasons = record["excluded_nodes"]
+    warps = [n for n in model.graph.node if reasons.get(n.name, "").startswith("a warp")]
+    assert len(warps) == 4  # the four bilinear corners
     for node in warps:
         sources = {producer[i].op_type if i in producer else "graph input" for i in node.input}
         assert not sources & {"QuantizeLinear", "DequantizeLinear"}, sources
-        # everything upstream of the warp (the grid from the flow, the previous logits) stays float
+        # everything upstream of the warp (the points from the flow, the previous logits) stays float
         upstream, stack = [], list(node.input)
         while stack:
             p = producer.get(stack.pop())
             if p is not None:
                 upstream.append(p.op_type)
                 stack.extend(p.input)
-        assert {"Add", "Mul", "Div"} <= set(upstream), upstream
+        assert {"Add", "Div", "Floor"} <= set(upstream), upstream
         assert not set(upstream) & {"QuantizeLinear", "DequantizeLinear"}, upstream
-    record = report["graphs"]["propagation"]["record"]
-    assert "GridSample" in record["excluded_op_types"] and "ArgMax" in record["excluded_op_types"]
+    corners = [n for n in model.graph.node if reasons.get(n.name, "").startswith("weights or sums")]
+    assert sum(n.op_type == "Mul" for n in corners) == 4 and sum(n.op_type == "Add" for n in corners) == 3
+    for node in corners:
+        assert all(producer[i].op_type != "DequantizeLinear" for i in node.input if i in producer)
+    assert "ArgMax" in record["excluded_op_types"]
     # the label-boundary detector (Conv over the label map, then Equal) stays exact
     assert record["excluded_nodes"]["/gsv/Conv"].startswith("works on discrete values")
     for node in model.graph.node:

@@ -75,15 +75,16 @@ def test_gsvnet_warp_follows_a_varying_flow_field():
 
 
 def _warp_subgraph(path, inputs: list[str]) -> ort.InferenceSession:
-    """The bundle graph cut down to its GridSample: from `inputs` to the warped map."""
+    """The bundle graph cut down to its warp: from `inputs` to the warped map, which is what the
+    edge map's ArgMax reads (the graph's first ArgMax; a label tail's comes last)."""
     model = onnx.load(str(path))
-    (node,) = [n for n in model.graph.node if n.op_type == "GridSample"]
-    sub = onnx.utils.Extractor(model).extract_model(inputs, [node.output[0]])
+    node = next(n for n in model.graph.node if n.op_type == "ArgMax")
+    sub = onnx.utils.Extractor(model).extract_model(inputs, [node.input[0]])
     return ort.InferenceSession(sub.SerializeToString(), providers=["CPUExecutionProvider"])
 
 
 def test_the_gsvnet_bundles_warp_is_the_official_one(gsvnet_bundle):
-    """The exported propagation graph's own GridSample (cut out of the bundle file) against the
+    """The exported propagation graph's own warp (cut out of the bundle file) against the
     hand-computed warp: what ONNX Runtime runs on the robot, not only the PyTorch model."""
     session = _warp_subgraph(gsvnet_bundle / "propagation.onnx", ["prev_logits", "flow"])
     (shape_logits,) = [i.shape for i in session.get_inputs() if i.name == "prev_logits"]
@@ -137,3 +138,41 @@ def test_mpvss_single_flow_warps_every_mask_alike():
     masks = np.random.default_rng(5).normal(size=(1, 4, h, w)).astype(np.float32)
     got = _mpvss_warp(masks, _constant_flow(-0.75, 1.25, h // 2, w // 2))
     np.testing.assert_allclose(got, mpvss_expected(masks, [(-0.75, 1.25)] * 4, 2.0), rtol=0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- the warps' two samplers
+
+
+@pytest.mark.parametrize("padding", ["zeros", "border"])
+@pytest.mark.parametrize("per_map", [False, True])
+def test_gather_sampling_is_grid_samples_bilinear(padding, per_map):
+    """models.sampling (the graphs' and the reference's warp) against the hand-computed bilinear
+    sample, and against F.grid_sample (the official op, what training runs): points inside, on the
+    border, up to 3 pixels outside and far outside."""
+    import torch.nn.functional as F
+
+    from vss_edge.models.sampling import bilinear_sample as gather_sample
+
+    c, h, w = 3, 7, 11
+    rng = np.random.default_rng(6)
+    maps = rng.normal(size=(1, c, h, w)).astype(np.float32)
+    shape = (c, 5, 9) if per_map else (5, 9)
+    x = rng.uniform(-3.0, w + 2.0, size=shape).astype(np.float32)
+    y = rng.uniform(-3.0, h + 2.0, size=shape).astype(np.float32)
+    x.reshape(-1)[:4] = [0.0, w - 1.0, -50.0, w + 50.0]
+    y.reshape(-1)[:4] = [h - 1.0, 0.0, 2.5, -40.0]
+    with torch.no_grad():
+        got = gather_sample(torch.from_numpy(maps), torch.from_numpy(x), torch.from_numpy(y), padding).numpy()
+        grid = torch.from_numpy(np.stack((x / (w - 1) * 2 - 1, y / (h - 1) * 2 - 1), -1))
+        if per_map:
+            official = F.grid_sample(torch.from_numpy(maps).reshape(c, 1, h, w), grid, mode="bilinear",
+                                     padding_mode=padding, align_corners=True).reshape(1, c, *shape[1:]).numpy()
+        else:
+            official = F.grid_sample(torch.from_numpy(maps), grid[None], mode="bilinear", padding_mode=padding,
+                                     align_corners=True).numpy()
+    if per_map:
+        expected = np.stack([bilinear_sample(maps[0, i:i + 1], x[i], y[i], padding)[0] for i in range(c)])[None]
+    else:
+        expected = bilinear_sample(maps[0], x, y, padding)[None]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, official, rtol=0, atol=1e-5)

@@ -142,7 +142,7 @@ def train_propagation(model: GSVNet, data: Batches, s: Settings, quiet: bool) ->
                 tf, tv = flow_target(np.stack([clips[j][2][i] for j in synth]),
                                      np.stack([clips[j][3][i] for j in synth]), model.cfg.small_size)
                 aux = aux + ((flow[synth] - tf).abs() * tv).sum() / tv.sum().clamp(min=1) / 2 / d
-            logits = model.gsv(warp(logits, flow), cur_small)
+            logits = model.gsv(warp(logits, flow, sampler="grid_sample"), cur_small)
             prev_small = cur_small
         ce = _ce(logits, target)
         loss = ce + 0.1 * aux

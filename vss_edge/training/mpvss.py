@@ -215,7 +215,7 @@ def train_flow(model: MPVSS, data: Batches, s: Settings, quiet: bool) -> dict:
                 key_image = model.flow_image(key)
             pair = torch.cat([model.flow_image(cur), key_image], dim=1)
             flow = model.motion(pair, queries.transpose(0, 1))  # [B*N, 2, h8, w8]
-            warped = torch.cat([warp_masks(mask_logits[i:i + 1], flow[i * n:(i + 1) * n]) for i in range(len(clips))])
+            warped = torch.cat([warp_masks(mask_logits[i:i + 1], flow[i * n:(i + 1) * n], sampler="grid_sample") for i in range(len(clips))])
             targets, valid = _targets(cur_lab, tuple(warped.shape[-2:]), model.cfg.num_classes)
             loss = set_loss(class_logits, warped, targets, valid, class_terms=False)
             synth = [j for j, c in enumerate(clips) if c[2] is not None]

@@ -21,6 +21,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vss_edge.models.sampling import bilinear_sample
+
 
 def ideal_delay_bank(kernel_size: int = 3, num_filters: int = 9) -> torch.Tensor:
     """[num_filters, 1, 1, k, k] one-hot shifts (centre skipped); remaining filters zero."""
@@ -153,14 +155,26 @@ class GuidedSpatiallyVaryingConv(nn.Module):
         return self.ideal_dk.weighted_sum(weights, warped_logits, intra)
 
 
-def warp(logits: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+def warp(logits: torch.Tensor, flow: torch.Tensor, sampler: str = "gather") -> torch.Tensor:
     """Backward-warp logits [B,C,h,w] by flow [B,2,h,w] as the official MC module does.
 
     The flow is divided by 4, scaled to [-1, 1] by (w-1, h-1) onto a linspace base
     grid, and sampled bilinearly with zero padding and align_corners=True (the
-    official code predates PyTorch 1.3, when that was the default).
+    official code predates PyTorch 1.3, when that was the default): output pixel (y, x)
+    reads (x + u/4, y + v/4) in pixels of the map, grid and pixel units cancelling.
+
+    sampler: "gather" (B = 1; what the graphs and the reference run: models.sampling, the same
+    values to float rounding, faster in ONNX Runtime) or "grid_sample" (the official op, with its
+    backward: what training runs).
     """
     _, _, h, w = logits.shape
+    if sampler == "gather":
+        ys, xs = np.mgrid[0:int(h), 0:int(w)].astype(np.float32)  # pixel grid, a graph constant
+        x = torch.from_numpy(xs).to(flow.device) + flow[0, 0] / 4.0
+        y = torch.from_numpy(ys).to(flow.device) + flow[0, 1] / 4.0
+        return bilinear_sample(logits, x, y, "zeros")
+    if sampler != "grid_sample":
+        raise ValueError(f"sampler must be 'gather' or 'grid_sample', got {sampler!r}")
     # Built outside the traced ops so the graph holds them as float32 constants.
     xs, ys = np.meshgrid(np.linspace(-1.0, 1.0, w), np.linspace(-1.0, 1.0, h))
     base = torch.from_numpy(np.stack((xs, ys), axis=-1).astype(np.float32)).to(flow.device)  # [h, w, (x, y)]

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vss_edge.models.mpvss.pixel_decoder import position_embedding_sine
+from vss_edge.models.sampling import bilinear_sample
 from vss_edge.models.mpvss.transformer_decoder import MLP, FFNLayer, SelfAttentionLayer
 
 
@@ -207,18 +208,28 @@ class OpticalFlowEstimator(nn.Module):
         return self.decoder(self.encoder(pair))
 
 
-def warp_masks(masks: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+def warp_masks(masks: torch.Tensor, flow: torch.Tensor, sampler: str = "gather") -> torch.Tensor:
     """Warp mask logits [1, N, H, W] with flow [N, 2, h, w] (one per mask) or [1, 2, h, w] (shared).
 
     As mmtrack's flow_warp_feats (official mpvss.warp_predictions): the flow is resized to
     H x W (bilinear, align_corners=False) and multiplied by W / w; the sampling grid
     (x + u, y + v) is normalised by W and H (not W-1, H-1) and sampled with grid_sample
-    (bilinear, padding 'border', align_corners=True).
+    (bilinear, padding 'border', align_corners=True), which reads pixel (x + u) (W-1) / W.
+
+    sampler: "gather" (what the graphs and the reference run: models.sampling, the same values to
+    float rounding, faster in ONNX Runtime) or "grid_sample" (the official op, with its backward:
+    what training runs).
     """
     _, n, h, w = masks.shape
     scale = float(w) / flow.shape[-1]
     flow = F.interpolate(flow, size=(h, w), mode="bilinear", align_corners=False) * scale
     ys, xs = torch.meshgrid(torch.arange(h, dtype=masks.dtype), torch.arange(w, dtype=masks.dtype), indexing="ij")
+    if sampler == "gather":
+        x = (xs[None] + flow[:, 0]) * ((w - 1) / w)
+        y = (ys[None] + flow[:, 1]) * ((h - 1) / h)
+        return bilinear_sample(masks, x[0] if flow.shape[0] == 1 else x, y[0] if flow.shape[0] == 1 else y, "border")
+    if sampler != "grid_sample":
+        raise ValueError(f"sampler must be 'gather' or 'grid_sample', got {sampler!r}")
     gx = (xs[None] + flow[:, 0]) / w * 2 - 1
     gy = (ys[None] + flow[:, 1]) / h * 2 - 1
     grid = torch.stack((gx, gy), dim=-1)  # [Nf, H, W, 2]
