@@ -238,6 +238,8 @@ def test_fp16_bundle_runs_on_the_cpu_with_the_same_io(gsvnet_bundle, tmp_path, s
         assert spec.precision == "fp16" and spec.file == f"{name}.fp16.onnx"
         assert (spec.inputs, spec.outputs) == (source.graphs[name].inputs, source.graphs[name].outputs)
         assert "GridSample" in spec.calibration["op_block_list"]
+        # the warp (gathers at points computed from the flow) stays FP32: float16 points move by 1/8 pixel
+        assert (spec.calibration["blocked_warp_nodes"] > 0) == (name == "propagation")
     pipe = runtime.load(out, device="cpu")  # checks the graphs' real I/O against the manifest
     # uint8 frame in, float32 state (and uint8 labels when the graphs compute them): exactly as declared
     assert [(i.name, i.type) for i in pipe.sessions["keyframe"].session.get_inputs()] == [("image", "tensor(uint8)")]
