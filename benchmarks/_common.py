@@ -89,6 +89,16 @@ def bundle_problem(path: Path, cfg, method: str, seed: int) -> str | None:
     checkpoints = manifest.provenance.get("checkpoints", {})
     if not checkpoints or any(v != {"random_init_seed": seed} for v in checkpoints.values()):
         return f"its weights are {checkpoints}, not random with seed {seed}"
+    return stale_graphs(manifest)
+
+
+def stale_graphs(manifest) -> str | None:
+    """Why a bundle's graphs are not what this checkout's exporters make (other model or exporter
+    code: exporters.bundle.exporter_source_digest), or None."""
+    from vss_edge.exporters.bundle import exporter_source_digest
+
+    if manifest.provenance.get("exporter_source") != exporter_source_digest():
+        return "exported by other model / exporter code than this checkout's"
     return None
 
 
@@ -288,7 +298,7 @@ def ensure_trained_bundle(path: Path, cfg, method: str, export, weights) -> Path
             shas = {v.get("sha256") for v in manifest.provenance.get("checkpoints", {}).values()}
             problem = (f"its config {manifest.config} is not {expected}"
                        if manifest.method != method or manifest.config != expected else
-                       None if shas == {sha256_file(Path(w)) for w in weights} else "other weights")
+                       stale_graphs(manifest) if shas == {sha256_file(Path(w)) for w in weights} else "other weights")
         except BundleError as e:
             problem = str(e)
     if problem is None:

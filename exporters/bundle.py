@@ -5,6 +5,7 @@ with the runtime's own manifest reader, and only then moved into place.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import datetime, timezone
 from pathlib import Path
@@ -49,6 +50,22 @@ def host_labels(cfg, graphs: list[tuple[ExportedGraph, str]], tail: dict) -> tup
     return pruned, entry
 
 
+def exporter_source_digest() -> str:
+    """sha256 of the code that makes a bundle's graphs: the PyTorch models (vss_edge/models), the
+    exporters and the method configs, file by file in path order. Recorded in the manifest's
+    provenance, so that a reused bundle made by other code is seen (benchmarks/_common re-exports it)."""
+    import vss_edge.configs
+    import vss_edge.exporters
+    import vss_edge.models
+
+    digest = hashlib.sha256()
+    roots = [Path(vss_edge.models.__file__).parent, Path(vss_edge.exporters.__file__).parent]
+    files = sorted((f for root in roots for f in root.rglob("*.py")), key=lambda f: f.as_posix())
+    for f in files + [Path(vss_edge.configs.__file__)]:
+        digest.update(f"{f.parent.name}/{f.name}".encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
 def write_bundle(out_dir: str | Path, *, method: str, cfg, network_channel_order: str,
                  graphs: list[tuple[ExportedGraph, str]], state: list[TensorSpec],
                  scheduler: dict, checkpoints: dict, label_tail: dict | None = None) -> Path:
@@ -83,7 +100,8 @@ def write_bundle(out_dir: str | Path, *, method: str, cfg, network_channel_order
             "graphs": entries, "state": [t.to_dict() for t in state], "scheduler": scheduler, "labels": labels,
             "provenance": {
                 "packages": package_versions(("torch", "onnx", "onnxsim")), "opset": OPSET, "ir_version": IR_VERSION,
-                "checkpoints": checkpoints, "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "checkpoints": checkpoints, "exporter_source": exporter_source_digest(),
+                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             },
         }
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")

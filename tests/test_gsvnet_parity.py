@@ -218,6 +218,9 @@ def test_export_verifies_on_real_frames(gsvnet_bundle):
     for g in manifest["graphs"].values():
         assert g["verified_max_error"], "the exporter must record its verification"
     assert manifest["provenance"]["ir_version"] <= 8
+    # which model / exporter code made the graphs (a benchmark re-exports a bundle made by other code)
+    from vss_edge.exporters.bundle import exporter_source_digest
+    assert manifest["provenance"]["exporter_source"] == exporter_source_digest()
 
 
 def test_bisenet_keyframe_net_with_other_classes_and_label_scale(tmp_path, sample_frames):
