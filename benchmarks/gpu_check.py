@@ -22,9 +22,10 @@ skips the sections left once it is spent, each with a note. The sections, in pri
   and per graph, which nodes do not run on the device (ONNX Runtime's profiler: each node event
   names its provider) and the Memcpy nodes ONNX Runtime inserted (its optimised graph, saved with
   SessionOptions.optimized_model_filepath) with their time per run.
-* fp16 <m>: `calibrate --precision fp16` of that bundle; each GridSample's input and output types
-  read from the FP16 graph (ONNX Runtime's CUDA GridSample is float32-only, so they must stay
-  float32) and its provider in the profile; FP16 vs FP32 on the device: agreement, latency.
+* fp16 <m>: `calibrate --precision fp16` of that bundle; each warp's input and output types read
+  from the FP16 graph (a GridSample: ONNX Runtime's CUDA GridSample is float32-only; a warp written
+  as gathers: its points in float16 would move by up to 1/8 pixel; both must stay float32) and
+  GridSample's provider in the profile; FP16 vs FP32 on the device: agreement, latency.
 * tensorrt: `load(bundle, device="tensorrt")` of the small GSVNet: which provider it ends on (the
   fallback line where TensorRT does not load), agreement with the CPU, latency, engine build and
   cached reload times, the cache files; FP16 engines.
@@ -446,15 +447,20 @@ def placement(ctx: Context, bundle: Path, feeds: dict, runs: int = 3) -> dict:
     return out
 
 
-def gridsample_types(path: Path) -> list[dict]:
-    """Each GridSample node of an ONNX file (subgraphs included) with its X, grid and Y element types
-    (shape inference, else the Cast that made the tensor)."""
+def warp_types(path: Path) -> list[dict]:
+    """Each warp of an ONNX file with its element types: a GridSample (subgraphs included) with its X,
+    grid and Y, or a warp written as gathers (calibration.graph_analysis.gather_warps) with each
+    gather's X (the map), grid (the points its Floor reads) and Y. Shape inference, else the Cast
+    that made the tensor."""
     import onnx
     from onnx import helper, shape_inference
+
+    from vss_edge.calibration.graph_analysis import gather_warps
 
     model = onnx.load(str(path))
     with contextlib.suppress(Exception):
         model = shape_inference.infer_shapes(model)
+    warps = gather_warps(model)
     found = []
 
     def walk(graph, outer):
@@ -473,10 +479,14 @@ def gridsample_types(path: Path) -> list[dict]:
                 t = next((a.i for a in node.attribute if a.name == "to"), None)
             return helper.tensor_dtype_to_np_dtype(t).name if t else "unknown"
 
+        floors = [n for n in graph.node if n.op_type == "Floor" and n.name in warps]
         for node in graph.node:
             if node.op_type == "GridSample":
                 found.append({"node": node.name, "X": dtype(node.input[0]), "grid": dtype(node.input[1]),
                               "Y": dtype(node.output[0])})
+            elif node.name in warps and warps[node.name].startswith("a warp"):
+                found.append({"node": node.name, "X": dtype(node.input[0]),
+                              "grid": dtype(floors[0].input[0]) if floors else "unknown", "Y": dtype(node.output[0])})
             for attr in node.attribute:
                 for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
                     walk(g, types)
@@ -735,8 +745,8 @@ def precision_section(ctx: Context, section: Section, fp32: Path, precision: str
     data = {"bundle": str(out), "graphs": {n: g.precision for n, g in manifest.graphs.items()},
             "stayed_fp32": failed}
     if precision == "fp16":
-        data["gridsample"] = {n: gridsample_types(manifest.graph_path(n)) for n, g in manifest.graphs.items()
-                              if g.precision == "fp16"}
+        data["warps"] = {n: warp_types(manifest.graph_path(n)) for n, g in manifest.graphs.items()
+                         if g.precision == "fp16"}
     frames = ctx.frames[: ctx.args.frames]
     feeds = {}
     result = compare(ctx, device_pipeline(ctx, fp32), device_pipeline(ctx, out), frames, record=feeds)
@@ -755,22 +765,22 @@ def precision_section(ctx: Context, section: Section, fp32: Path, precision: str
              + (f"; stayed FP32: {', '.join(f'{n} ({why})' for n, why in failed.items())}" if failed else "")]
     grid_ok, grids = None, []
     if precision == "fp16":
-        grids = [dict(g, graph=n) for n, gs in data["gridsample"].items() for g in gs]
+        grids = [dict(g, graph=n) for n, gs in data["warps"].items() for g in gs]
         grid_ok = all(g["X"] == g["grid"] == g["Y"] == "float32" for g in grids)
-        lines += ["", "GridSample in the FP16 graphs: none" if not grids else
-                  f"GridSample in the FP16 graphs: {len(grids)} node(s), "
+        lines += ["", "Warps (GridSample or gathers) in the FP16 graphs: none" if not grids else
+                  f"Warps (GridSample or gathers) in the FP16 graphs: {len(grids)} node(s), "
                   f"{'all float32 in and out' if grid_ok else 'NOT all float32'}" + (
                       "" if grid_ok or not grids else ": " + "; ".join(
                           f"{g['graph']}/{g['node']} X {g['X']} grid {g['grid']} Y {g['Y']}" for g in grids
                           if not g["X"] == g["grid"] == g["Y"] == "float32"))]
-        data["gridsample_float32"] = grid_ok if grids else None
+        data["warps_float32"] = grid_ok if grids else None
     lines += ["", *method_md(ctx, result, candidate=f"{label} on {ctx.device}", reference=f"FP32 on {ctx.device}")]
     lines += ["", "Speed-up over FP32 (p50): " + ", ".join(f"{g} {v:.2f}x" for g, v in speedups.items())
               + f"; frame (mean) {fmt(frame_speedup)}x"]
     section.md = lines
     section.headline = (f"agreement vs FP32 {fmt(result['agreement_mean'], '.5f')} (min "
                         f"{fmt(result['agreement_min'], '.5f')}); frame speed-up {fmt(frame_speedup)}x"
-                        + ("" if not grids else f"; GridSample float32: {'yes' if grid_ok else 'NO'}"))
+                        + ("" if not grids else f"; warps float32: {'yes' if grid_ok else 'NO'}"))
 
 
 def full_section(ctx: Context, section: Section, method: str) -> None:

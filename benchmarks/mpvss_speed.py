@@ -27,8 +27,8 @@ noisy machine:
   than another: the ratio is also given from the mean key-frame and non-key-frame latencies.
 * "GridSample": ONNX Runtime's profiler on each graph of the query-flow bundle, --profile-calls
   calls on real inputs (the first call, warm-up, excluded): kernel time per op type; the
-  keyframe graph's GridSample nodes are MSDeformAttn's sampling (3 levels x encoder layers), the
-  propagation graph's one GridSample is the mask warp.
+  keyframe graph's GridSample nodes are MSDeformAttn's sampling (3 levels x encoder layers); the
+  propagation graph's mask warp is gathers since 2026-12-04 (vss_edge/models/sampling.py: no GridSample).
 * "other processes' CPU": the share of all cores' time other processes took during a block
   (from /proc/stat); on a shared machine pass --quiet-wait 30.
 """

@@ -68,7 +68,7 @@ class CalibrationMethod(_StrEnum):
 DECISION_ROLES = ("mask_generator",)
 MOTION_ROLES = ("flow_net",)
 DEFAULT_FLOAT_ROLES = DECISION_ROLES + MOTION_ROLES
-# An INT8 graph pays only where these run int8; one without any (MPVSS's propagation: GridSample and the
+# An INT8 graph pays only where these run int8; one without any (MPVSS's propagation: its warp and the
 # class merge) only adds Q/DQ rounding, and it timed 0.96x FP32 (R50, 480x853)
 INT8_COMPUTE = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 

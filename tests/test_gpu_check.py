@@ -38,8 +38,8 @@ def test_gpu_check_on_the_cpu_writes_its_report(tmp_path):
         assert all(p["by_provider"] == {"CPUExecutionProvider": p["nodes"]} and p["memcpy_nodes"] == 0
                    for p in data["placement"].values() if "nodes" in p)
     fp16 = sections["fp16 gsvnet"]
-    assert set(fp16["graphs"].values()) == {"fp16"} and fp16["gridsample_float32"] is True
-    assert fp16["gridsample"]["propagation"]  # GSVNet's warp is there, and read as float32
+    assert set(fp16["graphs"].values()) == {"fp16"} and fp16["warps_float32"] is True
+    assert len(fp16["warps"]["propagation"]) == 4  # GSVNet's warp (4 corner gathers) is there, read as float32
     gates = sections["stmg gates"]
     assert gates["blocks"] == len(gates["single_block_increments_ms"]) > 0
     assert "CPUExecutionProvider" in sections["tensorrt"]["log_line"]  # no TensorRT here: the fallback line

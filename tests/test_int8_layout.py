@@ -363,7 +363,7 @@ def test_outputs_leave_unrounded_and_nothing_after_the_last_int8_op_is_quantised
 
 def test_a_graph_with_no_int8_compute_stays_fp32(gsvnet_bundle, tmp_path, monkeypatch):
     """A graph none of whose Convs / MatMuls / Gemms could be quantised only gains Q/DQ rounding
-    (MPVSS's propagation: GridSample and the class merge, 0.96x FP32 at R50 480x853): it stays FP32."""
+    (MPVSS's propagation: its warp and the class merge, 0.96x FP32 at R50 480x853): it stays FP32."""
     from vss_edge.calibration import quantize as quantize_module
 
     real = quantize_module.quantize_graph_int8
