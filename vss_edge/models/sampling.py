@@ -28,7 +28,9 @@ def bilinear_sample(maps: torch.Tensor, x: torch.Tensor, y: torch.Tensor, paddin
     """maps [1, C, h, w] sampled bilinearly at pixel points (x, y) ([H, W] or [C, H, W]) -> [1, C, H, W]."""
     if padding not in PADDINGS:
         raise ValueError(f"padding must be one of {PADDINGS}, got {padding!r}")
-    _, c, h, w = maps.shape
+    b, c, h, w = maps.shape
+    if int(b) != 1:
+        raise ValueError(f"bilinear_sample takes one batch of maps ([1, C, h, w]), got {tuple(maps.shape)}")
     out_hw = tuple(x.shape[-2:])
     corners = _corners(x, y, h, w, padding)
     if x.dim() == 2:  # one point for every map: gather whole rows of the [h*w, C] table
