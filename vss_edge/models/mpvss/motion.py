@@ -21,8 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from vss_edge.models.mpvss.pixel_decoder import position_embedding_sine
-from vss_edge.models.sampling import bilinear_sample
 from vss_edge.models.mpvss.transformer_decoder import MLP, FFNLayer, SelfAttentionLayer
+from vss_edge.models.sampling import bilinear_sample
 
 
 class ConvModule(nn.Module):
@@ -227,7 +227,9 @@ def warp_masks(masks: torch.Tensor, flow: torch.Tensor, sampler: str = "gather")
     if sampler == "gather":
         x = (xs[None] + flow[:, 0]) * ((w - 1) / w)
         y = (ys[None] + flow[:, 1]) * ((h - 1) / h)
-        return bilinear_sample(masks, x[0] if flow.shape[0] == 1 else x, y[0] if flow.shape[0] == 1 else y, "border")
+        if flow.shape[0] == 1:  # one flow: the same points for every mask
+            x, y = x[0], y[0]
+        return bilinear_sample(masks, x, y, "border")
     if sampler != "grid_sample":
         raise ValueError(f"sampler must be 'gather' or 'grid_sample', got {sampler!r}")
     gx = (xs[None] + flow[:, 0]) / w * 2 - 1
