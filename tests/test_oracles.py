@@ -176,3 +176,26 @@ def test_gather_sampling_is_grid_samples_bilinear(padding, per_map):
         expected = bilinear_sample(maps[0], x, y, padding)[None]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(got, official, rtol=0, atol=1e-5)
+
+
+def test_a_nan_flow_reads_as_outside_and_the_warp_graph_still_runs(tmp_path):
+    """A NaN in the flow (a broken flow net) must not stop the graph: ONNX's Gather cannot take the
+    index NaN casts to. The point reads as outside the map: 0 with GSVNet's zeros padding."""
+    from vss_edge.models.gsvnet.propagation import warp
+
+    class Warp(torch.nn.Module):
+        def forward(self, logits, flow):
+            return warp(logits, flow)
+
+    h, w = 6, 8
+    prev = np.random.default_rng(7).normal(size=(1, 2, h, w)).astype(np.float32)
+    flow = _constant_flow(4.0, 0.0, h, w)
+    flow[0, :, 2, 3] = np.nan
+    path = tmp_path / "warp.onnx"
+    torch.onnx.export(Warp(), (torch.from_numpy(prev), torch.from_numpy(flow)), str(path), opset_version=17,
+                      dynamo=False, input_names=["prev_logits", "flow"])
+    (got,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(
+        None, {"prev_logits": prev, "flow": flow})
+    assert np.isfinite(got).all() and np.all(got[0, :, 2, 3] == 0.0)
+    with torch.no_grad():
+        np.testing.assert_allclose(got, warp(torch.from_numpy(prev), torch.from_numpy(flow)).numpy(), atol=1e-6)

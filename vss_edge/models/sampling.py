@@ -15,7 +15,9 @@ per-query warp (100 x 120 x 214) 78.6 -> 46.2 ms. There is no fast backward here
 is wanted (training), the methods keep F.grid_sample (`sampler="grid_sample"` of their warps).
 
 Shapes: maps float32 [1, C, h, w]; x, y float32 either [H, W] (one point per output pixel, shared by
-the C maps) or [C, H, W] (each map its own points) -> float32 [1, C, H, W].
+the C maps) or [C, H, W] (each map its own points) -> float32 [1, C, H, W]. A NaN coordinate (a broken
+flow) reads as a point outside the map (0 with zeros padding, the border with border padding) where
+grid_sample would give NaN: a gather cannot take the index NaN casts to, and the graph would stop.
 """
 from __future__ import annotations
 
@@ -56,6 +58,8 @@ def _corners(x: torch.Tensor, y: torch.Tensor, h: int, w: int, padding: str) -> 
     """The four corners of each point as (flat index into an h x w map, int64; bilinear weight),
     in the order (y0, x0), (y0, x1), (y1, x0), (y1, x1); with zeros padding a corner outside the
     map has weight 0 (its index clamped to a valid pixel)."""
+    # a NaN point (a broken flow) is read as outside: ONNX's Gather cannot take the index NaN casts to
+    x, y = torch.where(torch.isnan(x), -2.0, x), torch.where(torch.isnan(y), -2.0, y)
     if padding == "border":
         x, y = x.clamp(0.0, w - 1.0), y.clamp(0.0, h - 1.0)
     else:  # beyond one pixel outside, every corner is outside: clamping there changes nothing
