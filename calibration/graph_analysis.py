@@ -74,8 +74,7 @@ _GRID_CHAIN = {"Add", "Sub", "Mul", "Div", "Neg", "Transpose", "Reshape", "Unsqu
 _WARPS = {"GridSample", "AffineGrid"}
 _GATHERS = {"Gather", "GatherElements"}
 # Ops a gather warp's sample points, corner indices and bilinear weights are computed with.
-_POINT_CHAIN = _GRID_CHAIN | {"Floor", "Clip", "Min", "Max", "And", "Not", "GreaterOrEqual", "LessOrEqual", "Greater",
-                              "Less"}
+_POINT_CHAIN = _GRID_CHAIN | {"Floor", "Min", "Max", "And", "Not", "GreaterOrEqual", "LessOrEqual", "Greater", "Less"}
 _WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 _SHAPE_ONLY = {"Unsqueeze", "Squeeze", "Reshape", "Flatten", "Transpose", "Identity"}
 # Quantisable ops that may compute a divisor from a float value (walked back from a Div's second input)
@@ -216,30 +215,31 @@ def gather_warps(model: onnx.ModelProto) -> dict[str, str]:
     producer = {o: n for n in graph.node for o in n.output}
     found: dict[str, str] = {}
 
-    def walk_back(start: str, why: str) -> bool:
-        """Mark the point-chain ops that compute `start`; True if a Floor is among them."""
-        floor, stack, seen = False, [start], set()
+    def chain(start: str) -> list:
+        """The point-chain ops that compute `start`."""
+        nodes, stack, seen = [], [start], set()
         while stack:
             p = producer.get(stack.pop())
             if p is None or p.name in seen or p.op_type not in _POINT_CHAIN:
                 continue
             seen.add(p.name)
-            floor |= p.op_type == "Floor"
-            found.setdefault(p.name, why)
+            nodes.append(p)
             stack.extend(i for i in p.input if i)
-        return floor
+        return nodes
+
+    def mark(nodes: list, why: str) -> None:
+        for p in nodes:
+            found.setdefault(p.name, why)
 
     kind: dict[str, tuple[str, str]] = {}  # a warp's tensor -> (corner | weighted | sum, the warp's gather)
     for n in graph.node:  # topologically sorted: a warp's values are seen in the order they are made
         ins = [kind.get(i) for i in n.input if i]
         if n.op_type in _GATHERS and len(n.input) > 1 and producer.get(n.input[1]) is not None:
-            before = dict(found)
-            if walk_back(n.input[1], f"computes the sample points of warp {n.op_type} '{n.name}'"):
+            points = chain(n.input[1])
+            if any(p.op_type == "Floor" for p in points):  # else indices from a table, ArgMax or TopK
+                mark(points, f"computes the sample points of warp {n.op_type} '{n.name}'")
                 found[n.name] = "a warp (a gather at computed sample points): its values stay float"
                 kind[n.output[0]] = ("corner", n.name)
-            else:  # not a warp: indices from a table, ArgMax or TopK
-                found.clear()
-                found.update(before)
             continue
         known = [k for k in ins if k is not None]
         if not known:
@@ -251,7 +251,7 @@ def gather_warps(model: onnx.ModelProto) -> dict[str, str]:
             made = "weighted"
             for other in n.input:
                 if other not in kind:
-                    walk_back(other, f"computes the bilinear weights of warp '{warp}'")
+                    mark(chain(other), f"computes the bilinear weights of warp '{warp}'")
         elif n.op_type == "Add" and len(known) == len(ins) == 2 and {k[0] for k in known} <= {"weighted", "sum"}:
             made = "sum"
         else:
