@@ -59,7 +59,7 @@ def start_run(bundle, source, out: Path, *extra: str) -> subprocess.Popen:
 
 def wait_for_labels(proc: subprocess.Popen, out: Path, count: int = 1, timeout: float = 120.0) -> None:
     deadline = time.monotonic() + timeout
-    while len(list((out / "labels").glob("*.png"))) < count:
+    while len([p for p in (out / "labels").glob("*.png") if not is_temporary(p)]) < count:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the run wrote no label PNG in time"
         time.sleep(0.005)
@@ -122,7 +122,9 @@ def test_sigkill_leaves_no_half_written_final_file_and_the_next_run_cleans_up(gs
     proc.kill()
     proc.communicate()
     assert not (out / "overlay.mp4").exists() and not (out / "summary.json").exists()
-    for png in (out / "labels").glob("*.png"):  # each label file is whole (atomic rename)
+    finals = [p for p in (out / "labels").glob("*.png") if not is_temporary(p)]  # (pathlib's * matches .names)
+    assert finals
+    for png in finals:  # each label file is whole (atomic rename)
         assert cv2.imread(str(png), cv2.IMREAD_UNCHANGED).shape == (128, 256)
     leftovers = [p for p in out.rglob(".*") if is_temporary(p)]
     assert any(p.name.startswith(".overlay.") for p in leftovers)  # the video it was writing

@@ -277,6 +277,30 @@ def test_a_video_whose_worker_dies_every_time_fails_after_the_retries(clips, tmp
     assert "worker died on each of 1 attempts" in r["per_video"][0]["error"]
 
 
+def test_a_video_that_finishes_as_the_fleet_stops_is_reported_as_it_ended(clips, tmp_path):
+    """The stop's race: a worker killed just after its video's stamp was written (or its answer
+    sent) has done that video: the report says done (the next run skips it), not interrupted."""
+    from vss_edge.fleet.engine import _settled
+    from vss_edge.fleet.work import FleetWorker, VideoJob
+
+    task = FleetTask("run", (str(DEMO_BUNDLE),), str(tmp_path), {"threads": 1}, {"max_frames": 4})
+    finished, cut = VideoJob(0, clips[0], None, "clip0"), VideoJob(1, clips[1], None, "clip1")
+    answer = FleetWorker(task).process(finished)
+    assert answer["status"] == "done"
+
+    class KilledWorkers:  # ray.get on the call of a killed actor: its answer if it came, else the actor's death
+        @staticmethod
+        def get(ref, timeout):
+            if ref == "answered":
+                return dict(answer)
+            raise RuntimeError("The actor died unexpectedly before finishing this task.")
+
+    assert _settled(KilledWorkers, "answered", task, finished)["status"] == "done"
+    lost = _settled(KilledWorkers, "lost", task, finished)  # the stamp written, the answer lost
+    assert lost["status"] == "done" and lost["frames"] == 4 and lost["attempts"] == 1
+    assert _settled(KilledWorkers, "lost", task, cut)["status"] == "interrupted"  # no stamp
+
+
 def test_a_signal_leaves_complete_videos_complete_and_the_report_says_what_was_not_done(clips, sample_frames,
                                                                                        tmp_path):
     more = [write_clip(tmp_path / f"more{i}.mp4", sample_frames[i * 5: i * 5 + 30]) for i in range(5)]

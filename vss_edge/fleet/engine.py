@@ -20,9 +20,9 @@ Failures: a video that fails (unreadable, corrupt part-way, labels missing) is r
 error and the others go on; a worker that dies (its process killed, its node lost) has its
 video given again to a fresh worker, up to `retries` more times; a bundle that does not load
 stops the fleet (every video would fail alike). Ctrl-C or SIGTERM: no video is started after
-it, the workers are stopped at once (each output is atomic, so no file is left half-written, and
-a video under way has no stamp: the next run does it again), and the report says which videos
-were not done.
+it, the workers are stopped at once (each output is atomic, so no file is left half-written; a
+video under way counts as done only where it finished in that instant, its stamp written, else it
+has no stamp and the next run does it again), and the report says which videos were not done.
 
 Test hook: KILL_ENV="FOLDER:FRAME" (read by the driver) makes the worker doing that video's
 first attempt kill its own process (SIGKILL) after FRAME frames (`run` only).
@@ -42,7 +42,7 @@ from pathlib import Path
 
 from vss_edge.fleet.inputs import FleetVideo
 from vss_edge.fleet.report import build_report, write_report
-from vss_edge.fleet.work import FleetTask, FleetWorker, VideoJob
+from vss_edge.fleet.work import FleetTask, FleetWorker, VideoJob, completed, fingerprint
 from vss_edge.runtime.errors import OutputError, VssEdgeError
 from vss_edge.runtime.outputs import locked_folder, remove_stale_temporaries
 from vss_edge.runtime.session import usable_cpus
@@ -51,6 +51,8 @@ from vss_edge.stop_signals import StopSignals
 INSTALL = "pip install 'vss-edge[fleet]'"
 KILL_ENV = "VSS_EDGE_FLEET_KILL"
 POLL_S = 0.25  # how often the driver looks at stop signals
+SETTLE_S = 10.0  # how long a stopped fleet waits for a killed worker to be gone (its video then counts as done
+# only if it finished in that instant: its result came back or its stamp verifies)
 PROGRESS_S = 1.0  # how often a live progress line asks the busy workers for their frame counts (one call each)
 # A local runtime's shared-memory object store: the driver and workers exchange only paths and
 # result dicts (a few KB per video), so Ray's default (30% of RAM) would only reserve memory.
@@ -289,14 +291,29 @@ def _drive(task: FleetTask, jobs: list[VideoJob], plan: WorkerPlan, gpus: float,
             ray.kill(actor, no_restart=True)
         for actor in idle:
             ray.kill(actor, no_restart=True)
-    for actor, job in running.values():
-        entries[job.index] = {"video": job.source, "folder": job.folder, "status": "interrupted",
-                              "attempts": job.attempt,
-                              "error": "stopped before it finished (no stamp: the next run does it again)"}
+    for ref, (actor, job) in running.items():
+        entries[job.index] = _settled(ray, ref, task, job)
     for job in queue:
         entries[job.index] = {"video": job.source, "folder": job.folder, "status": "not_started",
                               "attempts": job.attempt - 1, "error": None}
     return entries, deaths, error
+
+
+def _settled(ray, ref, task: FleetTask, job: VideoJob) -> dict:
+    """The entry of a video under way when the fleet stopped, once its (killed) worker is gone:
+    its own entry where it finished in that instant (its answer came back, or its stamp verifies),
+    else 'interrupted' (no stamp: the next run does it again)."""
+    try:
+        entry = ray.get(ref, timeout=SETTLE_S)  # it answered before the kill took effect
+    except Exception:  # noqa: BLE001 - killed (RayActorError), or not gone within SETTLE_S
+        result = completed(Path(task.out) / job.folder, fingerprint(task, job))
+        if result is None:
+            return {"video": job.source, "folder": job.folder, "status": "interrupted", "attempts": job.attempt,
+                    "error": "stopped before it finished (no stamp: the next run does it again)"}
+        entry = {**result, "video": job.source, "folder": job.folder, "labels": job.labels, "status": "done",
+                 "error": None}  # the stamp was written, the answer lost with the worker
+    entry.pop("fatal", None)
+    return {**entry, "attempts": job.attempt}
 
 
 def _running_frames(ray, running: dict) -> int:
