@@ -74,7 +74,8 @@ _GRID_CHAIN = {"Add", "Sub", "Mul", "Div", "Neg", "Transpose", "Reshape", "Unsqu
 _WARPS = {"GridSample", "AffineGrid"}
 _GATHERS = {"Gather", "GatherElements"}
 # Ops a gather warp's sample points, corner indices and bilinear weights are computed with.
-_POINT_CHAIN = _GRID_CHAIN | {"Floor", "Min", "Max", "And", "Not", "GreaterOrEqual", "LessOrEqual", "Greater", "Less"}
+_POINT_CHAIN = _GRID_CHAIN | {"Floor", "Min", "Max", "And", "Not", "GreaterOrEqual", "LessOrEqual", "Greater", "Less",
+                              "IsNaN", "Where"}  # (a NaN point read as outside: models.sampling)
 _WEIGHTED = {"Conv", "ConvTranspose", "MatMul", "Gemm"}
 _SHAPE_ONLY = {"Unsqueeze", "Squeeze", "Reshape", "Flatten", "Transpose", "Identity"}
 # Quantisable ops that may compute a divisor from a float value (walked back from a Div's second input)

@@ -254,6 +254,47 @@ def test_fp16_bundle_runs_on_the_cpu_with_the_same_io(gsvnet_bundle, tmp_path, s
     assert agreement >= 0.998  # measured 0.9991
 
 
+def _float16_upstream_of_warp_indices(model: onnx.ModelProto) -> dict[str, list[str]]:
+    """Per warp gather (indices computed through a Floor): the float16 casts upstream of its indices."""
+    producer = {o: n for n in model.graph.node for o in n.output}
+    found = {}
+    for gather in (n for n in model.graph.node if n.op_type in ("Gather", "GatherElements")):
+        upstream, stack, seen = [], [gather.input[1]], set()
+        while stack:
+            p = producer.get(stack.pop())
+            if p is not None and p.name not in seen:
+                seen.add(p.name)
+                upstream.append(p)
+                if p.op_type != "Shape":  # (a shape does not depend on the values' precision)
+                    stack.extend(i for i in p.input if i)
+        if any(p.op_type == "Floor" for p in upstream):
+            found[gather.name] = [p.name for p in upstream if p.op_type == "Cast" and any(
+                a.name == "to" and a.i == onnx.TensorProto.FLOAT16 for a in p.attribute)]
+    return found
+
+
+@pytest.mark.parametrize("method", ["gsvnet", "mpvss"])
+def test_fp16_keeps_every_warps_points_float32_from_the_flow_on(method, gsvnet_bundle, tmp_path):
+    """A warp's sample points computed in float16 round coordinates of 200 to 1/8 pixel, and a flat
+    index (y * w + x) above 2048 to even numbers: past the map's end at the last row (MPVSS at
+    288x384 failed: 'GatherElements op: Out of range value in index tensor', its NaN guard's
+    Where / IsNaN had cut the point chain). Nothing upstream of a warp's indices is float16."""
+    from vss_edge.calibration.fp16 import convert_graph_fp16
+
+    if method == "gsvnet":
+        source = gsvnet_bundle / "propagation.onnx"
+    else:
+        from vss_edge.configs import MPVSSConfig
+        from vss_edge.exporters.mpvss import export_mpvss
+
+        source = export_mpvss(tmp_path / "mpvss", MPVSSConfig(height=120, width=213, variant="small", num_classes=19),
+                              seed=0, verify_frames=0, simplify=False) / "propagation.onnx"
+    record = convert_graph_fp16(source, tmp_path / "propagation.fp16.onnx")
+    warps = _float16_upstream_of_warp_indices(onnx.load(str(tmp_path / "propagation.fp16.onnx")))
+    assert warps and record["blocked_warp_nodes"] > 0
+    assert all(casts == [] for casts in warps.values()), warps
+
+
 # --- CPU flags, derived-bundle safety, torch-free ----------------------------------------------
 
 
