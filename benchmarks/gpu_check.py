@@ -233,9 +233,9 @@ def small_bundle(ctx: Context, method: str) -> Path:
     return path
 
 
-def seeded_bundle(ctx: Context, method: str, stmg_backbone: str | None = None) -> Path:
+def seeded_bundle(ctx: Context, method: str, stmg_backbone: str | None = None, label_path: str = "host") -> Path:
     """Seeded weights at full size (GSVNet 512x1024, MPVSS R50 480x853, STMG DDRNet-39 512x1024), or
-    small under --quick."""
+    small under --quick; label_path: MPVSS's ('host' or 'graph')."""
     from benchmarks._common import ensure_bundle
     from vss_edge import configs
 
@@ -248,9 +248,11 @@ def seeded_bundle(ctx: Context, method: str, stmg_backbone: str | None = None) -
     elif method == "mpvss":
         from vss_edge.exporters.mpvss import export_mpvss as exporter
 
-        cfg = (configs.MPVSSConfig(height=64, width=96, variant="small", num_classes=19) if quick else
-               configs.MPVSSConfig(height=480, width=853, variant="r50", num_classes=124, interval=5))
-        name = f"mpvss_seeded_{cfg.variant}_{cfg.height}x{cfg.width}_c{cfg.num_classes}"
+        cfg = (configs.MPVSSConfig(height=64, width=96, variant="small", num_classes=19, label_path=label_path)
+               if quick else configs.MPVSSConfig(height=480, width=853, variant="r50", num_classes=124, interval=5,
+                                                 label_path=label_path))
+        name = (f"mpvss_seeded_{cfg.variant}_{cfg.height}x{cfg.width}_c{cfg.num_classes}"
+                + ("" if label_path == "host" else f"_{label_path}_labels"))
     else:
         from vss_edge.exporters.stmg import export_stmg as exporter
 
@@ -299,6 +301,25 @@ def derived_bundle(ctx: Context, fp32: Path, precision: str) -> tuple[Path, dict
 
 
 # --------------------------------------------------------------------------- measurements
+
+
+@contextlib.contextmanager
+def cuda_tf32(enabled: bool):
+    """Sessions opened inside get the CUDA provider option use_tf32 (ONNX Runtime's default: on, which on
+    Ampere and later rounds convolution and matrix-product inputs to 10 mantissa bits)."""
+    from vss_edge.runtime import session
+
+    original = session.providers_for
+
+    def providers_for(provider, *args, **kwargs):
+        return [(p[0], dict(p[1], use_tf32=str(int(enabled)))) if isinstance(p, tuple) and p[0] == "CUDAExecutionProvider"
+                else p for p in original(provider, *args, **kwargs)]
+
+    session.providers_for = providers_for
+    try:
+        yield
+    finally:
+        session.providers_for = original
 
 
 def device_pipeline(ctx: Context, bundle: Path, **options):
@@ -759,7 +780,8 @@ def precision_section(ctx: Context, section: Section, fp32: Path, precision: str
         if c.get("p50") and r.get("p50"):
             speedups[g] = r["p50"] / c["p50"]
     fr, fc = result["frame_ms"]["reference"], result["frame_ms"]["candidate"]
-    frame_speedup = fr["mean"] / fc["mean"] if fr.get("mean") and fc.get("mean") else None
+    # p50: a mean carries each graph's first calls (cuDNN's algorithm search: tens of ms on a GPU)
+    frame_speedup = fr["p50"] / fc["p50"] if fr.get("p50") and fc.get("p50") else None
     data["speedup"] = {"graphs": speedups, "frame": frame_speedup}
     lines = [f"Bundle `{out.name}`: " + ", ".join(f"{n} {p}" for n, p in data["graphs"].items())
              + (f"; stayed FP32: {', '.join(f'{n} ({why})' for n, why in failed.items())}" if failed else "")]
@@ -776,10 +798,10 @@ def precision_section(ctx: Context, section: Section, fp32: Path, precision: str
         data["warps_float32"] = grid_ok if grids else None
     lines += ["", *method_md(ctx, result, candidate=f"{label} on {ctx.device}", reference=f"FP32 on {ctx.device}")]
     lines += ["", "Speed-up over FP32 (p50): " + ", ".join(f"{g} {v:.2f}x" for g, v in speedups.items())
-              + f"; frame (mean) {fmt(frame_speedup)}x"]
+              + f"; whole frame {fmt(frame_speedup)}x"]
     section.md = lines
     section.headline = (f"agreement vs FP32 {fmt(result['agreement_mean'], '.5f')} (min "
-                        f"{fmt(result['agreement_min'], '.5f')}); frame speed-up {fmt(frame_speedup)}x"
+                        f"{fmt(result['agreement_min'], '.5f')}); frame speed-up (p50) {fmt(frame_speedup)}x"
                         + ("" if not grids else f"; warps float32: {'yes' if grid_ok else 'NO'}"))
 
 
@@ -795,6 +817,28 @@ def full_section(ctx: Context, section: Section, method: str) -> None:
     section.data = {"bundle": str(bundle), "fp32": result}
     lines = [f"Bundle `{bundle.name}` (seeded weights).", "", *method_md(ctx, result)]
     head = headline(ctx, result)
+    if ctx.device == "cuda" and ctx.left() > 0:
+        with cuda_tf32(False):
+            exact = compare(ctx, cpu_pipeline(ctx, bundle), device_pipeline(ctx, bundle), frames)
+        section.data["tf32_off"] = exact
+        lines += ["", "### TF32 off", "", "The CUDA provider with `use_tf32=0` (its convolutions and matrix products "
+                  "in full float32; the runs above use its default):", "",
+                  *method_md(ctx, exact, candidate=f"{ctx.device}, TF32 off")]
+        head += (f"; TF32 off: agreement {fmt(exact['agreement_mean'], '.5f')}, whole frame p50 "
+                 f"{fmt(exact['frame_ms']['candidate'].get('p50'))} ms")
+    if method == "mpvss" and ctx.left() > 0:
+        graph_labels = seeded_bundle(ctx, method, label_path="graph")
+        r = compare(ctx, device_pipeline(ctx, bundle), device_pipeline(ctx, graph_labels), frames)
+        section.data["graph_labels"] = dict(r, bundle=str(graph_labels))
+        ratio = (r["frame_ms"]["reference"]["p50"] / r["frame_ms"]["candidate"]["p50"]
+                 if r["frame_ms"]["candidate"].get("p50") else None)
+        lines += ["", "### Labels in the graph", "", f"Bundle `{graph_labels.name}`: the same weights exported with "
+                  "label_path 'graph' (the semantic inference - masks resized to the label grid, sigmoid, "
+                  "class-weighted sum, argmax - in the graphs, so on the device) against the host label step "
+                  "above, both on the device:", "",
+                  *method_md(ctx, r, candidate=f"graph labels on {ctx.device}",
+                             reference=f"host labels on {ctx.device}")]
+        head += f"; labels in the graph: whole frame {fmt(ratio)}x, agreement {fmt(r['agreement_mean'], '.5f')}"
     if ctx.left() > 0:
         sub = Section(f"{section.name} fp16")
         try:
