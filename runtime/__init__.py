@@ -10,6 +10,7 @@ from vss_edge.runtime.errors import BundleError, FrameError, OutputError, Source
 from vss_edge.runtime.manifest import Manifest, load_manifest
 from vss_edge.runtime.multistream import MultiStream
 from vss_edge.runtime.pipeline import FrameResult, Pipeline
+from vss_edge.runtime.providers import gpu_warnings
 from vss_edge.runtime.schedulers import (
     DistortionAware,
     FixedInterval,
@@ -98,7 +99,8 @@ def _open_bundle(bundle, device, threads, scheduler, interval, io_binding, threa
     sessions = open_sessions(manifest, device=device, threads=threads, io_binding=io_binding,
                              thread_pool=thread_pool, trt_cache_dir=trt_cache_dir, trt_fp16=trt_fp16,
                              backend=backend, precision=precision, agreement_floor=agreement_floor)
-    for warning in tuning_warnings(manifest):
+    providers = {name: getattr(s, "provider", "") for name, s in sessions.items()}
+    for warning in tuning_warnings(manifest) + gpu_warnings(manifest, providers):
         logging.getLogger("vss_edge").warning("vss-edge: %s", warning)
     return manifest, sessions, scheduler
 

@@ -128,3 +128,25 @@ def providers_for(provider: str, precision: str = "fp32", tensorrt: TensorRTOpti
     if provider == CUDA:
         return [(CUDA, {"device_id": 0}), CPU]
     return [CPU]
+
+
+def gpu_warnings(manifest, providers: dict[str, str]) -> list[str]:
+    """What the bundle loses on the CUDA provider (graph name -> the provider it runs on), one line each.
+
+    Measured on an NVIDIA H200 (benchmarks/results/gpu_nvidia_h200*.md): INT8 QDQ graphs run slower
+    than FP32 on the CUDA provider (it has no int8 convolutions; its DequantizeLinear nodes fall back
+    to the CPU with copies), and a host label step (label_path 'host') dominates a GPU frame.
+    """
+    on_cuda = sorted(name for name, provider in providers.items() if provider == CUDA)
+    on_gpu = [name for name, provider in providers.items() if provider in (CUDA, TENSORRT)]
+    warnings = []
+    int8 = [name for name in on_cuda if manifest.graphs[name].precision == "int8"]
+    if int8:
+        warnings.append(f"INT8 graph(s) {', '.join(int8)} run on the CUDA provider, which has no int8 convolutions "
+                        f"(its DequantizeLinear nodes fall back to the CPU): slower than FP32 there; on a GPU use the "
+                        f"FP32 or FP16 bundle, or device='tensorrt'")
+    if on_gpu and manifest.labels_on_host:
+        warnings.append("this bundle computes its labels on the host (exported with label_path 'host', the faster "
+                        "choice on a CPU): on a GPU that step dominates each frame (MPVSS R50 480x853 on an H200: "
+                        "191 ms a frame, 9.8 ms with label_path 'graph'); export it with --label-path graph for GPUs")
+    return warnings

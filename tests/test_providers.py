@@ -147,3 +147,25 @@ def test_cli_device_tensorrt(tmp_path):
     bad = subprocess.run(base + ["--out", str(tmp_path / "out2"), "--trt-cache",
                                  str(demo_weights.DEMO_BUNDLE / "trt")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "inside the bundle" in bad.stderr and "Traceback" not in bad.stderr, bad.stderr
+
+
+def test_gpu_warnings_name_what_a_bundle_loses_on_the_cuda_provider(gsvnet_bundle):
+    """Measured on an H200: INT8 QDQ graphs are slower than FP32 on the CUDA provider, and a host
+    label step dominates a GPU frame. On the CPU (or TensorRT for INT8) there is nothing to say."""
+    import dataclasses
+
+    from vss_edge.demo_weights import DEMO_BUNDLE
+    from vss_edge.runtime.manifest import load_manifest
+    from vss_edge.runtime.providers import gpu_warnings
+
+    host_labels = load_manifest(DEMO_BUNDLE)
+    assert host_labels.labels_on_host
+    assert gpu_warnings(host_labels, {name: CPU for name in host_labels.graphs}) == []
+    [labels] = gpu_warnings(host_labels, {name: CUDA for name in host_labels.graphs})
+    assert "labels on the host" in labels and "--label-path graph" in labels
+    int8 = dataclasses.replace(host_labels, labels={"computed": "graph"}, graphs={
+        name: dataclasses.replace(g, precision="int8" if name == "keyframe" else g.precision)
+        for name, g in host_labels.graphs.items()})
+    [slower] = gpu_warnings(int8, {name: CUDA for name in int8.graphs})
+    assert slower.startswith("INT8 graph(s) keyframe run on the CUDA provider") and "FP16" in slower
+    assert gpu_warnings(int8, {name: TENSORRT for name in int8.graphs}) == []
