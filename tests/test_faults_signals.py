@@ -84,8 +84,9 @@ def test_signals_at_random_moments_keep_the_outputs_consistent(gsvnet_bundle, lo
     for trial in range(3):
         out = tmp_path / f"out{trial}"
         proc = start_run(gsvnet_bundle, long_clip, out)
-        wait_for_labels(proc, out)
-        time.sleep(rng.uniform(0.0, 1.5))
+        # a random moment of the run, counted in frames (a fast CPU ran the whole clip within a sleep of 1.5 s)
+        wait_for_labels(proc, out, count=rng.randint(1, 160))
+        time.sleep(rng.uniform(0.0, 0.02))
         for _ in range(repeats):  # the later ones land in the same frame, or while finishing
             proc.send_signal(sig)
             time.sleep(rng.uniform(0.0, 0.15))

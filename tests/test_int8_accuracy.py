@@ -6,7 +6,9 @@ generator stay FP32 by role), calibrated on frames 0:30 of the sample clip and s
 bundle on the held-out frames 30:60. The goal is mIoU agreement >= 0.99. Measured on an AMD EPYC with
 AVX-512 VNNI: GSVNet 0.9909, STMG 0.9899 (0.9896 with its If-gated blocks in float, 0.9903 with percentile; 0.991 on vtest.avi's
 60:120 in benchmarks/calibration_speed.py), TDNet 0.9940 (each path >= 0.992), MPVSS 0.9900 (0.9934 on the weights trained with one
-torch thread; 0.9915 with percentile). STMG's
+torch thread; 0.9915 with percentile). MPVSS's minmax sits on the goal (0.9900 there, 0.9899 on an Intel Xeon with
+AMX-INT8, 2026-12-04; its key frame net loses it all: with that graph FP32, 1.0000), so MPVSS is checked with
+percentile, the calibration that keeps the goal with a margin on both CPUs (0.9915, 0.9918). STMG's
 bar is 0.985 until its key net keeps 0.99 here: its 8-channel DDRNet's logits keep 35 dB SQNR in INT8,
 and a person is ~50 cells of its 1/8-resolution logits.
 """
@@ -18,6 +20,7 @@ from vss_edge import demo_weights
 
 GOAL = 0.99
 BAR = {"gsvnet": GOAL, "stmg": 0.985, "tdnet": GOAL, "mpvss": GOAL}
+CALIBRATION_METHOD = {"mpvss": "percentile"}  # the others: minmax, calibrate's default
 
 
 @pytest.fixture(scope="module")
@@ -55,8 +58,8 @@ def test_int8_keeps_the_trained_labels_on_held_out_frames(method, trained_bundle
 
     assert demo_weights.available(method), f"trained {method} weights are not committed"
     fp32 = trained_bundle(method)
-    config = CalibrationConfig(precision="int8", calibration_frames="0:30", evaluation_frames="30:60",
-                               keep_slower=True, threads=2)
+    config = CalibrationConfig(precision="int8", method=CALIBRATION_METHOD.get(method, "minmax"),
+                               calibration_frames="0:30", evaluation_frames="30:60", keep_slower=True, threads=2)
     int8, report = calibrate_bundle(fp32, sample_clip_path(), tmp_path / "int8", config)
     fp32_roles = {g: load_manifest(fp32).graphs[g].role for g, r in report["graphs"].items() if r["precision"] != "int8"}
     assert set(fp32_roles.values()) <= {"mask_generator", "flow_net"}, fp32_roles  # by role, none by timing
