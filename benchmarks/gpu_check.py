@@ -303,25 +303,6 @@ def derived_bundle(ctx: Context, fp32: Path, precision: str) -> tuple[Path, dict
 # --------------------------------------------------------------------------- measurements
 
 
-@contextlib.contextmanager
-def cuda_tf32(enabled: bool):
-    """Sessions opened inside get the CUDA provider option use_tf32 (ONNX Runtime's default: on, which on
-    Ampere and later rounds convolution and matrix-product inputs to 10 mantissa bits)."""
-    from vss_edge.runtime import session
-
-    original = session.providers_for
-
-    def providers_for(provider, *args, **kwargs):
-        return [(p[0], dict(p[1], use_tf32=str(int(enabled)))) if isinstance(p, tuple) and p[0] == "CUDAExecutionProvider"
-                else p for p in original(provider, *args, **kwargs)]
-
-    session.providers_for = providers_for
-    try:
-        yield
-    finally:
-        session.providers_for = original
-
-
 def device_pipeline(ctx: Context, bundle: Path, **options):
     from vss_edge import runtime
 
@@ -818,11 +799,10 @@ def full_section(ctx: Context, section: Section, method: str) -> None:
     lines = [f"Bundle `{bundle.name}` (seeded weights).", "", *method_md(ctx, result)]
     head = headline(ctx, result)
     if ctx.device == "cuda" and ctx.left() > 0:
-        with cuda_tf32(False):
-            exact = compare(ctx, cpu_pipeline(ctx, bundle), device_pipeline(ctx, bundle), frames)
+        exact = compare(ctx, cpu_pipeline(ctx, bundle), device_pipeline(ctx, bundle, tf32=False), frames)
         section.data["tf32_off"] = exact
-        lines += ["", "### TF32 off", "", "The CUDA provider with `use_tf32=0` (its convolutions and matrix products "
-                  "in full float32; the runs above use its default):", "",
+        lines += ["", "### TF32 off", "", "`load(..., tf32=False)`: the CUDA provider's use_tf32=0 (its convolutions "
+                  "and matrix products in full float32; the runs above use its default, TF32):", "",
                   *method_md(ctx, exact, candidate=f"{ctx.device}, TF32 off")]
         head += (f"; TF32 off: agreement {fmt(exact['agreement_mean'], '.5f')}, whole frame p50 "
                  f"{fmt(exact['frame_ms']['candidate'].get('p50'))} ms")

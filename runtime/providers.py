@@ -119,14 +119,18 @@ def trt_cache_dir_for(bundle_dir: Path, cache_dir: str | Path | None) -> Path:
     return folder
 
 
-def providers_for(provider: str, precision: str = "fp32", tensorrt: TensorRTOptions | None = None) -> list:
-    """The providers list of ort.InferenceSession for one graph of `precision` on `provider`."""
+def providers_for(provider: str, precision: str = "fp32", tensorrt: TensorRTOptions | None = None,
+                  tf32: bool = True) -> list:
+    """The providers list of ort.InferenceSession for one graph of `precision` on `provider`.
+    tf32: the CUDA provider's use_tf32 (its default, on: on Ampere and later, convolution and
+    matrix-product inputs rounded to 10 mantissa bits); False: full float32."""
+    cuda = (CUDA, {"device_id": 0} if tf32 else {"device_id": 0, "use_tf32": "0"})
     if provider == TENSORRT:
         if tensorrt is None:
             raise ValueError("providers_for(TensorrtExecutionProvider) needs TensorRTOptions")
-        return [(TENSORRT, tensorrt.provider_options(precision)), (CUDA, {"device_id": 0}), CPU]
+        return [(TENSORRT, tensorrt.provider_options(precision)), cuda, CPU]
     if provider == CUDA:
-        return [(CUDA, {"device_id": 0}), CPU]
+        return [cuda, CPU]
     return [CPU]
 
 

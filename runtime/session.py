@@ -270,7 +270,7 @@ def describe_backends(sessions: dict) -> dict:
 def open_sessions(manifest, device: str = "auto", threads: int | None = None,
                   io_binding: bool = False, thread_pool: str = "per_session",
                   trt_cache_dir: str | Path | None = None, trt_fp16: bool = False, backend: str = "onnxruntime",
-                  precision: str | None = None, agreement_floor: float | None = None) -> dict:
+                  precision: str | None = None, agreement_floor: float | None = None, tf32: bool = True) -> dict:
     """Open every graph of a bundle on `backend`: 'onnxruntime' (below), 'openvino' (the CPU, at
     `precision` 'f32' (default) or 'bf16': runtime.openvino_session) or 'auto' (per graph the fastest
     of them whose labels keep `agreement_floor`: runtime.backend_choice; precision 'bf16' lets it
@@ -307,9 +307,10 @@ def open_sessions(manifest, device: str = "auto", threads: int | None = None,
     for provider in plan.candidates:
         if provider == CPU:
             break
-        sessions = _open_on_gpu(manifest, provider, threads, io_binding, trt_folder, trt_fp16)
+        sessions = _open_on_gpu(manifest, provider, threads, io_binding, trt_folder, trt_fp16, tf32)
         if sessions is not None:
-            detail = notes + ([f"engines cached in {trt_folder}"] if provider == TENSORRT else [])
+            detail = notes + ([f"engines cached in {trt_folder}"] if provider == TENSORRT else []) + (
+                [] if tf32 else ["TF32 off: full float32"])
             log.info("vss-edge: running on %s%s", provider, f" ({'; '.join(detail)})" if detail else "")
             return sessions
         notes.append(f"{PROVIDER_LABELS[provider]}: {DID_NOT_LOAD[provider]}")
@@ -356,7 +357,7 @@ def _open_on_openvino(manifest, precision: str, threads: int | None) -> dict:
 
 
 def _open_on_gpu(manifest, provider: str, threads, io_binding: bool, trt_folder: Path | None,
-                 trt_fp16: bool) -> dict[str, GraphSession] | None:
+                 trt_fp16: bool, tf32: bool = True) -> dict[str, GraphSession] | None:
     """Every graph opened on `provider` (CUDA or TensorRT), or None if a session did not keep it."""
     tensorrt, made = None, False
     if provider == TENSORRT:
@@ -376,7 +377,7 @@ def _open_on_gpu(manifest, provider: str, threads, io_binding: bool, trt_folder:
                 pass
         for name, spec in manifest.graphs.items():
             sessions[name] = GraphSession(manifest.graph_path(name), spec,
-                                          providers_for(provider, spec.precision, tensorrt), threads, io_binding,
+                                          providers_for(provider, spec.precision, tensorrt, tf32), threads, io_binding,
                                           quiet=True)
             if sessions[name].provider != provider:
                 if made:

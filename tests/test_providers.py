@@ -70,6 +70,22 @@ def test_providers_for_each_graph(tmp_path):
     assert int8["trt_int8_enable"] and "trt_int8_calibration_table_name" not in int8
     assert providers_for(CUDA) == [(CUDA, {"device_id": 0}), CPU]
     assert providers_for(CPU) == [CPU]
+    # TF32 off (load(..., tf32=False), --no-tf32): the CUDA provider in full float32, also as TensorRT's fallback
+    assert providers_for(CUDA, tf32=False) == [(CUDA, {"device_id": 0, "use_tf32": "0"}), CPU]
+    assert providers_for(TENSORRT, "fp32", trt, tf32=False)[1] == (CUDA, {"device_id": 0, "use_tf32": "0"})
+    assert providers_for(CPU, tf32=False) == [CPU]
+
+
+def test_no_tf32_reaches_load_from_the_cli():
+    from vss_edge.cli import _load_options, build_parser
+
+    args = build_parser().parse_args(["run", "b", "v", "--out", "o", "--no-tf32"])
+    assert _load_options(args)["tf32"] is False
+    assert _load_options(build_parser().parse_args(["run", "b", "v", "--out", "o"]))["tf32"] is True
+    from vss_edge.demo_weights import DEMO_BUNDLE
+
+    pipe = runtime.load(DEMO_BUNDLE, device="cpu", tf32=False)  # no effect on the CPU
+    assert pipe.device == "cpu"
 
 
 def test_trt_cache_folder_is_beside_the_bundle_never_inside(tmp_path):

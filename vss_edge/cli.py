@@ -70,6 +70,9 @@ def _add_runtime_options(p: argparse.ArgumentParser, streams: bool = True) -> No
                    help="--device tensorrt: folder of the TensorRT engine and timing caches (default: "
                         "BUNDLE.trt_cache beside the bundle; never inside it)")
     p.add_argument("--trt-fp16", action="store_true", help="--device tensorrt: let TensorRT use FP16 kernels")
+    p.add_argument("--no-tf32", dest="tf32", action="store_false",
+                   help="CUDA: full float32 convolutions and matrix products (labels equal the CPU's) instead of "
+                        "ONNX Runtime's default TF32 on Ampere and later GPUs")
     if streams:  # a fleet has its own --threads: per worker
         p.add_argument("--threads", type=_positive_int, help="ONNX Runtime intra-op threads")
     p.add_argument("--thread-pool", choices=THREAD_POOLS, default="per_session",
@@ -300,7 +303,7 @@ def _load_options(args) -> dict:
     """runtime.load's keyword options from the runtime options (_add_runtime_options)."""
     return dict(device=args.device, threads=args.threads, scheduler=args.scheduler, interval=args.interval,
                 thread_pool=args.thread_pool, budget=_budget(args), trt_cache_dir=args.trt_cache,
-                trt_fp16=args.trt_fp16, **_backend_options(args))
+                trt_fp16=args.trt_fp16, tf32=args.tf32, **_backend_options(args))
 
 
 def _backend_options(args) -> dict:
