@@ -55,9 +55,16 @@ def cpu_int8_flags() -> str:
             f"VNNI {'yes (' + ', '.join(vnni) + ')' if vnni else 'no'}")
 
 
+CODE_ENV = "VSS_EDGE_CODE"  # the commit, as the caller knows it (a lent GPU machine's copy of .git can be stale)
+
+
 def code_version() -> str:
-    """Git commit of the checkout, and which measured code (not benchmarks/) differs from it."""
+    """Git commit of the checkout, and which measured code (not benchmarks/) differs from it; or
+    $VSS_EDGE_CODE where the caller sets it (benchmarks/gpu_run.sh: the device's .git read an old commit)."""
     import subprocess
+
+    if os.environ.get(CODE_ENV):
+        return f"{os.environ[CODE_ENV]} (as given in ${CODE_ENV})"
 
     def git(*cmd):
         return subprocess.run(["git", "-C", str(ROOT), *cmd], capture_output=True, text=True, timeout=10).stdout

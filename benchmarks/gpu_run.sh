@@ -14,6 +14,8 @@
 # 3. bundles carried in .gpu/bundles/ (this call or a --stage call) are reused from
 #    /tmp/vss_edge_gpu_check; the others are exported there (torch on the machine).
 # The report lands in benchmarks/results/gpu_<gpu>.md/.json and, where $OUT is set, in $OUT too.
+# Its code line comes from the machine's copy of .git, which has been seen stale: pass the commit in,
+#     run(command="VSS_EDGE_CODE=<git rev-parse --short HEAD, here> bash benchmarks/gpu_run.sh ...")
 set -u
 cd "$(dirname "$0")/.."
 SITE=/tmp/vss_site

@@ -51,3 +51,14 @@ def test_the_budget_skips_sections_with_a_note(tmp_path):
     report = json.loads((tmp_path / "results" / "gpu_cpu.json").read_text())
     assert report["sections"] and all(s["status"] == "skipped" and "budget" in s["headline"]
                                       for s in report["sections"])
+
+
+def test_the_code_line_can_be_given_where_git_is_stale(monkeypatch):
+    """A lent GPU machine's copy of .git read an old commit: the caller passes the real one in."""
+    monkeypatch.syspath_prepend(str(ROOT))
+    from benchmarks._common import CODE_ENV, code_version
+
+    monkeypatch.setenv(CODE_ENV, "b871459")
+    assert code_version() == "b871459 (as given in $VSS_EDGE_CODE)"
+    monkeypatch.delenv(CODE_ENV)
+    assert "as given" not in code_version()
