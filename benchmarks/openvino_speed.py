@@ -238,11 +238,12 @@ def time_graphs(pipes: dict, feeds: dict, rounds: int, quiet_wait: float, monito
 
 
 def run_pipelines(pipes: dict, frames: list, rounds: int, quiet_wait: float, monitor) -> dict:
-    """{way: {"frame_ms", "speedup", "miou"}}: mean frame ms over `rounds` passes (ways alternated),
-    the speed-up over ort fp32 and the labels' mIoU agreement with ort fp32 (first pass)."""
+    """{way: {"frame_ms", "speedup", "miou", "graphs_ms", "graphs_speedup"}}: mean frame ms over `rounds`
+    passes (ways alternated), the speed-up over ort fp32, the labels' mIoU agreement with ort fp32 (first
+    pass), and the same two for the time a frame spends in the graphs (the host's own work left out)."""
     from vss_edge.calibration.metrics import confusion, miou
 
-    labels, times = {}, {w: [] for w in pipes}
+    labels, times, graph_times = {}, {w: [] for w in pipes}, {w: [] for w in pipes}
     order = list(pipes)
     for pipe in pipes.values():  # warm-up: first runs allocate and, on OpenVINO, finish compiling
         pipe.reset()
@@ -255,14 +256,16 @@ def run_pipelines(pipes: dict, frames: list, rounds: int, quiet_wait: float, mon
                 return [pipe.step(f) for f in frames]
             results = measure(one_pass, quiet_wait, monitor, f"pipeline {w}")
             times[w] += [res.total_ms for res in results[1:]]  # the first (key) frame of each pass left out
+            graph_times[w] += [sum(res.timings_ms.values()) for res in results[1:]]
             labels.setdefault(w, [res.labels for res in results])
     k = len(pipes["ort fp32"].class_names)
-    ref_ms = float(np.mean(times["ort fp32"]))
+    ref_ms, ref_graphs_ms = float(np.mean(times["ort fp32"])), float(np.mean(graph_times["ort fp32"]))
     out = {}
     for w in pipes:
         cm = sum(confusion(a, b, k) for a, b in zip(labels["ort fp32"], labels[w]))
-        ms = float(np.mean(times[w]))
+        ms, graphs_ms = float(np.mean(times[w])), float(np.mean(graph_times[w]))
         out[w] = {"frame_ms": ms, "speedup": ref_ms / ms, "miou": miou(cm),
+                  "graphs_ms": graphs_ms, "graphs_speedup": ref_graphs_ms / graphs_ms,
                   "backends": pipes[w].backends()["backend"]}
     return out
 
@@ -359,6 +362,15 @@ def tables(speed: dict, accuracy: dict) -> list[str]:
                 cells.append("-" if p is None else f"{p['frame_ms']:.1f} ms, **{p['speedup']:.2f}x**, "
                                                    f"{fmt(p['miou'], '.4f')}")
             lines.append(f"| {m} | {s['size']} | " + " | ".join(cells) + " |")
+        lines += ["", "The graphs alone inside those pipelines (the time a frame spends in the graphs; the host's work "
+                  "a frame, the same on every way, left out): mean ms, speed-up over ort fp32", "",
+                  "| method | " + " | ".join(PIPELINE_WAYS) + " |", "|---|" + "---:|" * len(PIPELINE_WAYS)]
+        for m, s in speed.items():
+            if "pipelines" in s:
+                lines.append(f"| {m} | " + " | ".join(
+                    "-" if s["pipelines"].get(w, {}).get("graphs_ms") is None else
+                    f"{s['pipelines'][w]['graphs_ms']:.1f}, {s['pipelines'][w]['graphs_speedup']:.2f}x"
+                    for w in PIPELINE_WAYS) + " |")
         lines += ["", "## Per graph: mean ms per call (worst output SQNR dB vs ort fp32)", "",
                   "| method | graph | " + " | ".join(WAYS[:-2]) + " |", "|---|---|" + "---:|" * (len(WAYS) - 2)]
         for m, s in speed.items():
