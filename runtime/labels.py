@@ -18,8 +18,8 @@ a cell whose top-left corner's margin beats twice that bound is one class, the r
 Where most cells are on a boundary (masks that disagree everywhere, as seeded weights give), computing
 them cell by cell costs more than resizing every mask (OpenCV's bilinear resize along the columns,
 the rows' bilinear weights as one matrix product per block of rows), so above DENSE_SHARE of the
-cells `MaskLabels` does that instead (the same labels: benchmarks/label_tail_speed.py measures both
-ways).
+cells (every DENSE_SAMPLE-th row of cells is tested first, the rest only if those fall below)
+`MaskLabels` does that instead (the same labels: benchmarks/label_tail_speed.py measures both ways).
 
 | class | input | output |
 |---|---|---|
@@ -109,7 +109,9 @@ def _cell_corners(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 PRUNE_WORK = 200_000  # LogitLabels: interpolated values (cells x block x C) from which choosing candidates pays
 DENSE_SHARE = 0.5  # MaskLabels: above this share of boundary cells, resize everything (label_tail_speed.py)
 RESIZE_CHANNELS = 128  # channels per cv2.resize call (OpenCV 5.1's Python binding refuses more)
-DENSE_ROWS = 64  # output rows per block of the dense path ([64 x W, N] float32 at a time)
+DENSE_ROWS = 8  # output rows per block of the dense path ([8 x W, N] float32: ~2.7 MB at 853 x 100, near
+# the L2 cache; measured at 480x853, 100 masks: 8 rows 106 ms, 16 rows 108, 64 rows 142, 2 rows 122)
+DENSE_SAMPLE = 8  # MaskLabels: every 8th row of cells tells whether most cells are on a boundary
 
 
 def interpolation_matrix(axis: _Axis, n_src: int) -> np.ndarray:
@@ -123,10 +125,15 @@ def interpolation_matrix(axis: _Axis, n_src: int) -> np.ndarray:
 
 def _sigmoid_in_place(x: np.ndarray) -> np.ndarray:
     """x <- 1 / (1 + exp(-x)), without temporaries (x: a float32 array it owns); returns x."""
-    np.negative(x, out=x)
-    np.exp(x, out=x)
-    x += 1.0
-    return np.reciprocal(x, out=x)
+    return _sigmoid_of_negated_in_place(np.negative(x, out=x))
+
+
+def _sigmoid_of_negated_in_place(minus_x: np.ndarray) -> np.ndarray:
+    """minus_x <- 1 / (1 + exp(minus_x)) = sigmoid(x), in place (a float32 array it owns): for
+    values computed already negated (the same floats: negation is exact), one pass fewer."""
+    np.exp(minus_x, out=minus_x)
+    minus_x += 1.0
+    return np.reciprocal(minus_x, out=minus_x)
 
 
 class _Upsampler:
@@ -299,6 +306,27 @@ class LogitLabels(_Upsampler):
         return self._block_weight_tables
 
 
+def _one_class_cells(probs: np.ndarray, sig: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(top, uniform) of the cells of sigmoid masks sig [N, h, w] under class probabilities probs
+    [N, K]: top int [h, w], each grid point's class (exact there); uniform bool [h, w], whether that
+    class wins at every pixel of the cell whose top-left corner the point is (the last row and
+    column are their own neighbours)."""
+    n, h, w = sig.shape
+    scores = sig.reshape(n, h * w).T @ probs  # [h x w, K], exact at the grid points (classes last:
+    top = scores.argmax(-1).reshape(h, w)  # numpy reduces a contiguous last axis fastest)
+    part = np.partition(scores, -2, axis=-1)
+    margin = (part[:, -1] - part[:, -2]).reshape(h, w)  # 0 at a tie
+    # Inside a cell, sigmoid(mask_q) moves at most spread_q from any corner's value, so each
+    # class score moves at most sum_q p[q, k] spread_q <= sum_q max_k p[q, k] spread_q = bound.
+    c00, c01, c10, c11 = _cell_corners(sig)
+    spread = (np.maximum(np.maximum(c00, c01), np.maximum(c10, c11))
+              - np.minimum(np.minimum(c00, c01), np.minimum(c10, c11)))  # [N, h, w]
+    bound = np.tensordot(probs.max(1), spread, axes=1)  # [h, w]
+    # Any one corner then decides: its class wins everywhere in the cell when its margin over
+    # the runner-up exceeds twice the bound (the top-left corner is the cell's own grid point).
+    return top, margin > 2 * bound
+
+
 class MaskLabels(_Upsampler):
     """MPVSS / Mask2Former semantic inference at full size.
 
@@ -324,20 +352,13 @@ class MaskLabels(_Upsampler):
         probs = (e / e.sum(-1, keepdims=True))[:, :-1]  # [N, K]
         masks = np.asarray(mask_logits, dtype=np.float32)[0]  # [N, h, w]
         n, h, w = masks.shape
-        sig = 1.0 / (1.0 + np.exp(-masks))
-        scores = sig.reshape(n, h * w).T @ probs  # [h x w, K], exact at the grid points (classes last:
-        top = scores.argmax(-1).reshape(h, w)  # numpy reduces a contiguous last axis fastest)
-        part = np.partition(scores, -2, axis=-1)
-        margin = (part[:, -1] - part[:, -2]).reshape(h, w)  # 0 at a tie
-        # Inside a cell, sigmoid(mask_q) moves at most spread_q from any corner's value, so each
-        # class score moves at most sum_q p[q, k] spread_q <= sum_q max_k p[q, k] spread_q = bound.
-        c00, c01, c10, c11 = _cell_corners(sig)
-        spread = (np.maximum(np.maximum(c00, c01), np.maximum(c10, c11))
-                  - np.minimum(np.minimum(c00, c01), np.minimum(c10, c11)))  # [N, h, w]
-        bound = np.tensordot(probs.max(1), spread, axes=1)  # [h, w]
-        # Any one corner then decides: its class wins everywhere in the cell when its margin over
-        # the runner-up exceeds twice the bound (the top-left corner is the cell's own grid point).
-        uniform = margin > 2 * bound
+        # Both paths give the same labels, so a sample of the cells may choose: every DENSE_SAMPLE-th
+        # row of cells (its own and its next row of grid points), a quarter of the test's cost.
+        sampled = np.unique(np.arange(0, h, DENSE_SAMPLE))
+        pairs = np.stack([sampled, np.minimum(sampled + 1, h - 1)], axis=1).reshape(-1)
+        if 1.0 - _one_class_cells(probs, _sigmoid_in_place(masks[:, pairs]))[1][0::2].mean() > DENSE_SHARE:
+            return self._dense(probs, masks)
+        top, uniform = _one_class_cells(probs, _sigmoid_in_place(masks.copy()))
         if 1.0 - uniform.mean() > DENSE_SHARE:
             return self._dense(probs, masks)
         hwc = np.ascontiguousarray(masks.transpose(1, 2, 0))
@@ -354,25 +375,33 @@ class MaskLabels(_Upsampler):
         bilinear resize (half-pixel, as PyTorch's), then along the rows DENSE_ROWS output rows at
         a time, as one product of the bilinear weights of the band of source rows the block reads
         (a block's first lo to its last hi; the weights outside it are 0), which lays the block out
-        as [pixels, N] for the class product."""
+        as [pixels, N] for the class product. The row weights are kept negated, so the sigmoid's
+        exp reads a block as it comes (the same floats: negation is exact). 480x853, 100 masks, 124
+        classes (benchmarks/label_tail_speed.py): ~145 ms, ~250 with 64-row blocks and the masks
+        copied to the crop."""
         n, h, w = masks.shape
         if self._weights is None:  # the geometry's: made once, on the first dense frame
-            self._weights = interpolation_matrix(self.rows, h), _bands(self.rows, DENSE_ROWS)
-        wy, row_bands = self._weights  # [H, h], [(output rows, source rows)]
+            self._weights = -interpolation_matrix(self.rows, h), _bands(self.rows, DENSE_ROWS)
+        minus_wy, row_bands = self._weights  # [H, h] negated (a block comes out as -x), [(output rows, source rows)]
         width, padded_width = self.size[1], self.padded[1]
-        columns = self.cols.pick  # of the padded width: the crop, or the pixels a resize keeps
-        columns = slice(0, width) if np.array_equal(columns, np.arange(width)) else columns
         hwc = np.ascontiguousarray(masks.transpose(1, 2, 0))  # [h, w, N]
-        # rows unchanged (weights 1 and 0), columns to the padded width, then cropped: [h, W, N];
-        # OpenCV takes at most RESIZE_CHANNELS channels a call and drops the axis of a single one
-        across = np.concatenate([cv2.resize(hwc[..., i:i + RESIZE_CHANNELS], (padded_width, h),
-                                            interpolation=cv2.INTER_LINEAR).reshape(h, padded_width, -1)
-                                 for i in range(0, n, RESIZE_CHANNELS)], axis=-1)[:, columns]
-        labels = np.empty((wy.shape[0], width), dtype=np.uint8)
+        # rows unchanged (weights 1 and 0), columns to the padded width: [h, Wp, N]; OpenCV takes
+        # at most RESIZE_CHANNELS channels a call and drops the axis of a single one
+        across = [cv2.resize(hwc[..., i:i + RESIZE_CHANNELS], (padded_width, h),
+                             interpolation=cv2.INTER_LINEAR).reshape(h, padded_width, -1)
+                  for i in range(0, n, RESIZE_CHANNELS)]
+        across = across[0] if len(across) == 1 else np.concatenate(across, axis=-1)
+        columns = self.cols.pick  # of the padded width: the crop, or the pixels a resize keeps
+        if not np.array_equal(columns, np.arange(width)):
+            across = across[:, columns]  # [h, W, N]
+        # else the padding's columns (under 32) ride along and are cropped from the labels: cheaper
+        # than copying every mask to the crop
+        labels = np.empty((minus_wy.shape[0], across.shape[1]), dtype=np.uint8)
         for out, src in row_bands:
-            block = wy[out, src] @ across[src].reshape(src.stop - src.start, -1)  # [rows, W x N]
-            flat = _sigmoid_in_place(block.reshape(-1, n))  # [pixels, N]
-            labels[out] = (flat @ probs).argmax(-1).reshape(-1, width)
+            block = minus_wy[out, src] @ across[src].reshape(src.stop - src.start, -1)  # -x: [rows, Wp x N]
+            flat = _sigmoid_of_negated_in_place(block.reshape(-1, n))  # [pixels, N]
+            labels[out] = (flat @ probs).argmax(-1).reshape(-1, across.shape[1])
+        labels = np.ascontiguousarray(labels[:, :width])
         self.boundary_share = 1.0
         return labels
 
