@@ -18,8 +18,9 @@ a cell whose top-left corner's margin beats twice that bound is one class, the r
 Where most cells are on a boundary (masks that disagree everywhere, as seeded weights give), computing
 them cell by cell costs more than resizing every mask (OpenCV's bilinear resize along the columns,
 the rows' bilinear weights as one matrix product per block of rows), so above DENSE_SHARE of the
-cells (every DENSE_SAMPLE-th row of cells is tested first, the rest only if those fall below)
-`MaskLabels` does that instead (the same labels: benchmarks/label_tail_speed.py measures both ways).
+cells (after a dense frame, every DENSE_SAMPLE-th row of cells is tested first, the rest only if
+those fall below) `MaskLabels` does that instead (the same labels: benchmarks/label_tail_speed.py
+measures both ways).
 
 | class | input | output |
 |---|---|---|
@@ -341,6 +342,7 @@ class MaskLabels(_Upsampler):
     def _index_cells(self) -> None:
         super()._index_cells()
         self._weights = None  # the dense path's row weights and bands, made on its first frame
+        self._last_dense = False  # whether the last frame's full test chose the dense path
 
     def __call__(self, class_logits: np.ndarray, mask_logits: np.ndarray,
                  size: tuple[int, int] | None = None) -> np.ndarray:
@@ -352,14 +354,17 @@ class MaskLabels(_Upsampler):
         probs = (e / e.sum(-1, keepdims=True))[:, :-1]  # [N, K]
         masks = np.asarray(mask_logits, dtype=np.float32)[0]  # [N, h, w]
         n, h, w = masks.shape
-        # Both paths give the same labels, so a sample of the cells may choose: every DENSE_SAMPLE-th
-        # row of cells (its own and its next row of grid points), a quarter of the test's cost.
-        sampled = np.unique(np.arange(0, h, DENSE_SAMPLE))
-        pairs = np.stack([sampled, np.minimum(sampled + 1, h - 1)], axis=1).reshape(-1)
-        if 1.0 - _one_class_cells(probs, _sigmoid_in_place(masks[:, pairs]))[1][0::2].mean() > DENSE_SHARE:
-            return self._dense(probs, masks)
+        # Both paths give the same labels, so after a dense frame a sample of the cells may choose:
+        # every DENSE_SAMPLE-th row of cells (its own and its next row of grid points), a quarter of
+        # the test's cost (not before: where few cells are on a boundary it would only add to it).
+        if self._last_dense:
+            sampled = np.arange(0, h, DENSE_SAMPLE)
+            pairs = np.stack([sampled, np.minimum(sampled + 1, h - 1)], axis=1).reshape(-1)
+            if 1.0 - _one_class_cells(probs, _sigmoid_in_place(masks[:, pairs]))[1][0::2].mean() > DENSE_SHARE:
+                return self._dense(probs, masks)
         top, uniform = _one_class_cells(probs, _sigmoid_in_place(masks.copy()))
-        if 1.0 - uniform.mean() > DENSE_SHARE:
+        self._last_dense = bool(1.0 - uniform.mean() > DENSE_SHARE)
+        if self._last_dense:
             return self._dense(probs, masks)
         hwc = np.ascontiguousarray(masks.transpose(1, 2, 0))
 
