@@ -152,6 +152,25 @@ def test_mask_labels_of_masks_disagreeing_everywhere_resize_them_all_with_the_sa
     assert labeller.boundary_share > labels_module.DENSE_SHARE / 2 and np.mean(by_cell == dense) >= 0.9999
 
 
+def test_mask_labels_choose_their_path_frame_by_frame(mpvss_outputs):
+    """After a dense frame a sample of the cells chooses the path (runtime.labels.DENSE_SAMPLE): a
+    trained frame after a noisy one goes back to the cell-by-cell path, and every frame's labels are
+    the official semantic inference's, whichever path ran."""
+    from vss_edge.models.mpvss.mask2former import semantic_labels
+
+    model, outputs = mpvss_outputs
+    cfg = model.cfg
+    rng = np.random.default_rng(2)
+    noisy = [(torch.from_numpy(0.5 * rng.standard_normal(c.shape, dtype=np.float32)),
+              torch.from_numpy(2.0 * rng.standard_normal(m.shape, dtype=np.float32))) for c, m in outputs[:2]]
+    labeller = MaskLabels(tuple(outputs[0][1].shape[-2:]), cfg.label_padded_size, cfg.label_size)
+    for (class_logits, mask_logits), dense in [(noisy[0], True), (outputs[0], False), (noisy[1], True),
+                                               (noisy[0], True), (outputs[1], False), (outputs[2], False)]:
+        faithful = semantic_labels(class_logits, mask_logits, cfg.label_padded_size, cfg.label_size)[0].numpy()
+        got = labeller(class_logits.numpy(), mask_logits.numpy())
+        assert (labeller.boundary_share == 1.0) == dense and np.mean(got == faithful) >= 0.9999
+
+
 @pytest.mark.parametrize("src, padded, dst, queries", [((13, 17), (50, 70), (47, 61), 9),
                                                        ((30, 40), (20, 25), (20, 25), 9),
                                                        ((6, 8), (24, 32), (22, 30), 1),
