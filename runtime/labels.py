@@ -15,7 +15,7 @@ MPVSS's semantic inference is not linear in what is interpolated (the masks pass
 the class-weighted sum), so `MaskLabels` bounds it instead: inside a cell each query's sigmoid lies
 between its corner extremes, which bounds every class's score by the corner scores +- the spread;
 a cell whose top-left corner's margin beats twice that bound is one class, the rest is computed exactly.
-Where most cells are on a boundary (masks that disagree everywhere, as seeded weights give), computing
+Where many cells are on a boundary (masks that disagree everywhere, as seeded weights give), computing
 them cell by cell costs more than resizing every mask (OpenCV's bilinear resize along the columns,
 the rows' bilinear weights as one matrix product per block of rows), so above DENSE_SHARE of the
 cells (after a dense frame, every DENSE_SAMPLE-th row of cells is tested first, the rest only if
@@ -108,11 +108,13 @@ def _cell_corners(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np
 
 
 PRUNE_WORK = 200_000  # LogitLabels: interpolated values (cells x block x C) from which choosing candidates pays
-DENSE_SHARE = 0.5  # MaskLabels: above this share of boundary cells, resize everything (label_tail_speed.py)
+DENSE_SHARE = 0.2  # MaskLabels: above this share of boundary cells, resize everything. Cell by cell costs
+# ~5x the dense path at every cell (noisy masks: R50 480x853 874 vs 153 ms; 288x384, 16 masks: 27-33 vs
+# 4.6-6.7 ms), so they cross near 0.17-0.20 (it was 0.5, never measured)
 RESIZE_CHANNELS = 128  # channels per cv2.resize call (OpenCV 5.1's Python binding refuses more)
 DENSE_ROWS = 8  # output rows per block of the dense path ([8 x W, N] float32: ~2.7 MB at 853 x 100, near
 # the L2 cache; measured at 480x853, 100 masks: 8 rows 106 ms, 16 rows 108, 64 rows 142, 2 rows 122)
-DENSE_SAMPLE = 8  # MaskLabels: every 8th row of cells tells whether most cells are on a boundary
+DENSE_SAMPLE = 8  # MaskLabels: every 8th row of cells tells, after a dense frame, whether it stays dense
 
 
 def interpolation_matrix(axis: _Axis, n_src: int) -> np.ndarray:
