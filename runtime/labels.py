@@ -401,8 +401,8 @@ class MaskLabels(_Upsampler):
         columns = self.cols.pick  # of the padded width: the crop, or the pixels a resize keeps
         if not np.array_equal(columns, np.arange(width)):
             across = across[:, columns]  # [h, W, N]
-        # else the padding's columns (under 32) ride along and are cropped from the labels: cheaper
-        # than copying every mask to the crop
+        # else the padding's columns (MPVSS pads to a multiple of 32: under 32) ride along and are
+        # cropped from the labels: cheaper than copying every mask to the crop
         labels = np.empty((minus_wy.shape[0], across.shape[1]), dtype=np.uint8)
         for out, src in row_bands:
             block = minus_wy[out, src] @ across[src].reshape(src.stop - src.start, -1)  # -x: [rows, Wp x N]
